@@ -1,0 +1,1 @@
+"""Image-similarity counterfeit detector: embed listing photos, match brands' references."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import ConfigError
+from index.atomic import atomic_write_bytes
 from index.records import KINDS
 
 
@@ -134,7 +135,5 @@ def save_thresholds(thresholds: Thresholds, path: str | Path) -> None:
         text = yaml.safe_dump(thresholds.to_dict(), sort_keys=True)
     else:
         text = json.dumps(thresholds.to_dict(), indent=2, sort_keys=True) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode("utf-8"))

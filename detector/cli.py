@@ -1,0 +1,278 @@
+"""``counterfeit`` command line. Each subcommand parses arguments and calls the library.
+
+Exit codes: 0 success; 1 some items failed (reported per item); 2 bad usage or configuration;
+130 interrupted (committed work is kept; rerun to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ITEM_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
+    if with_model:
+        p.add_argument("--model", metavar="PRESET", help="model preset (see 'counterfeit models')")
+    p.add_argument("--checkpoint", metavar="PATH", help="local weights for the preset's architecture")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--precision", help="fp32 | fp16 | bf16 (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="images per model call (default: the preset's)")
+
+
+def _embedder_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"device": args.device}
+    for key in ("checkpoint", "precision", "batch_size"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    if getattr(args, "random_weights", False):
+        options["random_weights"] = True
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="counterfeit", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    idx = sub.add_parser("index", help="build and maintain a reference index").add_subparsers(
+        dest="index_command", required=True
+    )
+    for name, help_text in (("build", "create an index (or add to it) from references"),
+                            ("add", "add references to an existing index")):
+        p = idx.add_parser(name, help=help_text)
+        p.add_argument("refs", help="folder REFS/<brand>/.../<image>, or a .csv/.jsonl manifest")
+        p.add_argument("--index", required=True, metavar="DIR")
+        p.add_argument("--factory", default="Flat", help="FAISS factory string for a new index")
+        p.add_argument("--kind", default="product", choices=("logo", "product"),
+                       help="kind of folder images not recognisably logos (default: product)")
+        p.add_argument("--chunk-size", type=int, default=128, help="images per atomic commit")
+        p.add_argument("--random-weights", action="store_true",
+                       help="the preset's architecture with seeded random weights (speed tests only)")
+        _model_args(p)
+        p.set_defaults(func=cmd_index_build if name == "build" else cmd_index_add)
+
+    p = idx.add_parser("remove", help="withdraw references")
+    p.add_argument("--index", required=True, metavar="DIR")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--brand")
+    group.add_argument("--ref-id", type=int, action="append", help="repeatable")
+    group.add_argument("--product-id")
+    p.set_defaults(func=cmd_index_remove)
+
+    p = idx.add_parser("info", help="counts per brand and kind, model, factory, size")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index_info)
+
+    p = sub.add_parser("score", help="score listing images against an index")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--top-k", type=int, help="matches reported per image")
+    p.add_argument("--thresholds", metavar="FILE", help="thresholds file (default: the preset's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, in input order")
+    p.add_argument("--no-regions", action="store_true", help="whole frame only")
+    p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
+    _model_args(p, with_model=False)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("models", help="list model presets")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("sample", help="build the quickstart sample set (real brand logos)")
+    p.add_argument("out", metavar="DIR")
+    p.add_argument("--n-brands", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("quickstart", help="sample set -> index -> score -> flagged listings")
+    p.add_argument("--out", default="quickstart-out", metavar="DIR")
+    p.add_argument("--model", default="effnet-lite0", metavar="PRESET")
+    _model_args(p, with_model=False)
+    p.set_defaults(func=cmd_quickstart)
+
+    return parser
+
+
+# ---------------------------------------------------------------------- index
+def _progress(desc: str) -> tuple[Callable[[int], None], Callable[[int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def on_total(total: int) -> None:
+        bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def advance(n: int) -> None:
+        if "bar" in bar:
+            bar["bar"].update(n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return advance, on_total, close
+
+
+def _run_indexing(args: argparse.Namespace, *, create: bool) -> int:
+    from detector.indexing import run_indexing
+
+    advance, on_total, close = _progress("indexing")
+    try:
+        report = run_indexing(
+            args.refs,
+            args.index,
+            preset=args.model,
+            factory=args.factory,
+            create=create,
+            default_kind=args.kind,
+            embedder_options=_embedder_options(args),
+            chunk_size=args.chunk_size,
+            progress=advance,
+            on_total=on_total,
+        )
+    finally:
+        close()
+    print(f"added {report.added}, skipped (already indexed) {report.skipped}, failed {len(report.failed)} "
+          f"in {report.seconds:.1f}s", file=sys.stderr)
+    for failure in report.failed:
+        print(f"  failed: {failure.item}: {failure.reason}", file=sys.stderr)
+    print(f"report: {report.report_path}", file=sys.stderr)
+    if report.interrupted:
+        print("interrupted: committed work is kept; rerun the same command to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_ITEM_FAILED if report.failed else EXIT_OK
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    return _run_indexing(args, create=True)
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    return _run_indexing(args, create=False)
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from index.store import ReferenceIndex
+
+    with ReferenceIndex.open(args.index, writable=True) as index:
+        removed = index.remove(ref_ids=args.ref_id, brand=args.brand, product_id=args.product_id)
+    print(f"removed {removed} reference(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from index.store import ReferenceIndex
+
+    with ReferenceIndex.open(args.index) as index:
+        info = index.info().to_dict()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return EXIT_OK
+    fp = info["fingerprint"]
+    print(f"index     {info['path']}")
+    print(f"model     {fp['preset']} ({fp['arch']}, weights {fp['weights']}, dim {fp['dim']})")
+    print(f"factory   {info['factory']}   references {info['count']}   vectors {info['vectors']}")
+    print(f"size      {info['size_bytes'] / 1e6:.2f} MB   generation {info['generation']}   updated {info['updated_at']}")
+    print(f"{'brand':30s} {'logo':>6s} {'product':>8s}")
+    for brand, kinds in sorted(info["per_brand"].items()):
+        print(f"{brand:30s} {kinds.get('logo', 0):6d} {kinds.get('product', 0):8d}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- score
+def _scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.top_k is not None:
+        overrides["top_k"] = args.top_k
+    if args.no_regions:
+        overrides["regions"] = {"enabled": False}
+    if args.no_verify:
+        overrides["verify"] = {"enabled": False}
+    return overrides
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from detector.inputs import expand_image_inputs
+    from detector.scoring import Detector
+
+    options = _embedder_options(args)
+    options.pop("random_weights", None)
+    paths = expand_image_inputs(args.images)
+    with Detector.open(args.index, thresholds=args.thresholds, config=_scoring_overrides(args), **options) as det:
+        failed = 0
+        from tqdm import tqdm
+
+        batch = max(1, min(16, det.embedder.batch_size))
+        with tqdm(total=len(paths), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
+            for start in range(0, len(paths), batch):
+                chunk = paths[start : start + batch]
+                for verdict in det.score_many(chunk, [str(p) for p in chunk]):
+                    failed += verdict.error is not None
+                    print(json.dumps(verdict.to_dict()) if args.json else _verdict_line(verdict), flush=True)
+                bar.update(len(chunk))
+    if failed:
+        print(f"{failed} image(s) could not be scored", file=sys.stderr)
+    return EXIT_ITEM_FAILED if failed else EXIT_OK
+
+
+def _verdict_line(v: Any) -> str:
+    if v.error:
+        return f"ERROR    {v.image}: {v.error}"
+    if v.brand is None:
+        return f"ok       {v.image}: no match"
+    status = "FLAGGED" if v.flagged else "ok"
+    return f"{status:8s} {v.image}: {v.brand} score {v.score:.3f} (threshold {v.threshold:.3f}, {v.threshold_source})"
+
+
+# ---------------------------------------------------------------------- misc
+def cmd_models(args: argparse.Namespace) -> int:
+    from detector.models import get_preset, list_presets
+
+    for name in list_presets():
+        preset = get_preset(name)
+        print(f"{name:18s} {preset.backend}:{preset.arch} dim {preset.dim} {preset.image_size}px")
+    return EXIT_OK
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from detector.bench.dataset import build_sample_set
+
+    sample = build_sample_set(args.out, n_brands=args.n_brands, seed=args.seed)
+    print(json.dumps({k: str(v) for k, v in vars(sample).items()}, indent=2))
+    return EXIT_OK
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from detector.quickstart import run_quickstart
+
+    options = _embedder_options(args)
+    return run_quickstart(Path(args.out), preset=args.model, embedder_options=options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from detector.errors import DetectorError
+    from index.errors import IndexStoreError
+
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DetectorError, IndexStoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Embedder: images -> float32 L2-normalised vectors, plus the fingerprint that names them.
+
+One factory call builds it from a preset name (``configs/models/*.json``) and a few overrides.
+Preprocessing (:meth:`Embedder.preprocess`, CPU, PIL) and the model call
+(:meth:`Embedder.embed_tensors`, the device) are separate steps so that a faster decode path
+can feed ready tensors straight to the model. Vectors are L2-normalised in exactly one place,
+:meth:`Embedder.embed_tensors`.
+
+Example:
+    >>> from detector.embedder import create_embedder
+    >>> from detector.images import load_image
+    >>> emb = create_embedder("tiny-clip-test")
+    >>> vecs = emb.embed([load_image("photo.jpg")])     # doctest: +SKIP
+    >>> vecs.shape, vecs.dtype
+    ((1, 64), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from detector.errors import ConfigError, DetectorError
+from detector.models.preprocess import build_transform, preprocess_identity
+from detector.models.registry import DEFAULT_PRESET, PRECISIONS, ModelPreset, get_preset
+from detector.models.weights import ResolvedWeights, resolve_weights
+from index.records import Fingerprint, canonical_json
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` into a usable device.
+
+    ``"auto"`` picks CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: Unknown device string, or a device this machine does not have.
+    """
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist"
+            )
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError("device 'mps' requested but MPS is not available here")
+    elif dev.type != "cpu":
+        raise ConfigError(
+            f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        )
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> fp16 on CUDA, fp32 elsewhere; refuse combinations that do not work.
+
+    Raises:
+        ConfigError: Unknown precision, fp16 off GPU, or bf16 on a GPU without bf16.
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("precision 'fp16' needs a GPU; on CPU use 'fp32' or 'bf16'")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU does not support bf16; use 'fp16' or 'fp32'")
+    return precision
+
+
+class Embedder:
+    """Embeds images into float32 unit vectors with one model preset.
+
+    Build it with :func:`create_embedder`. Attributes are read-only by convention.
+
+    Attributes:
+        preset: The model preset.
+        fingerprint: Identity of the vectors (arch, weights, preprocessing, dim); vectors
+            from embedders with different fingerprints must not be mixed.
+        dim: Vector dimension.
+        device: Where the model runs.
+        batch_size: Largest batch sent to the model at once.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"`` (autocast; outputs are float32 anyway).
+        model: The torch module mapping (n, 3, S, S) tensors to (n, dim) raw features.
+    """
+
+    def __init__(
+        self,
+        preset: ModelPreset,
+        model: torch.nn.Module,
+        weights: ResolvedWeights,
+        *,
+        device: torch.device,
+        batch_size: int,
+        precision: str,
+    ) -> None:
+        self.preset = preset
+        self.model = model
+        self.weights = weights
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        self.dim = preset.dim
+        self.fingerprint = Fingerprint(
+            preset=preset.name,
+            arch=preset.arch_id,
+            weights=weights.identity,
+            preprocess=canonical_json(preprocess_identity(preset)),
+            dim=preset.dim,
+        )
+        self._transform: Callable[[Image.Image], torch.Tensor] = build_transform(preset)
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(preset={self.preset.name!r}, weights={self.weights.identity!r}, "
+            f"device={str(self.device)!r}, precision={self.precision!r}, "
+            f"batch_size={self.batch_size})"
+        )
+
+    @property
+    def image_size(self) -> int:
+        return self.preset.image_size
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The preset's preprocessing of one image: a (3, S, S) float32 CPU tensor.
+
+        Non-RGB images are converted like :func:`detector.images.to_rgb` (alpha on white).
+        """
+        return self._transform(image)
+
+    def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess and stack images into an (n, 3, S, S) tensor."""
+        import torch
+
+        if not images:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.float32)
+        return torch.stack([self._transform(img) for img in images])
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed PIL images.
+
+        Args:
+            images: Decoded images (see :func:`detector.images.load_image`).
+
+        Returns:
+            (n, dim) float32 array of unit rows, in input order; (0, dim) for no images.
+
+        Example:
+            >>> create_embedder("tiny-clip-test").embed([Image.new("RGB", (80, 60))]).shape
+            (1, 64)
+        """
+        parts = [
+            self.embed_tensors(self.preprocess_batch(chunk))
+            for chunk in _chunks(list(images), self.batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float32)
+
+    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """Run the model on preprocessed images and L2-normalise (the one place that does).
+
+        Args:
+            batch: (n, 3, S, S) tensor as produced by :meth:`preprocess_batch`, any device.
+
+        Returns:
+            (n, dim) float32 array of unit rows.
+
+        Raises:
+            ValueError: The tensor has the wrong shape.
+            DetectorError: The model produced non-finite values (e.g. fp16 overflow).
+        """
+        import torch
+
+        expected = (3, self.image_size, self.image_size)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise ValueError(
+                f"expected a (n, {', '.join(map(str, expected))}) tensor, got {tuple(batch.shape)}"
+            )
+        if batch.shape[0] == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, batch.shape[0], self.batch_size):
+                x = batch[start : start + self.batch_size].to(self.device, dtype=torch.float32)
+                out.append(self.model(x).float())
+        feats = torch.cat(out)
+        if not torch.isfinite(feats).all():
+            raise DetectorError(
+                f"model {self.preset.name!r} produced non-finite features at precision "
+                f"{self.precision!r}; try precision='fp32'"
+            )
+        return _l2_normalise(feats).cpu().numpy().astype(np.float32, copy=False)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def create_embedder(
+    preset: str | ModelPreset = DEFAULT_PRESET,
+    *,
+    device: str = "auto",
+    batch_size: int | None = None,
+    precision: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    random_weights: bool = False,
+    allow_download: bool | None = None,
+) -> Embedder:
+    """Build an embedder from a preset name plus overrides.
+
+    Args:
+        preset: Preset name (see ``list_presets()``), a preset JSON path, or a ModelPreset.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+        batch_size: Images per model call; default from the preset.
+        precision: ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"`` (GPU) or
+            ``"bf16"``; default from the preset.
+        checkpoint: Local weights file replacing the preset's weights (torch state dict,
+            ``{"state_dict": ...}`` or ``.safetensors``); fingerprint weights ``sha256:<hex>``.
+        cache_dir: Download cache (default ``$COUNTERFEIT_CACHE_DIR`` or
+            ``~/.cache/counterfeit-detector``).
+        random_weights: Use the preset's architecture with seeded random weights (benchmarks,
+            tests); fingerprint weights ``random:<seed>``.
+        allow_download: Force downloads on/off; None follows ``HF_HUB_OFFLINE`` /
+            ``COUNTERFEIT_OFFLINE``.
+
+    Returns:
+        A ready Embedder (model in eval mode on ``device``).
+
+    Raises:
+        ConfigError: Unknown preset, device, precision or batch size; checkpoint not fitting.
+        WeightsUnavailableError: Weights are not on disk and cannot be fetched; the message
+            says what to download and where to put it.
+
+    Example:
+        >>> emb = create_embedder("tiny-clip-test", device="cpu")
+        >>> emb.fingerprint.weights
+        'random:0'
+    """
+    p = preset if isinstance(preset, ModelPreset) else get_preset(preset)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision if precision is not None else p.precision, dev)
+    bs = p.batch_size if batch_size is None else batch_size
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {bs!r}")
+
+    weights = resolve_weights(
+        p,
+        checkpoint=checkpoint,
+        cache_dir=cache_dir,
+        random_weights=random_weights,
+        allow_download=allow_download,
+    )
+    if p.backend == "open_clip":
+        from detector.models.openclip_backend import load_image_tower
+
+        model = load_image_tower(p, weights)
+    else:
+        from detector.models.timm_backend import load_feature_model
+
+        model = load_feature_model(p, weights)
+    model = model.to(dev).eval()
+    log.info(
+        "embedder %s: %s weights=%s on %s (%s)", p.name, p.arch_id, weights.identity, dev, prec
+    )
+    return Embedder(p, model, weights, device=dev, batch_size=bs, precision=prec)
+
+
+def _l2_normalise(feats: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    # The clamp keeps an all-zero row at zero instead of NaN; real features are never zero.
+    return feats / torch.linalg.vector_norm(feats, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

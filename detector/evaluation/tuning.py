@@ -1,0 +1,787 @@
+"""Choose thresholds from labelled scores: global, per reference kind, per brand.
+
+Everything is measured at the query level (a flag is right iff it names the true brand), on the
+rule the scorer applies (highest-scoring brand that reaches its own threshold wins).
+
+1. ``default``: one global threshold for every prediction (each query's top brand flags).
+2. ``kinds.<k>`` / ``brands.<b>``: a *slot* is the set of predictions one entry governs. Its
+   curve is the flags its predictions win with the other entries held fixed: a query's best
+   slot prediction flags it when it reaches the threshold and beats the best other passing
+   prediction (equal scores: the wrong brand wins). For a brand, flags as that brand on other
+   brands' and on logo-free listings are its false positives.
+
+In every slot the chosen threshold is the lowest one meeting the constraints (precision >=
+``target_precision``, FPR on logo-free listings <= ``max_fpr``), which maximises recall; among
+equal recalls the highest such threshold. A kind or brand gets an entry only with at least
+``min_support`` labelled positives (for a kind: positives whose true brand was matched through
+that kind) and when its target is reachable on its own flags; otherwise it inherits. So the
+target holds for each overridden brand's own flags, not only on average.
+
+Kinds are tuned against the global threshold, brands against that; then the shared entries
+(kinds, default) are re-tuned on what the brand entries leave them (usually the weaker brands;
+a kind left with under ``min_support`` positives is removed) and the brands re-tuned in that
+context, for up to three rounds. The assembled table is then checked on the whole set; if it
+misses, the default is raised until it does not, and failing that the overrides are added one
+by one onto the global table (most support first), keeping those that keep it met. The result
+says whether the target was met and, if not, the best that was achievable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.evaluation.metrics import (
+    DecisionMetrics,
+    OperatingPoint,
+    PRCurve,
+    evaluate_decisions,
+    pr_curve_from_arrays,
+    query_pr_curve,
+)
+from detector.evaluation.scores import EvalScores, EvaluationError
+from detector.thresholds import Thresholds
+from index.records import KINDS
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """What tuning decided for one slot of the table.
+
+    Attributes:
+        slot: "default", "kind:<k>" or "brand:<b>".
+        support: Labelled positives available to this slot.
+        status: "set" (in the table), "inherited" (too little support or target unreachable on
+            its own data) or "dropped" (reachable alone, but broke the assembled table).
+        threshold: The slot's own threshold (for "inherited", None).
+        point: The slot's operating point on its sub-problem (best achievable when unmet).
+        reason: One line for humans.
+    """
+
+    slot: str
+    support: int
+    status: str
+    threshold: float | None
+    point: OperatingPoint | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """Tuned table and what it is expected to do on the data it was tuned on.
+
+    Attributes:
+        thresholds: The table (``save_thresholds`` writes it).
+        met: True when the assembled table meets every constraint on the data.
+        target_precision, max_fpr: The constraints asked for.
+        expected: Query-level precision/recall/F1/FPR of the table on the data (with intervals).
+        global_only: The same for the global threshold alone, to see what the overrides changed.
+        best_achievable: When the global target is unmet: the global point closest to it.
+        slots: Every slot considered, in order default, kinds, brands.
+        notes: Human-readable warnings (unmet targets, dropped overrides).
+    """
+
+    thresholds: Thresholds
+    met: bool
+    target_precision: float | None
+    max_fpr: float | None
+    expected: DecisionMetrics
+    global_only: DecisionMetrics
+    best_achievable: OperatingPoint | None
+    slots: tuple[SlotResult, ...]
+    notes: tuple[str, ...]
+
+    def summary(self) -> str:
+        """A few lines for a terminal: met or not, expected figures, overrides, notes."""
+        e = self.expected
+        head = "target met" if self.met else "TARGET NOT MET"
+        lines = [
+            (
+                f"{head}: precision {_fmt(e.precision)} (target {_fmt(self.target_precision)}), "
+                f"recall {_fmt(e.recall)}, FPR {_fmt(e.fpr)} (max {_fmt(self.max_fpr)}), "
+                f"default threshold {self.thresholds.default:.4f}"
+            ),
+            (
+                f"overrides: {len(self.thresholds.kinds)} kinds, {len(self.thresholds.brands)} brands "
+                f"(global threshold alone: precision {_fmt(self.global_only.precision)}, "
+                f"recall {_fmt(self.global_only.recall)}, FPR {_fmt(self.global_only.fpr)})"
+            ),
+        ]
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class HoldoutResult:
+    """Thresholds tuned on one part and measured on another.
+
+    Attributes:
+        tuning: The tuning on the tune part (``tuning.expected`` = figures on that part).
+        test: Query-level figures of the same table on the test part.
+        n_tune, n_test: Queries in each part.
+    """
+
+    tuning: TuningResult
+    test: DecisionMetrics
+    n_tune: int
+    n_test: int
+
+
+def tune_thresholds(
+    scores: EvalScores,
+    *,
+    target_precision: float | None = 0.95,
+    max_fpr: float | None = None,
+    min_support: int = 20,
+    per_kind: bool = True,
+    per_brand: bool = True,
+    version: str = "tuned",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> TuningResult:
+    """Pick the thresholds with the most recall that keep precision (and FPR) within bounds.
+
+    Args:
+        scores: Labelled predictions (``scores.score_name`` becomes the table's ``score``).
+        target_precision: Minimum query-level precision, in (0, 1]; None for no precision bound.
+        max_fpr: Maximum share of logo-free listings flagged, in [0, 1]; None for no bound.
+        min_support: Labelled positives a kind or brand needs for its own threshold.
+        per_kind: Tune ``kinds`` entries.
+        per_brand: Tune ``brands`` entries.
+        version: Free-text version written into the table.
+        n_boot: Bootstrap replicates for the intervals of ``expected``.
+        seed: Bootstrap seed.
+
+    Returns:
+        TuningResult; check ``met`` (and ``notes``) before shipping the table.
+
+    Raises:
+        EvaluationError: No constraint given, a bound out of range, or no predictions at all.
+        ConfigError: A tuned value falls outside the range a thresholds file accepts.
+
+    Example:
+        >>> from detector.evaluation.scores import synthetic_scores
+        >>> result = tune_thresholds(synthetic_scores(400, seed=0), target_precision=0.9)
+        >>> result.met, result.expected.precision >= 0.9
+        (True, True)
+        >>> save_thresholds(result.thresholds, "configs/thresholds/mine.json")  # doctest: +SKIP
+    """
+    _check_constraints(target_precision, max_fpr, min_support)
+    if scores.n_predictions == 0:
+        raise EvaluationError("no predictions to tune on: every query retrieved nothing")
+    notes: list[str] = []
+    slots: list[SlotResult] = []
+    if max_fpr is not None and scores.positive.all():
+        notes.append(
+            "no logo-free queries in the set: the FPR bound cannot be checked, so it fails"
+        )
+
+    global_point, global_met = _choose(query_pr_curve(scores), target_precision, max_fpr)
+    if global_point is None:  # only possible when every point has nothing true
+        raise EvaluationError("no query is a correct top match at any threshold; cannot tune")
+    default = float(global_point.threshold)  # type: ignore[arg-type]
+    slots.append(
+        SlotResult(
+            "default",
+            int(scores.positive.sum()),
+            "set",
+            default,
+            global_point,
+            "global threshold" if global_met else "global target unreachable; best achievable",
+        )
+    )
+    table = _table(default, {}, {}, version, scores.score_name)
+    if not global_met:
+        notes.append(
+            f"global target unreachable: {_describe_constraints(target_precision, max_fpr)}; "
+            f"best achievable precision {_fmt(global_point.precision)} at recall "
+            f"{_fmt(global_point.recall)}, FPR {_fmt(global_point.fpr)} (threshold {default:.4f}); "
+            "no kind or brand overrides were tuned"
+        )
+    elif per_kind or per_brand:
+        table = _tune_overrides(
+            scores, table, target_precision, max_fpr, min_support, per_kind, per_brand, slots, notes
+        )
+        if table.default != default:
+            slots[0] = SlotResult(
+                "default",
+                slots[0].support,
+                "set",
+                table.default,
+                None,
+                f"re-tuned on the predictions no override covers (global threshold was {default:.4f})",
+            )
+
+    level = {"default": 0, "kind": 1, "brand": 2}
+    slots.sort(key=lambda s: (level[s.slot.split(":")[0]], -s.support, s.slot))
+    expected = evaluate_decisions(scores, table, n_boot=n_boot, seed=seed, name="tuning")
+    global_only = evaluate_decisions(
+        scores,
+        _table(default, {}, {}, version, scores.score_name),
+        n_boot=n_boot,
+        seed=seed,
+        name="tuning",
+    )
+    met = global_met and _meets(
+        expected.precision, expected.fpr, expected.tp, target_precision, max_fpr
+    )
+    if global_met and not met:  # cannot happen by construction; kept as a loud guard
+        notes.append("assembled table misses the target on the data")
+    return TuningResult(
+        thresholds=table,
+        met=met,
+        target_precision=target_precision,
+        max_fpr=max_fpr,
+        expected=expected,
+        global_only=global_only,
+        best_achievable=None if global_met else global_point,
+        slots=tuple(slots),
+        notes=tuple(notes),
+    )
+
+
+def _tune_overrides(
+    scores: EvalScores,
+    table: Thresholds,
+    target_precision: float | None,
+    max_fpr: float | None,
+    min_support: int,
+    per_kind: bool,
+    per_brand: bool,
+    slots: list[SlotResult],
+    notes: list[str],
+) -> Thresholds:
+    """Kind and brand overrides on top of a global ``table`` that meets the bounds.
+
+    Kinds are tuned against the global threshold, then brands against that; the shared
+    thresholds are re-tuned on what the brands leave them and brands re-tuned in that new
+    context, up to three rounds (each slot's flags depend on the others' thresholds). If the
+    result still misses on the data: raise the default; failing that, add the overrides one by
+    one onto the global table, keeping those that keep it met.
+    """
+    kind_cands = (
+        _kind_candidates(scores, table, target_precision, max_fpr, min_support, slots, notes)
+        if per_kind
+        else []
+    )
+    assembled = _with(table, "kinds", {k: t for k, _, t in kind_cands})
+    brand_cands: list[tuple[str, int, float]] = []
+    round_slots: list[SlotResult] = []
+    round_notes: list[str] = []  # brand notes: only the last round's stand
+    refit_notes: list[str] = []  # shared-entry notes: kept from every round
+    for _ in range(3 if per_brand else 1):
+        round_slots, round_notes = [], []
+        if per_brand:
+            brand_cands = _brand_candidates(
+                scores, assembled, target_precision, max_fpr, min_support, round_slots, round_notes
+            )
+        brands = {b: {"default": t} for b, _, t in brand_cands}
+        before = assembled
+        assembled = _table(assembled.default, assembled.kinds, brands, table.version, table.score)
+        if kind_cands or brand_cands:
+            assembled = _refit_shared(
+                scores, assembled, target_precision, max_fpr, min_support, refit_notes
+            )
+        if assembled == before:
+            break
+    slots.extend(round_slots)
+    notes.extend(round_notes)
+    notes.extend(dict.fromkeys(refit_notes))  # de-duplicated, in order
+    if not _table_meets(scores, assembled, target_precision, max_fpr):
+        assembled = _raise_default(scores, assembled, target_precision, max_fpr, notes)
+    if not _table_meets(scores, assembled, target_precision, max_fpr):
+        notes.append(
+            "the assembled table missed the target on the data; overrides were added one at "
+            "a time onto the global threshold instead, keeping those that keep it met"
+        )
+        assembled = _add_greedily(scores, table, kind_cands, "kinds", target_precision, max_fpr)
+        assembled = _add_greedily(
+            scores, assembled, brand_cands, "brands", target_precision, max_fpr
+        )
+    _record(slots, "kind", kind_cands, assembled)
+    _record(slots, "brand", brand_cands, assembled)
+    return assembled
+
+
+def evaluate_holdout(
+    tune_part: EvalScores,
+    test_part: EvalScores,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    **tune_options: object,
+) -> HoldoutResult:
+    """Tune on ``tune_part`` and report the same table on ``test_part``.
+
+    Args:
+        tune_part: Scores to choose thresholds on.
+        test_part: Held-out scores, never seen by the tuning.
+        n_boot: Bootstrap replicates for both parts' intervals.
+        seed: Bootstrap seed.
+        **tune_options: Passed to :func:`tune_thresholds` (target_precision, min_support...).
+
+    Example:
+        >>> from detector.evaluation.scores import synthetic_scores
+        >>> tune, test = split_by_group(synthetic_scores(400, seed=0), "val", "test")
+        >>> r = evaluate_holdout(tune, test, target_precision=0.9, n_boot=0)
+        >>> r.n_tune, r.n_test
+        (200, 200)
+    """
+    tuning = tune_thresholds(tune_part, n_boot=n_boot, seed=seed, **tune_options)  # type: ignore[arg-type]
+    test = evaluate_decisions(
+        test_part, tuning.thresholds, n_boot=n_boot, seed=seed, name="holdout"
+    )
+    return HoldoutResult(
+        tuning=tuning, test=test, n_tune=tune_part.n_queries, n_test=test_part.n_queries
+    )
+
+
+def split_by_group(
+    scores: EvalScores, tune_groups: str | Iterable[str], test_groups: str | Iterable[str]
+) -> tuple[EvalScores, EvalScores]:
+    """Split by group tag into (tune part, test part).
+
+    Raises:
+        EvaluationError: An unknown group, or a group on both sides.
+    """
+    tune, test = _as_set(tune_groups), _as_set(test_groups)
+    unknown = (tune | test) - set(scores.groups)
+    if unknown:
+        raise EvaluationError(
+            f"unknown group(s) {', '.join(sorted(unknown))}; groups in this set: "
+            f"{', '.join(scores.groups) or 'none'}"
+        )
+    if tune & test:
+        raise EvaluationError(
+            f"group(s) {', '.join(sorted(tune & test))} on both sides of the split"
+        )
+    groups = [q.group for q in scores.queries]
+    return (
+        scores.subset(np.array([g in tune for g in groups], dtype=bool)),
+        scores.subset(np.array([g in test for g in groups], dtype=bool)),
+    )
+
+
+def split_random(
+    scores: EvalScores, *, test_fraction: float = 0.5, seed: int = 0
+) -> tuple[EvalScores, EvalScores]:
+    """Seeded random split into (tune part, test part), stratified by true brand.
+
+    Each brand's queries (and the logo-free ones) are shuffled and split in proportion, so small
+    brands appear on both sides when they have two or more queries.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise EvaluationError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(scores.n_queries, dtype=bool)
+    strata: dict[str | None, list[int]] = {}
+    for i, q in enumerate(scores.queries):
+        strata.setdefault(q.brand, []).append(i)
+    for key in sorted(strata, key=lambda k: (k is None, k or "")):  # fixed order: reproducible
+        idx = np.array(strata[key])
+        rng.shuffle(idx)
+        is_test[idx[: round(len(idx) * test_fraction)]] = True
+    return scores.subset(~is_test), scores.subset(is_test)
+
+
+# ---- internals -----------------------------------------------------------------------------
+
+
+def _choose(
+    curve: PRCurve, target_precision: float | None, max_fpr: float | None
+) -> tuple[OperatingPoint | None, bool]:
+    """Max-recall point meeting the constraints; else the point closest to them."""
+    if len(curve.thresholds) == 0 or not (curve.tp > 0).any():
+        return None, False
+    has_tp = curve.tp > 0
+    fpr_ok = (
+        np.ones(len(curve.thresholds), dtype=bool) if max_fpr is None else (curve.fpr <= max_fpr)
+    )
+    prec_ok = (
+        np.ones(len(curve.thresholds), dtype=bool)
+        if target_precision is None
+        else (curve.precision >= target_precision)
+    )
+    ok = np.flatnonzero(has_tp & fpr_ok & prec_ok)
+    if len(ok):
+        i = int(ok[curve.recall[ok] == curve.recall[ok].max()][0])
+        return _point(curve, i, target_precision, True), True
+    pool = np.flatnonzero(has_tp & fpr_ok)
+    if len(pool) and target_precision is not None:
+        # best precision within the FPR bound; the highest recall among equals
+        best = curve.precision[pool].max()
+        cand = pool[curve.precision[pool] == best]
+        i = int(cand[np.argmax(curve.recall[cand])])
+    else:
+        # the FPR bound itself is out of reach: lowest FPR, then highest precision
+        pool = np.flatnonzero(has_tp)
+        fpr = np.where(np.isnan(curve.fpr[pool]), np.inf, curve.fpr[pool])
+        cand = pool[fpr == fpr.min()]
+        i = int(cand[np.argmax(curve.precision[cand])])
+    return _point(curve, i, target_precision, False), False
+
+
+def _point(curve: PRCurve, i: int, target: float | None, met: bool) -> OperatingPoint:
+    return OperatingPoint(
+        float(curve.thresholds[i]),
+        float(curve.precision[i]),
+        float(curve.recall[i]),
+        float(curve.fpr[i]),
+        target_precision=target,
+        met=met,
+    )
+
+
+def _kind_candidates(
+    scores: EvalScores,
+    context: Thresholds,
+    target_precision: float | None,
+    max_fpr: float | None,
+    min_support: int,
+    slots: list[SlotResult],
+    notes: list[str],
+) -> list[tuple[str, int, float]]:
+    out = []
+    for k in sorted({str(k) for k in scores.ref_kind}):
+        if k not in KINDS:
+            notes.append(
+                f"reference kind {k!r} is not a thresholds kind ({', '.join(KINDS)}); not tuned"
+            )
+            continue
+        sel = scores.ref_kind == k
+        support = int(np.unique(scores.query_idx[sel & scores.is_true]).size)
+        curve = _slot_curve(scores, context, sel, int(scores.positive.sum()))
+        cand = _slot(f"kind:{k}", support, curve, target_precision, max_fpr, min_support)
+        if isinstance(cand, SlotResult):
+            slots.append(cand)
+        else:
+            out.append((k, support, cand))
+    return out
+
+
+def _brand_candidates(
+    scores: EvalScores,
+    context: Thresholds,
+    target_precision: float | None,
+    max_fpr: float | None,
+    min_support: int,
+    slots: list[SlotResult],
+    notes: list[str],
+) -> list[tuple[str, int, float]]:
+    out = []
+    passing = scores.score >= scores.thresholds_per_prediction(context)
+    best1, best2 = _top_two(scores, passing)
+    by_brand = scores.predictions_by_brand()
+    code_of = {b: i for i, b in enumerate(scores.brands)}
+    for b, support in sorted(scores.support().items(), key=lambda kv: (-kv[1], kv[0])):
+        mine = by_brand[b]  # at most one prediction per query
+        q = scores.query_idx[mine]
+        # the best passing prediction of another brand: the runner-up when b itself is the best
+        other = best1[q]
+        other = np.where(scores.brand_code_of(other) == code_of[b], best2[q], other)
+        curve = _wins_curve(scores, mine, q, other, support)
+        cand = _slot(f"brand:{b}", support, curve, target_precision, max_fpr, min_support)
+        if isinstance(cand, SlotResult):
+            slots.append(cand)
+            if cand.point is not None and not cand.point.met:
+                notes.append(f"brand {b}: {cand.reason}")
+        else:
+            out.append((b, support, cand))
+    return out
+
+
+def _slot_curve(
+    scores: EvalScores, context: Thresholds, in_slot: np.ndarray, n_positive: int
+) -> PRCurve:
+    """PR curve of the flags won by ``in_slot`` predictions under one shared threshold.
+
+    Predictions outside the slot keep their ``context`` thresholds. A query can be flagged through
+    the slot only by its best slot prediction (they share one threshold), and only when that one
+    beats the query's best passing outside prediction (equal scores: the wrong brand wins).
+    """
+    thr = scores.thresholds_per_prediction(context)
+    other = scores.best_per_query(~in_slot & (scores.score >= thr))
+    mine = scores.best_per_query(in_slot)
+    q = np.flatnonzero(mine >= 0)
+    return _wins_curve(scores, mine[q], q, other[q], n_positive)
+
+
+def _wins_curve(
+    scores: EvalScores, mine: np.ndarray, q: np.ndarray, other: np.ndarray, n_positive: int
+) -> PRCurve:
+    """Curve over the slot predictions ``mine`` (of queries ``q``) that beat ``other`` (-1: none)."""
+    s, t = scores.score[mine], scores.is_true[mine]
+    o_score = np.where(other >= 0, scores.score[np.maximum(other, 0)], -np.inf)
+    wins = (s > o_score) | ((s == o_score) & ~t)
+    neg = wins & ~scores.positive[q]
+    return pr_curve_from_arrays(
+        "query", s[wins], t[wins], n_positive, s[neg], int((~scores.positive).sum())
+    )
+
+
+def _top_two(scores: EvalScores, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best and runner-up eligible prediction per query (-1 if none), worst-case tie order."""
+    best1 = np.full(scores.n_queries, -1, dtype=np.int64)
+    best2 = np.full(scores.n_queries, -1, dtype=np.int64)
+    cand = np.flatnonzero(eligible)
+    if len(cand) == 0:
+        return best1, best2
+    order = cand[np.lexsort((scores.is_true[cand], -scores.score[cand], scores.query_idx[cand]))]
+    qs = scores.query_idx[order]
+    start = np.r_[True, qs[1:] != qs[:-1]]
+    group_start = np.maximum.accumulate(np.where(start, np.arange(len(qs)), 0))
+    rank = np.arange(len(qs)) - group_start
+    best1[qs[rank == 0]] = order[rank == 0]
+    best2[qs[rank == 1]] = order[rank == 1]
+    return best1, best2
+
+
+def _slot(
+    name: str,
+    support: int,
+    curve: PRCurve,
+    target_precision: float | None,
+    max_fpr: float | None,
+    min_support: int,
+) -> SlotResult | float:
+    """A threshold for the slot, or a SlotResult saying why it inherits."""
+    if support < min_support:
+        return SlotResult(
+            name, support, "inherited", None, None, f"support {support} < min_support {min_support}"
+        )
+    point, met = _choose(curve, target_precision, max_fpr)
+    if point is None:
+        return SlotResult(
+            name, support, "inherited", None, None, "no correct flag at any threshold"
+        )
+    if not met:
+        return SlotResult(
+            name,
+            support,
+            "inherited",
+            None,
+            point,
+            f"target unreachable on its own flags (best precision {_fmt(point.precision)} at "
+            f"recall {_fmt(point.recall)}, FPR {_fmt(point.fpr)}); inherits",
+        )
+    return float(point.threshold)  # type: ignore[arg-type]
+
+
+def _refit_shared(
+    scores: EvalScores,
+    table: Thresholds,
+    target_precision: float | None,
+    max_fpr: float | None,
+    min_support: int,
+    notes: list[str],
+) -> Thresholds:
+    """Re-tune the kind entries and the default on the predictions they still govern.
+
+    Once strong brands have their own thresholds, the shared thresholds cover what is left
+    (often the weaker brands), so they are tuned again on that, in the context of the overrides.
+    A kind entry left with under ``min_support`` positives is removed (the default takes its
+    predictions); the default is always re-tuned when its remainder can meet the target. Two
+    rounds, as each re-tune changes the others' context.
+    """
+    overridden = scores.has_brand(table.brands)
+    removed: list[str] = []
+    for _ in range(2):
+        for kind in sorted(table.kinds):
+            governed = (scores.ref_kind == kind) & ~overridden
+            if _support(scores, governed) < min_support:
+                kinds = {k: v for k, v in table.kinds.items() if k != kind}
+                table = _table(table.default, kinds, table.brands, table.version, table.score)
+                removed.append(kind)
+                continue
+            table = _refit_one(scores, table, governed, kind, target_precision, max_fpr)
+        governed = ~scores.has_ref_kind(table.kinds) & ~overridden
+        if _support(scores, governed) > 0:
+            table = _refit_one(scores, table, governed, None, target_precision, max_fpr)
+    if removed:
+        notes.append(
+            f"kind override(s) {', '.join(removed)} removed: under {min_support} positives are left "
+            "to them once brands have their own thresholds"
+        )
+    return table
+
+
+def _raise_default(
+    scores: EvalScores,
+    table: Thresholds,
+    target_precision: float | None,
+    max_fpr: float | None,
+    notes: list[str],
+) -> Thresholds:
+    """Lowest default at or above the current one with which the whole table meets the bounds.
+
+    Used when the predictions left to the default (brands without their own threshold) cannot
+    meet the target alone. Bisects over the scores those predictions can win (assuming the
+    table's precision rises with the default; every answer is checked exactly). Returns the
+    table unchanged when even flagging none of them does not help.
+    """
+    overridden = scores.has_brand(table.brands)
+    governed = ~scores.has_ref_kind(table.kinds) & ~overridden
+    cands = np.unique(scores.score[governed & (scores.score > table.default)])
+    top = np.nextafter(float(scores.score.max()), np.inf)  # flags none of them
+    cands = np.append(cands, top)
+
+    def ok(i: int) -> bool:
+        trial = _table(float(cands[i]), table.kinds, table.brands, table.version, table.score)
+        return _table_meets(scores, trial, target_precision, max_fpr)
+
+    if not ok(len(cands) - 1):
+        return table
+    lo, hi = -1, len(cands) - 1  # cands[hi] meets; everything at or below lo is assumed not to
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    value = float(cands[hi])
+    notes.append(
+        f"default raised from {table.default:.4f} to {value:.4f}: the brands without their own "
+        "threshold cannot meet the target alone, so the table as a whole is held to it"
+    )
+    return _table(value, table.kinds, table.brands, table.version, table.score)
+
+
+def _support(scores: EvalScores, governed: np.ndarray) -> int:
+    return int(np.unique(scores.query_idx[governed & scores.is_true]).size)
+
+
+def _refit_one(
+    scores: EvalScores,
+    table: Thresholds,
+    governed: np.ndarray,
+    kind: str | None,
+    target_precision: float | None,
+    max_fpr: float | None,
+) -> Thresholds:
+    """Re-tune one shared slot (a kind, or the default when ``kind`` is None) if it can meet."""
+    curve = _slot_curve(scores, table, governed, int(scores.positive.sum()))
+    point, met = _choose(curve, target_precision, max_fpr)
+    if not met or point is None or point.threshold is None:
+        return table
+    if kind is None:
+        return _table(point.threshold, table.kinds, table.brands, table.version, table.score)
+    return _with(table, "kinds", {kind: point.threshold})
+
+
+def _add_greedily(
+    scores: EvalScores,
+    table: Thresholds,
+    candidates: Sequence[tuple[str, int, float]],
+    level: str,
+    target_precision: float | None,
+    max_fpr: float | None,
+) -> Thresholds:
+    """Add candidates one by one (most support first), keeping each that keeps the table met."""
+    for name, _, thr in candidates:
+        trial = _with(table, level, {name: thr})
+        if _table_meets(scores, trial, target_precision, max_fpr):
+            table = trial
+    return table
+
+
+def _record(
+    slots: list[SlotResult],
+    prefix: str,
+    candidates: Sequence[tuple[str, int, float]],
+    table: Thresholds,
+) -> None:
+    for name, support, thr in candidates:
+        if prefix == "kind":
+            final = table.kinds.get(name)
+        else:
+            final = table.brands[name]["default"] if name in table.brands else None
+        ok = final is not None
+        slots.append(
+            SlotResult(
+                f"{prefix}:{name}",
+                support,
+                "set" if ok else "dropped",
+                final if final is not None else thr,
+                None,
+                "own threshold" if ok else "not kept (see notes); inherits",
+            )
+        )
+
+
+def _with(table: Thresholds, level: str, entries: dict[str, float]) -> Thresholds:
+    kinds, brands = dict(table.kinds), {b: dict(v) for b, v in table.brands.items()}
+    if level == "kinds":
+        kinds.update(entries)
+    else:
+        brands.update({b: {"default": v} for b, v in entries.items()})
+    return _table(table.default, kinds, brands, table.version, table.score)
+
+
+def _table(
+    default: float,
+    kinds: dict[str, float],
+    brands: dict[str, dict[str, float]],
+    version: str,
+    score: str,
+) -> Thresholds:
+    # from_dict validates the range a thresholds file accepts, so what we return can be saved
+    return Thresholds.from_dict(
+        {"default": default, "kinds": kinds, "brands": brands, "version": version, "score": score},
+        origin=f"tuned thresholds {version!r}",
+    )
+
+
+def _table_meets(
+    scores: EvalScores, table: Thresholds, target_precision: float | None, max_fpr: float | None
+) -> bool:
+    # decide() without building the per-query brand arrays: this runs once per greedy step
+    best = scores.best_per_query(scores.score >= scores.thresholds_per_prediction(table))
+    flagged_mask = best >= 0
+    tp, flagged = int(scores.is_true[best[flagged_mask]].sum()), int(flagged_mask.sum())
+    neg = ~scores.positive
+    precision = tp / flagged if flagged else math.nan
+    fpr = float((flagged_mask & neg).sum() / neg.sum()) if neg.any() else math.nan
+    return _meets(precision, fpr, tp, target_precision, max_fpr)
+
+
+def _meets(
+    precision: float, fpr: float, tp: int, target_precision: float | None, max_fpr: float | None
+) -> bool:
+    if tp == 0:
+        return False
+    if target_precision is not None and not precision >= target_precision:
+        return False
+    return max_fpr is None or fpr <= max_fpr  # NaN FPR (no logo-free queries) fails the bound
+
+
+def _check_constraints(
+    target_precision: float | None, max_fpr: float | None, min_support: int
+) -> None:
+    if target_precision is None and max_fpr is None:
+        raise EvaluationError("give target_precision, max_fpr or both")
+    if target_precision is not None and not 0.0 < target_precision <= 1.0:
+        raise EvaluationError(f"target_precision must be in (0, 1], got {target_precision}")
+    if max_fpr is not None and not 0.0 <= max_fpr <= 1.0:
+        raise EvaluationError(f"max_fpr must be in [0, 1], got {max_fpr}")
+    if min_support < 1:
+        raise EvaluationError(f"min_support must be >= 1, got {min_support}")
+
+
+def _describe_constraints(target_precision: float | None, max_fpr: float | None) -> str:
+    parts = []
+    if target_precision is not None:
+        parts.append(f"precision >= {target_precision}")
+    if max_fpr is not None:
+        parts.append(f"FPR <= {max_fpr}")
+    return " and ".join(parts)
+
+
+def _as_set(groups: str | Iterable[str]) -> set[str]:
+    return {groups} if isinstance(groups, str) else set(groups)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"

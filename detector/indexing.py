@@ -1,0 +1,371 @@
+"""The indexing job: walk a brand's reference images, embed them, add them to an index.
+
+Work is committed to the index in chunks, each one atomic. An interrupted run therefore loses
+at most the chunk in flight, and a rerun skips every image whose content (sha256) is already
+indexed, so it continues where it stopped and ends with the same index.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from detector.errors import ConfigError, DetectorError, ImageLoadError
+from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
+from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.verify import VerifyConfig, reference_features
+from index.atomic import atomic_write_json
+from index.records import KINDS, NewReference
+from index.store import ReferenceIndex
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = ("path", "brand", "kind", "product_id", "attributes")
+
+
+@dataclass(frozen=True)
+class ReferenceItem:
+    """One reference image to index: where it is and what it shows."""
+
+    path: Path
+    brand: str
+    kind: str = "product"
+    product_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item that could not be indexed, with the reason (also written to the report)."""
+
+    item: str
+    reason: str
+
+
+@dataclass
+class IndexingReport:
+    """Outcome of an indexing run."""
+
+    added: int = 0
+    skipped: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    report_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "skipped_already_indexed": self.skipped,
+            "failed": [{"item": f.item, "reason": f.reason} for f in self.failed],
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---------------------------------------------------------------------- collecting inputs
+def collect_references(refs: str | Path, *, default_kind: str = "product") -> tuple[list[ReferenceItem], list[Failure]]:
+    """Read a reference folder or manifest into items.
+
+    Args:
+        refs: A folder laid out as ``REFS/<brand>/.../<image>``, or a manifest ``.csv``/``.jsonl``
+            with fields ``path`` (relative to the manifest), ``brand`` and optional ``kind``
+            (logo|product), ``product_id``, ``attributes`` (JSON object). Unknown columns are
+            kept in ``attributes``.
+        default_kind: Kind for folder items; an item inside a folder named ``logo``/``logos``,
+            or whose file name starts with ``logo``, is a logo.
+
+    Returns:
+        The items, and the rows that could not be used (missing file, missing brand...).
+
+    Raises:
+        ConfigError: ``refs`` does not exist or is not a folder/.csv/.jsonl.
+    """
+    refs = Path(refs)
+    if default_kind not in KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {default_kind!r}")
+    if refs.is_dir():
+        return _collect_folder(refs, default_kind), []
+    if not refs.exists():
+        raise ConfigError(f"references not found: {refs}")
+    suffix = refs.suffix.lower()
+    if suffix == ".csv":
+        with refs.open(newline="", encoding="utf-8") as fh:
+            rows = list(enumerate(csv.DictReader(fh), start=2))
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for lineno, line in enumerate(refs.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{refs}:{lineno}: not valid JSON: {e}") from e
+            if not isinstance(row, dict):
+                raise ConfigError(f"{refs}:{lineno}: expected a JSON object")
+            rows.append((lineno, row))
+    else:
+        raise ConfigError(f"{refs}: expected a folder, a .csv or a .jsonl manifest")
+    items, failures = [], []
+    for lineno, row in rows:
+        try:
+            items.append(_manifest_item(refs.parent, row))
+        except ValueError as e:
+            failures.append(Failure(f"{refs}:{lineno}", str(e)))
+    return items, failures
+
+
+def _collect_folder(root: Path, default_kind: str) -> list[ReferenceItem]:
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if len(rel.parts) < 2 or path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
+            continue
+        folders = {part.lower() for part in rel.parts[1:-1]}
+        is_logo = bool(folders & {"logo", "logos"}) or path.stem.lower().startswith("logo")
+        items.append(ReferenceItem(path=path, brand=rel.parts[0], kind="logo" if is_logo else default_kind))
+    return items
+
+
+def _manifest_item(base: Path, row: dict[str, Any]) -> ReferenceItem:
+    rel = str(row.get("path") or "").strip()
+    brand = str(row.get("brand") or "").strip()
+    if not rel:
+        raise ValueError("missing 'path'")
+    if not brand:
+        raise ValueError(f"{rel}: missing 'brand'")
+    kind = str(row.get("kind") or "product").strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"{rel}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    path = Path(rel) if Path(rel).is_absolute() else base / rel
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    attributes = row.get("attributes") or {}
+    if isinstance(attributes, str):
+        try:
+            attributes = json.loads(attributes)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{rel}: attributes is not a JSON object: {e}") from e
+    if not isinstance(attributes, dict):
+        raise ValueError(f"{rel}: attributes must be a JSON object")
+    extras = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS and k is not None and v not in (None, "")}
+    product_id = str(row["product_id"]).strip() if row.get("product_id") not in (None, "") else None
+    return ReferenceItem(path=path, brand=brand, kind=kind, product_id=product_id, attributes={**extras, **attributes})
+
+
+# ---------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class _Prepared:
+    item: ReferenceItem
+    sha256: str
+    views: list[Image.Image]
+    features: bytes | None
+
+
+def index_references(
+    items: Sequence[ReferenceItem],
+    index: ReferenceIndex,
+    embedder: Any,
+    *,
+    chunk_size: int = 128,
+    prep: ReferencePrepConfig | None = None,
+    verify_config: VerifyConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 2,
+) -> IndexingReport:
+    """Embed ``items`` and add them to a writable ``index``, one atomic commit per chunk.
+
+    Items whose content is already indexed are skipped; unreadable images are reported and
+    skipped. A KeyboardInterrupt stops after the last committed chunk and returns a report
+    with ``interrupted=True`` (nothing committed is lost).
+
+    Args:
+        items: From :func:`collect_references`.
+        index: Writable index built for ``embedder``'s fingerprint.
+        embedder: The model (``embed`` + ``fingerprint``).
+        chunk_size: Images per commit.
+        prep: Reference preparation (trim, pad, extra views).
+        verify_config: When verification is enabled, local features are stored with each record.
+        progress: Called with the number of items finished after each chunk.
+        workers: Threads that read and decode images while the model runs.
+    """
+    if not embedder.fingerprint.is_compatible(index.fingerprint):
+        raise DetectorError(
+            f"index {index.path} holds another model's vectors "
+            f"({index.fingerprint.describe_difference(embedder.fingerprint)})"
+        )
+    prep = prep or ReferencePrepConfig()
+    want_features = verify_config is not None and verify_config.enabled
+    report = IndexingReport()
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for chunk in _chunks(items, chunk_size):
+                prepared = _prepare_chunk(chunk, index, pool, prep, verify_config if want_features else None, report)
+                if prepared:
+                    _commit(prepared, index, embedder, report)
+                if progress:
+                    progress(len(chunk))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[ReferenceItem]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def _prepare_chunk(
+    chunk: Sequence[ReferenceItem],
+    index: ReferenceIndex,
+    pool: ThreadPoolExecutor,
+    prep: ReferencePrepConfig,
+    verify_config: VerifyConfig | None,
+    report: IndexingReport,
+) -> list[_Prepared]:
+    blobs: list[tuple[ReferenceItem, bytes]] = []
+    for item in chunk:
+        try:
+            blobs.append((item, read_bytes(item.path)))
+        except ImageLoadError as e:
+            report.failed.append(Failure(str(item.path), e.reason))
+    present = index.existing_sha256(sha256_bytes(b) for _, b in blobs)
+    fresh, seen = [], set(present)
+    for item, data in blobs:
+        sha = sha256_bytes(data)
+        if sha in seen:
+            report.skipped += 1
+            continue
+        seen.add(sha)
+        fresh.append((item, data, sha))
+
+    def prepare(entry: tuple[ReferenceItem, bytes, str]) -> _Prepared | Failure:
+        item, data, sha = entry
+        try:
+            image = load_image(data, name=str(item.path))
+            views = reference_views(image, item.kind, prep)
+            features = None
+            if verify_config is not None:
+                features = reference_features(views[0], verify_config).to_bytes()
+            return _Prepared(item, sha, views, features)
+        except ImageLoadError as e:
+            return Failure(str(item.path), e.reason)
+
+    prepared = []
+    for result in pool.map(prepare, fresh):
+        if isinstance(result, Failure):
+            report.failed.append(result)
+        else:
+            prepared.append(result)
+    return prepared
+
+
+def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:
+    flat = [view for p in prepared for view in p.views]
+    vectors = embedder.embed(flat)
+    per_ref: list[np.ndarray] = []
+    start = 0
+    for p in prepared:
+        per_ref.append(vectors[start : start + len(p.views)])
+        start += len(p.views)
+    records = [
+        NewReference(
+            brand=p.item.brand,
+            sha256=p.sha256,
+            source=str(p.item.path),
+            kind=p.item.kind,
+            product_id=p.item.product_id,
+            attributes=p.item.attributes,
+        )
+        for p in prepared
+    ]
+    result = index.add(records, per_ref, aux=[p.features for p in prepared])
+    report.added += len(result.added)
+    report.skipped += len(result.skipped)
+
+
+def write_report(index_dir: str | Path, operation: str, report: IndexingReport) -> Path:
+    """Write the run's report (added / skipped / failed with reasons) into the index directory."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = Path(index_dir) / "reports" / f"{operation}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"operation": operation, **report.to_dict()})
+    report.report_path = path
+    return path
+
+
+def run_indexing(
+    refs: str | Path,
+    index_dir: str | Path,
+    *,
+    preset: str | None = None,
+    factory: str = "Flat",
+    create: bool = True,
+    default_kind: str = "product",
+    embedder_options: dict[str, Any] | None = None,
+    chunk_size: int = 128,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> IndexingReport:
+    """The ``index build``/``index add`` job: collect, embed, commit, write a report.
+
+    Args:
+        refs: Reference folder or manifest (see :func:`collect_references`).
+        index_dir: Index directory; created when ``create`` and absent.
+        preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
+        factory: FAISS factory string for a new index.
+        create: Allow creating the index (``index build``); ``index add`` requires it to exist.
+        default_kind: Kind of folder items that are not recognisably logos.
+        embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
+        chunk_size: Images per atomic commit.
+        progress: Called with the count of items done after each chunk.
+        on_total: Called once with the number of items to process.
+    """
+    from detector.embedder import create_embedder
+
+    items, failures = collect_references(refs, default_kind=default_kind)
+    index_dir = Path(index_dir)
+    exists = (index_dir / "manifest.json").exists()
+    if not exists and not create:
+        raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
+    existing_preset = None
+    if exists:
+        with ReferenceIndex.open(index_dir) as ro:
+            existing_preset = ro.fingerprint.preset
+            random = ro.fingerprint.weights.startswith("random:")
+    options = dict(embedder_options or {})
+    if existing_preset is not None and preset is None:
+        preset = existing_preset
+        options.setdefault("random_weights", random)
+    embedder = create_embedder(preset or "clip-vit-b-32", **options)
+    scoring = embedder.preset.defaults.get("scoring", {})
+    from detector.scoring import ScoringConfig
+
+    config = ScoringConfig.from_dict(scoring)
+    prep = ReferencePrepConfig(**embedder.preset.defaults.get("reference_prep", {}))
+    if exists:
+        index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
+    else:
+        index = ReferenceIndex.create(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    if on_total:
+        on_total(len(items))
+    with index:
+        report = index_references(
+            items, index, embedder, chunk_size=chunk_size, prep=prep, verify_config=config.verify, progress=progress
+        )
+    report.failed[:0] = failures
+    write_report(index_dir, "build" if create else "add", report)
+    return report

@@ -1,0 +1,416 @@
+"""Detector: open an index and a model once, score listing images many times.
+
+Scoring flow for one listing image::
+
+    load ──► regions (whole frame + windows + proposals) ──► embed (one batch)
+         ──► index search per region ──► best allowed region per reference
+         ──► verify the top candidates (local features + RANSAC) ──► fuse ──► thresholds ──► Verdict
+
+Kinds are matched for what they are: a ``product`` reference (an official product photo) is
+matched by the whole frame only, a ``logo`` reference by any region.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from detector.errors import ConfigError, DetectorError, ImageLoadError
+from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
+from detector.regions import Region, RegionConfig, crop_regions, propose_regions
+from detector.thresholds import Thresholds, load_thresholds
+from detector.verdict import Box, ScoredMatch, Verdict
+from detector.verify import LocalFeatures, VerifyConfig, fuse_scores, query_features, verify
+from index.records import Fingerprint, Reference
+from index.store import ReferenceIndex
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+THRESHOLDS_DIR = REPO_ROOT / "configs" / "thresholds"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Knobs of the scoring flow. Defaults come from the model preset's ``scoring`` section.
+
+    Attributes:
+        top_k: Matches reported per image.
+        search_k: Neighbours fetched per region before merging (>= top_k).
+        regions: Query-side region proposals (disabled = whole frame only).
+        verify: Geometric verification of the top candidates (disabled = cosine only).
+        search_params: FAISS search parameters, e.g. ``{"efSearch": 128}``.
+        max_pixels: Decompression-bomb guard for listing images.
+    """
+
+    top_k: int = 5
+    search_k: int = 20
+    regions: RegionConfig = field(default_factory=RegionConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    search_params: dict[str, Any] = field(default_factory=dict)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ScoringConfig:
+        data = dict(data or {})
+        unknown = set(data) - {"top_k", "search_k", "regions", "verify", "search_params", "max_pixels"}
+        if unknown:
+            raise ConfigError(f"unknown scoring option(s): {', '.join(sorted(unknown))}")
+        base = cls()
+        return cls(
+            top_k=int(data.get("top_k", base.top_k)),
+            search_k=int(data.get("search_k", base.search_k)),
+            regions=_override(base.regions, data.get("regions")),
+            verify=_override(base.verify, data.get("verify")),
+            search_params=dict(data.get("search_params", {})),
+            max_pixels=int(data.get("max_pixels", base.max_pixels)),
+        )
+
+
+def _override(obj: Any, values: dict[str, Any] | None) -> Any:
+    if not values:
+        return obj
+    try:
+        return replace(obj, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except TypeError as e:
+        raise ConfigError(f"bad {type(obj).__name__} option: {e}") from e
+
+
+@dataclass(frozen=True)
+class BrandScore:
+    """Best evidence for one brand in one listing image (what evaluation consumes)."""
+
+    brand: str
+    score: float
+    kind: str
+    ref_id: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything scoring found for one image; ``verdict`` is its public summary."""
+
+    verdict: Verdict
+    brand_scores: tuple[BrandScore, ...] = ()
+
+
+def default_thresholds_path(preset: str) -> Path:
+    """The shipped thresholds file of a preset (falls back to ``default.json``)."""
+    candidate = THRESHOLDS_DIR / f"{preset}.json"
+    return candidate if candidate.exists() else THRESHOLDS_DIR / "default.json"
+
+
+class Detector:
+    """Scores listing images against a reference index. Thread-safe; open once, score many.
+
+    Example:
+        >>> det = Detector.open("refs-index")                       # doctest: +SKIP
+        >>> det.score("listing.jpg").flagged                        # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        index: ReferenceIndex,
+        embedder: Any,
+        *,
+        thresholds: Thresholds,
+        config: ScoringConfig | None = None,
+    ) -> None:
+        if not embedder.fingerprint.is_compatible(index.fingerprint):
+            raise DetectorError(
+                f"index {index.path} was built with another model "
+                f"({index.fingerprint.describe_difference(embedder.fingerprint)}); "
+                "score with the index's model or rebuild the index with this one"
+            )
+        self._index = index
+        self.embedder = embedder
+        self.thresholds = thresholds
+        self.config = config or ScoringConfig()
+        # One model call at a time: on CPU parallel calls only fight over the same cores, and
+        # the service batches concurrent requests into one call anyway.
+        self._model_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | Path,
+        *,
+        thresholds: str | Path | Thresholds | None = None,
+        config: ScoringConfig | dict[str, Any] | None = None,
+        device: str = "auto",
+        precision: str | None = None,
+        checkpoint: str | Path | None = None,
+        batch_size: int | None = None,
+        preset: str | None = None,
+    ) -> Detector:
+        """Open an index read-only and load the model it was built with.
+
+        Args:
+            index_dir: Index directory made by ``counterfeit index build``.
+            thresholds: A thresholds file or table; default: the preset's shipped file.
+            config: Scoring options; default: the preset's ``scoring`` defaults.
+            device, precision, batch_size: Embedder overrides.
+            checkpoint: Local weights for the index's architecture (must match the index).
+            preset: Preset name when it differs from the one recorded in the index.
+
+        Raises:
+            IndexStoreError: the index is missing or corrupt.
+            DetectorError: the model does not match the index.
+        """
+        from detector.embedder import create_embedder
+
+        index = ReferenceIndex.open(index_dir, writable=False)
+        fp = index.fingerprint
+        try:
+            embedder = create_embedder(
+                preset or fp.preset,
+                device=device,
+                precision=precision,
+                checkpoint=checkpoint,
+                batch_size=batch_size,
+                random_weights=fp.weights.startswith("random:") and checkpoint is None,
+            )
+        except Exception:
+            index.close()
+            raise
+        if isinstance(config, ScoringConfig):
+            scoring = config
+        else:
+            scoring = ScoringConfig.from_dict({**embedder.preset.defaults.get("scoring", {}), **(config or {})})
+        if isinstance(thresholds, Thresholds):
+            table = thresholds
+        else:
+            table = load_thresholds(thresholds or default_thresholds_path(embedder.preset.name))
+        try:
+            return cls(index, embedder, thresholds=table, config=scoring)
+        except Exception:
+            index.close()
+            raise
+
+    @property
+    def index(self) -> ReferenceIndex:
+        return self._index
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self.embedder.fingerprint
+
+    def reload_index(self) -> bool:
+        """Pick up a newer index generation from disk; in-flight calls finish on the old one."""
+        with self._index_lock:
+            fresh = ReferenceIndex.open(self._index.path, writable=False)
+            if fresh.generation == self._index.generation:
+                fresh.close()
+                return False
+            if not fresh.fingerprint.is_compatible(self.embedder.fingerprint):
+                fresh.close()
+                raise DetectorError(f"index {fresh.path} on disk now holds another model's vectors")
+            self._index = fresh  # the old object is left to the garbage collector
+            return True
+
+    def close(self) -> None:
+        self._index.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public scoring API
+    def score(self, image: ImageSource, *, name: str | None = None) -> Verdict:
+        """Score one image. Raises ImageLoadError for an unreadable image."""
+        analysis = self.analyse_images([load_image(image, name=name, max_pixels=self.config.max_pixels)],
+                                       [name or _name_of(image)])[0]
+        return analysis.verdict
+
+    def score_many(self, images: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[Verdict]:
+        """Score a batch; a bad image gives a verdict with ``error`` set, the rest are scored."""
+        return [a.verdict for a in self.analyse_many(images, names)]
+
+    def analyse_many(self, images: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[Analysis]:
+        """Like :meth:`score_many` but also returns every brand's best score (for evaluation)."""
+        names = list(names) if names is not None else [_name_of(s) for s in images]
+        if len(names) != len(images):
+            raise ValueError("names must have one entry per image")
+        loaded: list[Image.Image] = []
+        positions: list[int] = []
+        results: list[Analysis | None] = [None] * len(images)
+        for i, (source, name) in enumerate(zip(images, names)):
+            try:
+                loaded.append(load_image(source, name=name, max_pixels=self.config.max_pixels))
+                positions.append(i)
+            except ImageLoadError as e:
+                results[i] = Analysis(Verdict.failed(name, str(e)))
+        for pos, analysis in zip(positions, self.analyse_images(loaded, [names[p] for p in positions])):
+            results[pos] = analysis
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ the flow
+    def analyse_images(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[Analysis]:
+        """Score already-loaded RGB images (all regions of all images in one model batch)."""
+        if not images:
+            return []
+        cfg = self.config
+        regions_per_image = [self._regions(img) for img in images]
+        crops: list[Image.Image] = []
+        for img, regions in zip(images, regions_per_image):
+            crops.extend(crop_regions(img, regions))
+        with self._model_lock:
+            vectors = self.embedder.embed(crops)
+        index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
+        k = max(cfg.search_k, cfg.top_k)
+        scores, ref_ids = index.search_vectors(vectors, k, params=cfg.search_params or None)
+        out: list[Analysis] = []
+        start = 0
+        for img, name, regions in zip(images, names, regions_per_image):
+            stop = start + len(regions)
+            out.append(self._analyse_one(index, img, name, regions, scores[start:stop], ref_ids[start:stop]))
+            start = stop
+        return out
+
+    def _regions(self, image: Image.Image) -> list[Region]:
+        if not self.config.regions.enabled:
+            return [Region(box=(0, 0, image.width, image.height), source="full", scale=1.0)]
+        return propose_regions(image, self.config.regions)
+
+    def _analyse_one(
+        self,
+        index: ReferenceIndex,
+        image: Image.Image,
+        name: str,
+        regions: list[Region],
+        scores: np.ndarray,
+        ref_ids: np.ndarray,
+    ) -> Analysis:
+        # Best region per reference; refs are looked up once for the whole image.
+        best: dict[int, tuple[float, int]] = {}
+        for r in range(len(regions)):
+            for s, rid in zip(scores[r].tolist(), ref_ids[r].tolist()):
+                if rid >= 0 and (rid not in best or s > best[rid][0]):
+                    best[rid] = (s, r)
+        refs = index.get_references(best.keys())
+        candidates: list[ScoredMatch] = []
+        for rid, ref in refs.items():
+            cosine, region_idx = self._best_allowed(ref, rid, regions, scores, ref_ids, best)
+            if cosine is None:
+                continue
+            box = regions[region_idx].box
+            candidates.append(_match(ref, cosine, cosine, None, box))
+        candidates = self._verify(index, image, candidates)
+        candidates.sort(key=lambda m: (-m.score, m.ref_id))
+        brand_scores = _best_per_brand(candidates)
+        verdict = self._decide(name, image, candidates, brand_scores)
+        return Analysis(verdict, tuple(brand_scores))
+
+    @staticmethod
+    def _best_allowed(
+        ref: Reference,
+        rid: int,
+        regions: list[Region],
+        scores: np.ndarray,
+        ref_ids: np.ndarray,
+        best: dict[int, tuple[float, int]],
+    ) -> tuple[float | None, int]:
+        """Best cosine of a reference over the regions its kind may be matched by."""
+        if ref.kind != "product":
+            score, region_idx = best[rid]
+            return score, region_idx
+        # Product photos are matched by the whole frame only (region 0 is always the full frame).
+        hits = np.nonzero(ref_ids[0] == rid)[0]
+        if len(hits) == 0:
+            return None, 0
+        return float(scores[0][hits[0]]), 0
+
+    def _verify(self, index: ReferenceIndex, image: Image.Image, candidates: list[ScoredMatch]) -> list[ScoredMatch]:
+        vcfg = self.config.verify
+        if not vcfg.enabled or not candidates:
+            return candidates
+        chosen = sorted(candidates, key=lambda m: -m.cosine)[: vcfg.top_candidates]
+        aux = index.get_aux(m.ref_id for m in chosen)
+        features: LocalFeatures | None = None  # extracted once, only if some candidate has features
+        verified: dict[int, ScoredMatch] = {}
+        for m in chosen:
+            blob = aux.get(m.ref_id)
+            if not blob:
+                continue
+            if features is None:
+                features = query_features(image, vcfg)
+            result = verify(features, LocalFeatures.from_bytes(blob), vcfg)
+            fused = fuse_scores(m.cosine, result.accepted_inliers, vcfg)
+            box = result.box if result.accepted and result.box is not None else m.box
+            verified[m.ref_id] = replace(m, score=fused, inliers=result.inliers, box=box)
+        return [verified.get(m.ref_id, m) for m in candidates]
+
+    def _decide(
+        self, name: str, image: Image.Image, candidates: list[ScoredMatch], brand_scores: list[BrandScore]
+    ) -> Verdict:
+        top = tuple(candidates[: self.config.top_k])
+        if not brand_scores:
+            return Verdict(image=name, matches=top)
+        by_ref = {m.ref_id: m for m in candidates}
+        chosen, flagged = brand_scores[0], False
+        for bs in brand_scores:  # highest-scoring brand that reaches its own threshold wins
+            if bs.score >= self.thresholds.for_match(bs.brand, bs.kind).value:
+                chosen, flagged = bs, True
+                break
+        applied = self.thresholds.for_match(chosen.brand, chosen.kind)
+        evidence = by_ref[chosen.ref_id]
+        return Verdict(
+            image=name,
+            flagged=flagged,
+            brand=chosen.brand,
+            score=chosen.score,
+            threshold=applied.value,
+            threshold_source=applied.source,
+            matches=top,
+            box=_clip_box(evidence.box, image) if evidence.box is not None else None,
+        )
+
+
+def _match(ref: Reference, score: float, cosine: float, inliers: int | None, box: Box | None) -> ScoredMatch:
+    return ScoredMatch(
+        ref_id=ref.id,
+        brand=ref.brand,
+        kind=ref.kind,
+        product_id=ref.product_id,
+        score=score,
+        source=ref.source,
+        cosine=cosine,
+        inliers=inliers,
+        box=box,
+    )
+
+
+def _best_per_brand(candidates: Sequence[ScoredMatch]) -> list[BrandScore]:
+    """Candidates must be sorted by score, best first; keeps each brand's first (best) one."""
+    seen: dict[str, BrandScore] = {}
+    for m in candidates:
+        if m.brand not in seen:
+            seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id)
+    return list(seen.values())
+
+
+def _clip_box(box: Box, image: Image.Image) -> Box:
+    x0, y0, x1, y1 = box
+    x0 = min(max(int(x0), 0), image.width)
+    x1 = min(max(int(x1), x0), image.width)
+    y0 = min(max(int(y0), 0), image.height)
+    y1 = min(max(int(y1), y0), image.height)
+    return (x0, y0, x1, y1)
+
+
+def _name_of(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return getattr(source, "name", None) or "<image>"

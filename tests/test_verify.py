@@ -1,0 +1,219 @@
+"""Tests for detector.verify: local features, RANSAC verification and score fusion."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.errors import ConfigError, DetectorError
+from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.regions import box_iou
+from detector.verify import (
+    LocalFeatures,
+    VerifyConfig,
+    _degenerate,
+    _project_outline,
+    extract_features,
+    fuse_scores,
+    query_features,
+    reference_features,
+    verify,
+)
+
+pytest.importorskip("cv2")
+
+
+def _logo(slug: str) -> Image.Image:
+    """A real brand logo (simple-icons, CC0) rendered to RGBA at 512 px."""
+    cairosvg = pytest.importorskip("cairosvg")
+    sip = pytest.importorskip("simple_icons_pack")
+    icon = sip.get_icon(slug)
+    svg = icon.svg.replace("<svg ", f'<svg fill="#{icon.hex}" ', 1)
+    png = cairosvg.svg2png(bytestring=svg.encode(), output_width=512, output_height=512)
+    return Image.open(io.BytesIO(png)).convert("RGBA")
+
+
+def _reference(slug: str) -> Image.Image:
+    """The reference view as indexed: trimmed, on white, square, no margin."""
+    return reference_views(_logo(slug), "logo", ReferencePrepConfig(logo_margins=(0.0,)))[0]
+
+
+def _photo(name: str = "coffee") -> Image.Image:
+    data = pytest.importorskip("skimage.data")
+    return Image.fromarray(getattr(data, name)()).resize((640, 480))
+
+
+def _paste(photo: Image.Image, view: Image.Image, scale: float, angle: float, at: tuple[int, int]):
+    """Paste ``view`` scaled and rotated; returns the photo and the true (rotated view) box."""
+    size = (round(view.width * scale), round(view.height * scale))
+    part = view.convert("RGBA").resize(size, Image.Resampling.LANCZOS)
+    part = part.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
+    out = photo.convert("RGBA")
+    out.alpha_composite(part, at)
+    x0, y0, x1, y1 = part.getbbox()
+    return out.convert("RGB"), (at[0] + x0, at[1] + y0, at[0] + x1, at[1] + y1)
+
+
+@pytest.fixture(scope="module")
+def config() -> VerifyConfig:
+    return VerifyConfig()
+
+
+@pytest.fixture(scope="module")
+def starbucks_scene(config):
+    reference = _reference("starbucks")
+    query, true_box = _paste(_photo(), reference, 0.5, 20, (220, 110))
+    return reference_features(reference, config), query_features(query, config), true_box
+
+
+def test_accepts_rotated_half_scale_copy_and_localises_it(starbucks_scene, config):
+    ref, query, true_box = starbucks_scene
+    result = verify(query, ref, config)
+    assert result.accepted, result.reason
+    assert result.inliers >= 2 * config.min_inliers
+    assert result.matches >= result.inliers
+    assert result.box is not None and box_iou(result.box, true_box) >= 0.7
+    x0, y0, x1, y1 = result.box
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    assert np.asarray(result.homography).shape == (3, 3)
+    # The homography's linear part is a ~0.5x rotation by ~20 deg (PIL rotates counter-clockwise).
+    h = np.asarray(result.homography) / result.homography[2][2]
+    assert np.sqrt(abs(np.linalg.det(h[:2, :2]))) == pytest.approx(0.5, rel=0.1)
+    assert np.degrees(np.arctan2(-h[1, 0], h[0, 0])) == pytest.approx(20, abs=3)
+
+
+def test_rejects_an_unrelated_logo(starbucks_scene, config):
+    _, query, _ = starbucks_scene
+    other = reference_features(_reference("ferrari"), config)
+    result = verify(query, other, config)
+    assert not result.accepted and result.reason
+    assert result.accepted_inliers == 0
+    assert result.inliers < config.min_inliers
+
+
+def test_rejects_a_photo_without_the_logo(config):
+    ref = reference_features(_reference("starbucks"), config)
+    result = verify(query_features(_photo("chelsea"), config), ref, config)
+    assert not result.accepted
+
+
+def test_orb_fallback_matches_an_exact_copy():
+    config = VerifyConfig(method="orb")
+    reference = _reference("ferrari")
+    query, true_box = _paste(_photo(), reference, 0.6, 0, (200, 100))
+    result = verify(query_features(query, config), reference_features(reference, config), config)
+    assert result.accepted, result.reason
+    assert box_iou(result.box, true_box) >= 0.7
+
+
+def test_features_round_trip_through_bytes_exactly(starbucks_scene):
+    ref, query, _ = starbucks_scene
+    for features in (ref, query):
+        blob = features.to_bytes()
+        back = LocalFeatures.from_bytes(blob)
+        assert isinstance(blob, bytes)
+        assert np.array_equal(back.keypoints, features.keypoints)
+        assert back.keypoints.dtype == np.float32 and back.descriptors.dtype == np.uint8
+        assert np.array_equal(back.descriptors, features.descriptors)
+        assert (back.image_size, back.scale, back.method, back.content) == (
+            features.image_size, features.scale, features.method, features.content,
+        )
+        assert back.to_bytes() == blob
+    # Compact: SIFT stored as uint8, ~136 bytes a keypoint plus a small header.
+    assert len(ref.to_bytes()) < 140 * len(ref) + 2000
+
+
+def test_from_bytes_never_unpickles_and_rejects_garbage():
+    buffer = io.BytesIO()
+    np.savez(buffer, keypoints=np.array([object()], dtype=object))
+    with pytest.raises(DetectorError):
+        LocalFeatures.from_bytes(buffer.getvalue())
+    with pytest.raises(DetectorError):
+        LocalFeatures.from_bytes(b"not an npz")
+
+
+def test_keypoints_are_in_original_coordinates(config):
+    photo = _photo()
+    big = photo.resize((1280, 960), Image.Resampling.LANCZOS)
+    small_f = extract_features(photo, max_side=640, max_features=500)
+    big_f = extract_features(big, max_side=640, max_features=500)
+    assert small_f.scale == 1.0 and big_f.scale == pytest.approx(0.5)
+    assert big_f.image_size == (1280, 960)
+    assert big_f.keypoints[:, 0].max() > 640  # mapped back, not working-copy coordinates
+    assert np.all((big_f.keypoints >= -0.5) & (big_f.keypoints <= [1280, 960]))
+    # Same image, same working copy: the big one's keypoints are the small one's, doubled.
+    assert len(big_f) > 100
+    nearest = np.min(
+        np.linalg.norm(big_f.keypoints[:50, None] / 2 - small_f.keypoints[None], axis=2), axis=1
+    )
+    assert np.median(nearest) < 1.0
+
+
+def test_mixed_methods_raise(starbucks_scene):
+    ref, _, _ = starbucks_scene
+    orb = extract_features(_photo(), max_side=320, max_features=100, method="orb")
+    with pytest.raises(ConfigError):
+        verify(orb, ref, VerifyConfig())
+
+
+def test_blank_images_are_rejected_not_errors(config):
+    blank = extract_features(Image.new("RGB", (64, 64), "white"), max_side=64, max_features=50)
+    assert len(blank) == 0
+    assert not verify(blank, blank, config).accepted
+
+
+@pytest.mark.parametrize(
+    ("homography", "reason"),
+    [
+        (np.diag([-1.0, 1.0, 1.0]) @ np.array([[1, 0, -100], [0, 1, 0], [0, 0, 1.0]]), "mirrored"),
+        (np.diag([0.001, 0.001, 1.0]), "too small"),
+        (np.diag([20.0, 20.0, 1.0]), "too large"),
+        (np.array([[1.0, 3.0, 0], [0, 0.2, 0], [0, 0, 1]]), "sheared"),
+        (np.array([[1.0, 0, 0], [0, 1, 0], [-0.02, 0, 1]]), "horizon"),
+        (np.diag([1.0, 8.0, 1.0]), "stretched"),
+    ],
+)
+def test_degenerate_homographies_are_rejected(homography, reason, config):
+    outline = _project_outline(homography, (0, 0, 100, 100))
+    assert reason in _degenerate(outline, (100, 100), (640, 480), config)
+
+
+def test_plausible_homography_passes(config):
+    angle = np.radians(20)
+    c, s = 0.5 * np.cos(angle), 0.5 * np.sin(angle)
+    h = np.array([[c, -s, 200], [s, c, 100], [0, 0, 1]])
+    outline = _project_outline(h, (0, 0, 300, 300))
+    assert _degenerate(outline, (300, 300), (640, 480), config) == ""
+
+
+def test_fuse_disabled_equals_first_stage_score():
+    off = VerifyConfig(enabled=False)
+    for score, inliers in itertools.product([-0.2, 0.0, 0.31, 0.9, 1.0], [0, 5, 12, 500]):
+        assert fuse_scores(score, inliers, off) == score
+
+
+def test_fuse_is_monotone_bounded_and_saturates():
+    config = VerifyConfig(weight=0.4, inlier_cap=40)
+    scores = np.linspace(-1, 1, 21)
+    counts = range(0, 80, 3)
+    table = np.array([[fuse_scores(s, n, config) for n in counts] for s in scores])
+    assert np.all(np.diff(table, axis=0) > 0)  # strictly increasing in the score
+    assert np.all(np.diff(table, axis=1) >= 0)  # non-decreasing in the inliers
+    assert np.all(table - scores[:, None] <= 0.4 + 1e-12)
+    assert fuse_scores(0.5, 0, config) == 0.5
+    assert fuse_scores(0.5, 40, config) == fuse_scores(0.5, 400, config) == pytest.approx(0.9)
+    assert fuse_scores(0.5, 20, config) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0},
+     {"min_area_fraction": 2.0}, {"max_distortion": 0.5}, {"min_corner_angle": 90}],
+)
+def test_invalid_config_raises(kwargs):
+    with pytest.raises(ConfigError):
+        VerifyConfig(**kwargs)

@@ -82,6 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_score)
 
+    p = sub.add_parser("eval", help="score a labelled set (cached) and write metrics, plots, report")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--labels", required=True, metavar="FILE", help="labelled set (.jsonl or .csv)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--thresholds", metavar="FILE", help="thresholds for the decision figures")
+    p.add_argument("--target-precision", type=float, default=0.9, help="for recall@precision (default 0.9)")
+    p.add_argument("--cache", metavar="FILE", help="result cache (default OUT/cache.sqlite)")
+    p.add_argument("--no-regions", action="store_true")
+    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--top-k", type=int, help=argparse.SUPPRESS)
+    _model_args(p, with_model=False)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tune", help="choose thresholds for a target precision / false-positive rate")
+    p.add_argument("--eval", required=True, metavar="DIR", help="output folder of 'counterfeit eval'")
+    p.add_argument("--out", required=True, metavar="FILE", help="thresholds file to write (.json/.yaml)")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--max-fpr", type=float, help="maximum false-positive rate on logo-free listings")
+    p.add_argument("--min-support", type=int, default=20, help="labelled positives a brand needs for its own threshold")
+    p.add_argument("--tune-groups", default="", help="comma-separated groups to tune on (holdout mode)")
+    p.add_argument("--test-groups", default="", help="comma-separated held-out groups to report on")
+    p.add_argument("--version", help="version string written into the thresholds file")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("models", help="list model presets")
     p.set_defaults(func=cmd_models)
 
@@ -229,6 +253,54 @@ def _verdict_line(v: Any) -> str:
         return f"ok       {v.image}: no match"
     status = "FLAGGED" if v.flagged else "ok"
     return f"{status:8s} {v.image}: {v.brand} score {v.score:.3f} (threshold {v.threshold:.3f}, {v.threshold_source})"
+
+
+# ---------------------------------------------------------------------- eval / tune
+def cmd_eval(args: argparse.Namespace) -> int:
+    from detector.evaluation.jobs import eval_job
+
+    options = _embedder_options(args)
+    advance, on_total, close = _progress("evaluating")
+    try:
+        outcome = eval_job(
+            args.index, args.labels, args.out,
+            thresholds=args.thresholds, target_precision=args.target_precision, cache_path=args.cache,
+            detector_options=options, scoring_options=_scoring_overrides(args),
+            progress=advance, on_total=on_total,
+        )
+    finally:
+        close()
+    run = outcome.run
+    print(f"scored {run.computed} image(s), {run.cached} from cache, {len(run.failed)} failed, "
+          f"in {run.seconds:.1f}s", file=sys.stderr)
+    print(outcome.report.summary_md.read_text(encoding="utf-8"))
+    print(f"scores: {outcome.scores_path}\nreport: {outcome.report.out_dir}", file=sys.stderr)
+    return EXIT_ITEM_FAILED if run.failed else EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from detector.evaluation.jobs import tune_job
+    from detector.evaluation.tuning import HoldoutResult
+
+    def groups(text: str) -> list[str]:
+        return [g for g in (part.strip() for part in text.split(",")) if g]
+
+    result = tune_job(
+        args.eval, args.out,
+        target_precision=args.target_precision, max_fpr=args.max_fpr, min_support=args.min_support,
+        tune_groups=groups(args.tune_groups), test_groups=groups(args.test_groups), version=args.version,
+    )
+    if isinstance(result, HoldoutResult):
+        print(result.tuning.summary())
+        t = result.test
+        print(f"held-out ({result.n_test} listings): precision {t.precision:.3f} "
+              f"recall {t.recall:.3f} FPR {t.fpr:.3f}")
+        met = result.tuning.met
+    else:
+        print(result.summary())
+        met = result.met
+    print(f"thresholds: {args.out}", file=sys.stderr)
+    return EXIT_OK if met else EXIT_ITEM_FAILED
 
 
 # ---------------------------------------------------------------------- misc

@@ -183,3 +183,11 @@ def test_random_split_is_stratified_and_seeded(scores: EvalScores) -> None:
     for brand, n in scores.support().items():
         assert a_test.support().get(brand, 0) == round(n * 0.25)
     assert query_pr_curve(a_test).n_positive == int(a_test.positive.sum())
+
+
+@pytest.mark.parametrize("seed", range(5, 12))
+def test_tuned_table_always_meets_target_when_global_does(seed: int) -> None:
+    s = synthetic_scores(600, brand_support=(60, 30, 20, 10, 5, 3), seed=seed)
+    r = tune_thresholds(s, target_precision=0.95, min_support=15, n_boot=0)
+    assert r.met
+    assert evaluate_decisions(s, r.thresholds, n_boot=0).precision >= 0.95

@@ -33,16 +33,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 from PIL import Image, ImageDraw
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-BRAND_COLORS = [(220, 30, 30), (30, 160, 40), (30, 60, 220), (230, 180, 20), (140, 40, 160), (20, 170, 170)]
+BRAND_COLORS = [
+    (220, 30, 30),
+    (30, 160, 40),
+    (30, 60, 220),
+    (230, 180, 20),
+    (140, 40, 160),
+    (20, 170, 170),
+]
 
 
 # ---------------------------------------------------------------------- test data
@@ -103,12 +111,39 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_server(index: Path, *, max_batch: int, max_wait_ms: float, admin_token: str,
-                   device: str, extra_args: list[str], ready_timeout: float = 300) -> Iterator[str]:
+def running_server(
+    index: Path,
+    *,
+    max_batch: int,
+    max_wait_ms: float,
+    admin_token: str,
+    device: str,
+    extra_args: list[str],
+    ready_timeout: float = 300,
+) -> Iterator[str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "detector.service.server", "--index", str(index), "--host", "127.0.0.1",
-           "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-           "--device", device, "--timeout", "120", "--log-level", "warning", *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "detector.service.server",
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--device",
+        device,
+        "--timeout",
+        "120",
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
     env = {**os.environ, "COUNTERFEIT_ADMIN_TOKEN": admin_token}
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -143,8 +178,14 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-async def run_level(url: str, listings: list[bytes], concurrency: int, n_requests: int,
-                    max_seconds: float, score_token: str | None) -> dict[str, Any]:
+async def run_level(
+    url: str,
+    listings: list[bytes],
+    concurrency: int,
+    n_requests: int,
+    max_seconds: float,
+    score_token: str | None,
+) -> dict[str, Any]:
     """Send up to ``n_requests`` single-image requests with ``concurrency`` workers."""
     headers = {"Authorization": f"Bearer {score_token}"} if score_token else {}
     latencies: list[float] = []
@@ -153,14 +194,19 @@ async def run_level(url: str, listings: list[bytes], concurrency: int, n_request
     deadline = time.monotonic() + max_seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=120, limits=limits, headers=headers
+    ) as client:
+
         async def worker() -> None:
             for i in counter:
                 if time.monotonic() > deadline:
                     return
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/v1/score", files={"files": (f"l{i}.jpg", listings[i % len(listings)])})
+                    r = await client.post(
+                        "/v1/score", files={"files": (f"l{i}.jpg", listings[i % len(listings)])}
+                    )
                     ok = r.status_code == 200 and r.json()["results"][0]["error"] is None
                     key = "ok" if ok else f"http_{r.status_code}"
                 except httpx.HTTPError as e:
@@ -189,7 +235,9 @@ async def run_level(url: str, listings: list[bytes], concurrency: int, n_request
     }
 
 
-async def soak_writer(url: str, admin_token: str, every: float, stop: asyncio.Event) -> dict[str, int]:
+async def soak_writer(
+    url: str, admin_token: str, every: float, stop: asyncio.Event
+) -> dict[str, int]:
     """Alternately add and remove a reference (each followed by a reload) until ``stop``."""
     stats = {"writes": 0, "reloads": 0, "write_errors": 0}
     headers = {"Authorization": f"Bearer {admin_token}"}
@@ -203,8 +251,11 @@ async def soak_writer(url: str, admin_token: str, every: float, stop: asyncio.Ev
             except TimeoutError:
                 pass
             if add:
-                r = await admin.post("/v1/references", data={"brand": "soak-brand", "kind": "logo"},
-                                     files={"files": ("soak.png", extra)})
+                r = await admin.post(
+                    "/v1/references",
+                    data={"brand": "soak-brand", "kind": "logo"},
+                    files={"files": ("soak.png", extra)},
+                )
             else:
                 r = await admin.delete("/v1/references", params={"brand": "soak-brand"})
             stats["writes"] += 1
@@ -216,23 +267,32 @@ async def soak_writer(url: str, admin_token: str, every: float, stop: asyncio.Ev
     return stats
 
 
-async def measure(url: str, args: argparse.Namespace, listings: list[bytes], mode: str,
-                  admin_token: str | None) -> list[dict[str, Any]]:
-    await run_level(url, listings, 4, args.warmup, 60, args.score_token)  # warm caches, JIT, threads
+async def measure(
+    url: str, args: argparse.Namespace, listings: list[bytes], mode: str, admin_token: str | None
+) -> list[dict[str, Any]]:
+    await run_level(
+        url, listings, 4, args.warmup, 60, args.score_token
+    )  # warm caches, JIT, threads
     rows = []
     for concurrency in args.concurrency:
         stop = asyncio.Event()
         writer = None
         if args.soak and admin_token:
             writer = asyncio.create_task(soak_writer(url, admin_token, args.reload_every, stop))
-        row = await run_level(url, listings, concurrency, args.requests, args.max_seconds, args.score_token)
+        row = await run_level(
+            url, listings, concurrency, args.requests, args.max_seconds, args.score_token
+        )
         stop.set()
         if writer is not None:
             row.update(await writer)
         row["mode"] = mode
         rows.append(row)
-        print(f"  {mode:12s} c={concurrency:<3d} {row['rps']:8.2f} req/s  p50 {row['p50_ms']:.1f} ms  "
-              f"p99 {row['p99_ms']:.1f} ms  errors {row['errors']}", file=sys.stderr, flush=True)
+        print(
+            f"  {mode:12s} c={concurrency:<3d} {row['rps']:8.2f} req/s  p50 {row['p50_ms']:.1f} ms  "
+            f"p99 {row['p99_ms']:.1f} ms  errors {row['errors']}",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -244,10 +304,14 @@ def markdown(rows: list[dict[str, Any]], soak: bool) -> str:
         sep += "---:|"
     lines = [head, sep]
     for r in rows:
-        line = (f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | "
-                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+        line = (
+            f"| {r['mode']} | {r['concurrency']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | "
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |"
+        )
         if soak:
-            line += f" {r.get('writes', 0)}+{r.get('reloads', 0)} ({r.get('write_errors', 0)} failed) |"
+            line += (
+                f" {r.get('writes', 0)}+{r.get('reloads', 0)} ({r.get('write_errors', 0)} failed) |"
+            )
         lines.append(line)
     return "\n".join(lines)
 
@@ -274,7 +338,9 @@ def main() -> int:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--max-batch", type=int, default=32, help="batch size of the batched run")
     p.add_argument("--no-compare", action="store_true", help="skip the unbatched run")
-    p.add_argument("--soak", action="store_true", help="add/remove a reference and reload during load")
+    p.add_argument(
+        "--soak", action="store_true", help="add/remove a reference and reload during load"
+    )
     p.add_argument("--reload-every", type=float, default=2.0, help="seconds between soak writes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-regions", action="store_true", help="server scores the whole frame only")
@@ -287,10 +353,19 @@ def main() -> int:
     listings = make_listings(32)
 
     rows: list[dict[str, Any]] = []
-    meta: dict[str, Any] = {"requests_per_level": args.requests, "max_seconds_per_level": args.max_seconds,
-                            "max_wait_ms": args.max_wait_ms, "soak": args.soak, "cpus": os.cpu_count(),
-                            "device": args.device, "regions": not args.no_regions, "verify": not args.no_verify}
-    extra_args = (["--no-regions"] if args.no_regions else []) + (["--no-verify"] if args.no_verify else [])
+    meta: dict[str, Any] = {
+        "requests_per_level": args.requests,
+        "max_seconds_per_level": args.max_seconds,
+        "max_wait_ms": args.max_wait_ms,
+        "soak": args.soak,
+        "cpus": os.cpu_count(),
+        "device": args.device,
+        "regions": not args.no_regions,
+        "verify": not args.no_verify,
+    }
+    extra_args = (["--no-regions"] if args.no_regions else []) + (
+        ["--no-verify"] if args.no_verify else []
+    )
     if args.url:
         host = urlparse(args.url).hostname
         if host not in LOOPBACK_HOSTS:
@@ -302,27 +377,46 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="counterfeit-load-") as tmp:
             index = args.index
             if index is None:
-                print(f"building a {args.brands}-brand index with {args.preset} ...", file=sys.stderr)
+                print(
+                    f"building a {args.brands}-brand index with {args.preset} ...", file=sys.stderr
+                )
                 index = build_index(Path(tmp), args.preset, args.brands)
             elif args.soak:
                 import shutil
 
                 shutil.copytree(index, Path(tmp) / "index")  # soak writes to a copy, never to yours
                 index = Path(tmp) / "index"
-            meta["preset"] = json.loads((index / "manifest.json").read_text()).get("fingerprint", {}).get("preset")
+            meta["preset"] = (
+                json.loads((index / "manifest.json").read_text())
+                .get("fingerprint", {})
+                .get("preset")
+            )
             admin = secrets.token_urlsafe(24)
             modes = [("batched", args.max_batch)] + ([] if args.no_compare else [("unbatched", 1)])
             for mode, max_batch in modes:
-                with running_server(index, max_batch=max_batch, max_wait_ms=args.max_wait_ms,
-                                    admin_token=admin, device=args.device, extra_args=extra_args) as url:
+                with running_server(
+                    index,
+                    max_batch=max_batch,
+                    max_wait_ms=args.max_wait_ms,
+                    admin_token=admin,
+                    device=args.device,
+                    extra_args=extra_args,
+                ) as url:
                     rows += asyncio.run(measure(url, args, listings, mode, admin))
     table = markdown(rows, args.soak)
-    result = {"meta": meta, "rows": rows, "speedup_batched_over_unbatched": speedups(rows), "table": table}
+    result = {
+        "meta": meta,
+        "rows": rows,
+        "speedup_batched_over_unbatched": speedups(rows),
+        "table": table,
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table)
     if result["speedup_batched_over_unbatched"]:
-        print("\nmicro-batching speed-up (req/s batched / unbatched): "
-              + ", ".join(f"c={c}: {s}x" for c, s in result["speedup_batched_over_unbatched"].items()))
+        print(
+            "\nmicro-batching speed-up (req/s batched / unbatched): "
+            + ", ".join(f"c={c}: {s}x" for c, s in result["speedup_batched_over_unbatched"].items())
+        )
     print(f"\nJSON: {args.out}")
     total_errors = sum(r["errors"] + r.get("write_errors", 0) for r in rows)
     return 1 if total_errors else 0

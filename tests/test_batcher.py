@@ -44,7 +44,9 @@ def test_concurrent_requests_share_one_call_and_get_their_own_results(pool):
     model = FakeModel()
 
     async def main():
-        batcher = MicroBatcher(model, executor=pool, max_batch=32, max_wait_s=0.2, adaptive_wait=False)
+        batcher = MicroBatcher(
+            model, executor=pool, max_batch=32, max_wait_s=0.2, adaptive_wait=False
+        )
         requests = [[f"r{r}-i{i}" for i in range(1 + r % 3)] for r in range(10)]
         results = await asyncio.gather(*(batcher.submit(items) for items in requests))
         await batcher.close()
@@ -62,7 +64,9 @@ def test_batches_are_bounded_and_requests_never_split(pool):
     model = FakeModel()
 
     async def main():
-        batcher = MicroBatcher(model, executor=pool, max_batch=5, max_wait_s=0.2, adaptive_wait=False)
+        batcher = MicroBatcher(
+            model, executor=pool, max_batch=5, max_wait_s=0.2, adaptive_wait=False
+        )
         requests = [[(r, i) for i in range(2)] for r in range(7)]  # 14 items in pairs
         results = await asyncio.gather(*(batcher.submit(items) for items in requests))
         await batcher.close()
@@ -128,9 +132,14 @@ def test_failing_batch_only_fails_the_culprit(pool):
     model = FakeModel(poison="bad")
 
     async def main():
-        batcher = MicroBatcher(model, executor=pool, max_batch=32, max_wait_s=0.1, adaptive_wait=False)
+        batcher = MicroBatcher(
+            model, executor=pool, max_batch=32, max_wait_s=0.1, adaptive_wait=False
+        )
         out = await asyncio.gather(
-            batcher.submit(["a"]), batcher.submit(["bad", "b"]), batcher.submit(["c"]), return_exceptions=True
+            batcher.submit(["a"]),
+            batcher.submit(["bad", "b"]),
+            batcher.submit(["c"]),
+            return_exceptions=True,
         )
         await batcher.close()
         return out
@@ -199,7 +208,11 @@ def test_on_batch_reports_sizes(pool):
 
     async def main():
         batcher = MicroBatcher(
-            lambda xs: xs, executor=pool, max_batch=8, max_wait_s=0.1, on_batch=lambda n, s: seen.append(n),
+            lambda xs: xs,
+            executor=pool,
+            max_batch=8,
+            max_wait_s=0.1,
+            on_batch=lambda n, s: seen.append(n),
             adaptive_wait=False,
         )
         await asyncio.gather(*(batcher.submit([i, i]) for i in range(3)))
@@ -249,7 +262,7 @@ def test_adaptive_wait_waits_for_announced_requests(pool):
         await batcher.close()
         return out
 
-    fast, slow, empty = asyncio.run(main())
+    _, slow, empty = asyncio.run(main())
     assert model.batches == [["fast", "slow", "slow2"]]  # waited for the announced one
     assert [x for x, _ in slow] == ["slow", "slow2"] and empty == []
 

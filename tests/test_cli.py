@@ -136,13 +136,11 @@ def test_manifest_missing_files_unknown_columns_relative_paths(sample_set, tmp_p
 def test_score_with_another_model_fails_clearly(tiny_index_dir, sample_set, tmp_path, cli_env):
     import torch
 
-    from detector.embedder import create_embedder
+    from detector.models import get_preset
+    from detector.models.openclip_backend import build_clip_model
 
-    embedder = create_embedder(TINY, device="cpu")
-    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in embedder.model.state_dict().items()}
-    ckpt = tmp_path / "other.pt"
-    torch.save(state, ckpt)
+    ckpt = tmp_path / "other.pt"  # same architecture, other weights (seed 1 instead of 0)
+    torch.save(build_clip_model(get_preset(TINY), seed=1).state_dict(), ckpt)
     image = next((sample_set.labels_path.parent / "listings").glob("*.jpg"))
     t0 = time.perf_counter()
     proc = run_cli("score", "--index", str(tiny_index_dir), str(image), "--checkpoint", str(ckpt), env=cli_env)

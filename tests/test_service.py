@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -41,9 +41,11 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -108,7 +110,9 @@ class _Thresholds:
 class FakeDetector:
     """Flags an image as brand ``w<width>``; records batch sizes and the threads it ran on."""
 
-    fingerprint = Fingerprint(preset="fake", arch="fake:arch", weights="random:0", preprocess="{}", dim=8)
+    fingerprint = Fingerprint(
+        preset="fake", arch="fake:arch", weights="random:0", preprocess="{}", dim=8
+    )
 
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.delay = delay
@@ -121,7 +125,9 @@ class FakeDetector:
         self.embedder = None
         self.reloads = 0
 
-    def analyse_images(self, images: Sequence[Image.Image], names: Sequence[str]) -> list[_Analysis]:
+    def analyse_images(
+        self, images: Sequence[Image.Image], names: Sequence[str]
+    ) -> list[_Analysis]:
         self.batches.append(len(images))
         self.threads.add(threading.current_thread().name)
         if self.fail:
@@ -129,8 +135,16 @@ class FakeDetector:
         if self.delay:
             time.sleep(self.delay)
         return [
-            _Analysis(Verdict(image=n, flagged=True, brand=f"w{img.width}", score=img.width / 1000, threshold=0.5,
-                              threshold_source="default"))
+            _Analysis(
+                Verdict(
+                    image=n,
+                    flagged=True,
+                    brand=f"w{img.width}",
+                    score=img.width / 1000,
+                    threshold=0.5,
+                    threshold_source="default",
+                )
+            )
             for img, n in zip(images, names)
         ]
 
@@ -154,8 +168,12 @@ def serve_fake() -> Iterator[Callable[..., tuple[LiveServer, FakeDetector]]]:
     """Start a live server around a FakeDetector; ``serve_fake(settings, detector, loader)``."""
     stack: list[LiveServer] = []
 
-    def start(settings: ServiceSettings | None = None, detector: FakeDetector | None = None,
-              loader: Callable[[], Any] | None = None, wait: bool = True) -> tuple[LiveServer, FakeDetector]:
+    def start(
+        settings: ServiceSettings | None = None,
+        detector: FakeDetector | None = None,
+        loader: Callable[[], Any] | None = None,
+        wait: bool = True,
+    ) -> tuple[LiveServer, FakeDetector]:
         det = detector or FakeDetector()
         server = LiveServer(create_app(loader or (lambda: det), settings or ServiceSettings()))
         stack.append(server.__enter__())
@@ -215,8 +233,17 @@ def test_score_passes_ids_through_and_keeps_order(serve_fake):
     assert (body["listing_id"], body["seller_id"]) == ("L-1", "S-9")
     assert [v["brand"] for v in body["results"]] == ["w31", "w52", "w73"]
     assert [v["image"] for v in body["results"]] == ["img31.png", "img52.png", "img73.png"]
-    assert set(body["results"][0]) == {"image", "flagged", "brand", "score", "threshold", "threshold_source",
-                                       "matches", "box", "error"}
+    assert set(body["results"][0]) == {
+        "image",
+        "flagged",
+        "brand",
+        "score",
+        "threshold",
+        "threshold_source",
+        "matches",
+        "box",
+        "error",
+    }
     assert det.batches == [3]
     assert det.threads == {"model_0"}  # the model ran on the model thread, not the event loop
 
@@ -225,10 +252,15 @@ def test_bad_images_inside_a_request_and_alone(serve_fake):
     server, det = serve_fake()
     truncated = png(60, 40)[:50]
     with server.client() as c:
-        mixed = c.post("/v1/score", files=[
-            ("files", ("good.png", png(41, 20))), ("files", ("bad.png", truncated)),
-            ("files", ("notes.txt", b"hello, not an image")), ("files", ("good2.png", png(42, 20))),
-        ])
+        mixed = c.post(
+            "/v1/score",
+            files=[
+                ("files", ("good.png", png(41, 20))),
+                ("files", ("bad.png", truncated)),
+                ("files", ("notes.txt", b"hello, not an image")),
+                ("files", ("good2.png", png(42, 20))),
+            ],
+        )
         assert mixed.status_code == 200
         results = mixed.json()["results"]
         assert [r["brand"] for r in results] == ["w41", None, None, "w42"]
@@ -244,7 +276,12 @@ def test_bad_images_inside_a_request_and_alone(serve_fake):
         assert empty.status_code == 422 and empty.json()["error"]["code"] == "invalid_image"
 
         # The server keeps serving after every bad request.
-        assert c.post("/v1/score", files={"files": ("ok.png", png(43, 20))}).json()["results"][0]["brand"] == "w43"
+        assert (
+            c.post("/v1/score", files={"files": ("ok.png", png(43, 20))}).json()["results"][0][
+                "brand"
+            ]
+            == "w43"
+        )
     assert det.batches == [2, 1]  # bad images never reach the model
 
 
@@ -260,7 +297,9 @@ def test_request_validation_errors(serve_fake):
         huge = c.post("/v1/score", files={"files": ("big.png", png(100, 100))})  # 10,000 px > 5,000
         assert huge.status_code == 422 and "pixel" in huge.json()["results"][0]["error"].lower()
 
-        long_id = c.post("/v1/score", files={"files": ("a.png", png())}, data={"listing_id": "x" * 300})
+        long_id = c.post(
+            "/v1/score", files={"files": ("a.png", png())}, data={"listing_id": "x" * 300}
+        )
         assert long_id.status_code == 422 and long_id.json()["error"]["code"] == "invalid_field"
 
         not_found = c.get("/v1/nothing")
@@ -278,8 +317,10 @@ def test_body_size_limit_declared_and_streamed(serve_fake):
 
         # Chunked upload without Content-Length: caught while streaming.
         boundary = "xyzboundary"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"s.bin\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="s.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
 
         def chunks() -> Iterator[bytes]:
             yield head
@@ -287,8 +328,11 @@ def test_body_size_limit_declared_and_streamed(serve_fake):
                 yield b"\1" * 4_000
             yield f"\r\n--{boundary}--\r\n".encode()
 
-        streamed = c.post("/v1/score", content=chunks(),
-                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        streamed = c.post(
+            "/v1/score",
+            content=chunks(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "body_too_large"
         assert c.post("/v1/score", files={"files": ("ok.png", png(44, 10))}).status_code == 200
     assert det.batches == [1]
@@ -300,25 +344,41 @@ def test_score_token_enforced(serve_fake):
         files = {"files": ("a.png", png())}
         none = c.post("/v1/score", files=files)
         assert none.status_code == 401 and none.headers["www-authenticate"] == "Bearer"
-        assert c.post("/v1/score", files=files, headers={"Authorization": "Basic abc"}).status_code == 401
+        assert (
+            c.post("/v1/score", files=files, headers={"Authorization": "Basic abc"}).status_code
+            == 401
+        )
         wrong = c.post("/v1/score", files=files, headers={"Authorization": f"Bearer {SCORER}x"})
         assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden"
-        assert c.post("/v1/score", files=files, headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 403
+        assert (
+            c.post(
+                "/v1/score", files=files, headers={"Authorization": f"Bearer {ADMIN}"}
+            ).status_code
+            == 403
+        )
         ok = c.post("/v1/score", files=files, headers={"Authorization": f"Bearer {SCORER}"})
         assert ok.status_code == 200
         assert c.get("/healthz").status_code == 200  # ops endpoints stay open
         metrics = c.get("/metrics").text
-    assert 'counterfeit_http_requests_total{method="POST",route="/v1/score",status="401"} 2' in metrics
+    assert (
+        'counterfeit_http_requests_total{method="POST",route="/v1/score",status="401"} 2' in metrics
+    )
     assert 'counterfeit_http_errors_total{code="forbidden"} 2' in metrics
 
 
 def test_admin_disabled_without_token(serve_fake):
     server, det = serve_fake()
     with server.client() as c:
-        for method, path in (("POST", "/v1/reload"), ("DELETE", "/v1/references?brand=x"),
-                             ("POST", "/v1/references")):
+        for method, path in (
+            ("POST", "/v1/reload"),
+            ("DELETE", "/v1/references?brand=x"),
+            ("POST", "/v1/references"),
+        ):
             r = c.request(method, path, headers={"Authorization": "Bearer anything-at-all-here"})
-            assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled", (path, r.text)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled", (
+                path,
+                r.text,
+            )
     assert det.reloads == 0
 
 
@@ -326,11 +386,16 @@ def test_admin_token_enforced_on_reload(serve_fake):
     server, det = serve_fake(ServiceSettings(admin_token=ADMIN, score_token=SCORER))
     with server.client() as c:
         assert c.post("/v1/reload").status_code == 401
-        assert c.post("/v1/reload", headers={"Authorization": f"Bearer {SCORER}"}).status_code == 403
+        assert (
+            c.post("/v1/reload", headers={"Authorization": f"Bearer {SCORER}"}).status_code == 403
+        )
         ok = c.post("/v1/reload", headers={"Authorization": f"Bearer {ADMIN}"})
         assert ok.status_code == 200 and ok.json() == {"reloaded": True, "generation": 2}
-        bad_delete = c.delete("/v1/references", params={"brand": "a", "product_id": "b"},
-                              headers={"Authorization": f"Bearer {ADMIN}"})
+        bad_delete = c.delete(
+            "/v1/references",
+            params={"brand": "a", "product_id": "b"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
         assert bad_delete.status_code == 422
     assert det.reloads == 1
 
@@ -343,7 +408,12 @@ def test_timeout_answers_504_and_server_recovers(serve_fake):
         assert slow.status_code == 504 and slow.json()["error"]["code"] == "timeout"
         det.delay = 0.0
         time.sleep(1.5)  # the abandoned batch finishes in the background
-        assert c.post("/v1/score", files={"files": ("a.png", png(45, 9))}).json()["results"][0]["brand"] == "w45"
+        assert (
+            c.post("/v1/score", files={"files": ("a.png", png(45, 9))}).json()["results"][0][
+                "brand"
+            ]
+            == "w45"
+        )
 
 
 def test_model_failure_is_500_without_internals(serve_fake):
@@ -356,10 +426,16 @@ def test_model_failure_is_500_without_internals(serve_fake):
 
 async def _concurrent_scores(url: str, widths: Sequence[int]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        return await asyncio.gather(*(
-            client.post("/v1/score", files={"files": (f"{w}.png", png(w, 8))}, data={"listing_id": str(w)})
-            for w in widths
-        ))
+        return await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/score",
+                    files={"files": (f"{w}.png", png(w, 8))},
+                    data={"listing_id": str(w)},
+                )
+                for w in widths
+            )
+        )
 
 
 def test_concurrent_requests_are_batched_and_get_their_own_results(serve_fake):
@@ -391,7 +467,11 @@ def test_info_metrics_and_openapi(serve_fake):
         metrics = c.get("/metrics")
         spec = c.get("/openapi.json").json()
     assert info["model"]["arch"] == "fake:arch" and info["thresholds"]["version"] == "test-v1"
-    assert info["index"]["count"] == 3 and "path" not in info["index"] and info["admin_enabled"] is True
+    assert (
+        info["index"]["count"] == 3
+        and "path" not in info["index"]
+        and info["admin_enabled"] is True
+    )
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
     assert 'counterfeit_http_requests_total{method="POST",route="/v1/score",status="200"} 2' in text
@@ -399,14 +479,20 @@ def test_info_metrics_and_openapi(serve_fake):
     assert 'counterfeit_images_total{outcome="error"} 1' in text
     assert 'counterfeit_http_request_duration_seconds_count{route="/v1/score"} 2' in text
     assert "counterfeit_model_batch_images_bucket" in text and "counterfeit_ready 1" in text
-    assert {"/v1/score", "/v1/references", "/v1/reload", "/v1/info", "/healthz", "/readyz"} <= set(spec["paths"])
+    assert {"/v1/score", "/v1/references", "/v1/reload", "/v1/info", "/healthz", "/readyz"} <= set(
+        spec["paths"]
+    )
     score_form = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert score_form["schema"]["$ref"]
 
 
 # ---------------------------------------------------------------------- real pipeline (tiny preset)
-BRAND_SHAPES = {"acme": ("ellipse", (220, 30, 30)), "globex": ("rect", (30, 160, 40)),
-                "initech": ("triangle", (30, 60, 220)), "umbrella": ("cross", (230, 180, 20))}
+BRAND_SHAPES = {
+    "acme": ("ellipse", (220, 30, 30)),
+    "globex": ("rect", (30, 160, 40)),
+    "initech": ("triangle", (30, 60, 220)),
+    "umbrella": ("cross", (230, 180, 20)),
+}
 
 
 def logo(brand: str, size: int = 96) -> bytes:
@@ -449,8 +535,10 @@ def real_server(tiny_index: Path, tmp_path: Path) -> Iterator[tuple[LiveServer, 
 
     index_dir = tmp_path / "index"
     shutil.copytree(tiny_index, index_dir)  # each test may write its own copy
-    app = create_app(lambda: Detector.open(index_dir, device="cpu"),
-                     ServiceSettings(admin_token=ADMIN, request_timeout_s=60))
+    app = create_app(
+        lambda: Detector.open(index_dir, device="cpu"),
+        ServiceSettings(admin_token=ADMIN, request_timeout_s=60),
+    )
     with LiveServer(app) as server:
         server.wait_ready()
         yield server, index_dir
@@ -466,8 +554,11 @@ def test_real_scoring_matches_the_python_api(real_server):
     server, index_dir = real_server
     brands = ["acme", "globex", "initech"]
     with server.client() as c:
-        r = c.post("/v1/score", files=[("files", (f"{b}.png", logo(b, 128))) for b in brands],
-                   data={"listing_id": "L1"})
+        r = c.post(
+            "/v1/score",
+            files=[("files", (f"{b}.png", logo(b, 128))) for b in brands],
+            data={"listing_id": "L1"},
+        )
         info = c.get("/v1/info").json()
     assert r.status_code == 200, r.text
     http = r.json()["results"]
@@ -481,7 +572,9 @@ def test_real_scoring_matches_the_python_api(real_server):
     assert info["index"]["per_brand"].keys() == set(brands)
 
 
-async def _score_until(url: str, stop: asyncio.Event, results: list[int], brands: Sequence[str]) -> None:
+async def _score_until(
+    url: str, stop: asyncio.Event, results: list[int], brands: Sequence[str]
+) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         i = 0
         while not stop.is_set():
@@ -497,13 +590,20 @@ def test_real_admin_writes_during_load_lose_no_request(real_server):
     async def scenario() -> tuple[list[int], list[dict[str, Any]]]:
         stop = asyncio.Event()
         statuses: list[int] = []
-        load = [asyncio.create_task(_score_until(server.url, stop, statuses, ["acme", "globex", "initech"]))
-                for _ in range(3)]
+        load = [
+            asyncio.create_task(
+                _score_until(server.url, stop, statuses, ["acme", "globex", "initech"])
+            )
+            for _ in range(3)
+        ]
         steps: list[dict[str, Any]] = []
         async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=_auth()) as admin:
             await asyncio.sleep(0.3)
-            added = await admin.post("/v1/references", data={"brand": "umbrella", "kind": "logo"},
-                                     files=[("files", ("cross.png", logo("umbrella"))), ("files", ("junk.png", b"xx"))])
+            added = await admin.post(
+                "/v1/references",
+                data={"brand": "umbrella", "kind": "logo"},
+                files=[("files", ("cross.png", logo("umbrella"))), ("files", ("junk.png", b"xx"))],
+            )
             steps.append({"status": added.status_code, **added.json()})
             info = (await admin.get("/v1/info")).json()
             steps.append({"count": info["index"]["count"]})
@@ -543,11 +643,21 @@ def test_real_reload_picks_up_an_external_writer(real_server, tmp_path):
         report = run_indexing(tmp_path / "more", index_dir, create=False)  # another process' write
         assert report.added == 1
         # Not visible until reloaded: the service keeps answering from the loaded generation.
-        assert c.post("/v1/score", files={"files": ("q.png", logo("umbrella"))}).json()["results"][0]["brand"] != "umbrella"
+        assert (
+            c.post("/v1/score", files={"files": ("q.png", logo("umbrella"))}).json()["results"][0][
+                "brand"
+            ]
+            != "umbrella"
+        )
         r = c.post("/v1/reload")
         assert r.status_code == 200 and r.json()["reloaded"] is True
         assert r.json()["generation"] > before["generation"]
-        assert c.post("/v1/score", files={"files": ("q.png", logo("umbrella"))}).json()["results"][0]["brand"] == "umbrella"
+        assert (
+            c.post("/v1/score", files={"files": ("q.png", logo("umbrella"))}).json()["results"][0][
+                "brand"
+            ]
+            == "umbrella"
+        )
         metrics = c.get("/metrics").text
     assert 'counterfeit_index_reloads_total{result="changed"} 1' in metrics
     assert "counterfeit_index_references 4" in metrics

@@ -71,8 +71,14 @@ class ModelPreset:
         resize_mode: ``"shortest"`` (resize the short side, centre crop; open_clip's default),
             ``"longest"`` (resize the long side, pad to a square with white) or ``"squash"``.
         dim: Output embedding dimension.
-        defaults: Run-time defaults that do not change the vectors' meaning:
-            ``batch_size`` (int) and ``precision`` (``"auto"|"fp32"|"fp16"|"bf16"``).
+        defaults: Run-time defaults that do not change the vectors' meaning (the fast path
+            stays within cosine 0.998 of the plain fp32 path): ``batch_size`` (int),
+            ``precision`` (``"auto"|"fp32"|"fp16"|"bf16"``), ``decode_workers`` (threads
+            decoding and resizing while the model runs; 0 = inline), ``draft`` (reduced-size
+            JPEG decoding to >= 2x the input size), ``channels_last`` (memory format for CNNs),
+            ``gpu_decode`` (JPEG decoding and resizing on the GPU when the model runs on CUDA)
+            and ``num_threads`` (torch intra-op threads; null leaves torch's setting alone).
+            Absent keys mean "off" (the plain path).
         description: Free text.
         model_config: For open_clip presets whose architecture is not built into open_clip:
             path of an open_clip model-config JSON (registered with ``open_clip.add_model_config``).
@@ -106,6 +112,27 @@ class ModelPreset:
     @property
     def precision(self) -> str:
         return str(self.defaults.get("precision", "auto"))
+
+    @property
+    def decode_workers(self) -> int:
+        return int(self.defaults.get("decode_workers", 0))
+
+    @property
+    def draft(self) -> bool:
+        return bool(self.defaults.get("draft", False))
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(self.defaults.get("channels_last", False))
+
+    @property
+    def gpu_decode(self) -> bool:
+        return bool(self.defaults.get("gpu_decode", False))
+
+    @property
+    def num_threads(self) -> int | None:
+        value = self.defaults.get("num_threads")
+        return None if value is None else int(value)
 
     def preprocess_config(self) -> dict[str, Any]:
         """The preprocessing as a plain dict (the fingerprint stores its canonical JSON)."""
@@ -220,6 +247,34 @@ def _all_presets() -> dict[str, ModelPreset]:
         return {**_scanned, **_added}
 
 
+RUNTIME_DEFAULTS = (
+    "batch_size",
+    "precision",
+    "decode_workers",
+    "draft",
+    "channels_last",
+    "gpu_decode",
+    "num_threads",
+)
+
+
+def _check_runtime_defaults(defaults: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(defaults) - set(RUNTIME_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown defaults {unknown}; known: {list(RUNTIME_DEFAULTS)}")
+    workers = defaults.get("decode_workers", 0)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"{where}: defaults.decode_workers must be an integer >= 0")
+    for key in ("draft", "channels_last", "gpu_decode"):
+        if not isinstance(defaults.get(key, False), bool):
+            raise ConfigError(f"{where}: defaults.{key} must be true or false")
+    threads = defaults.get("num_threads")
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0
+    ):
+        raise ConfigError(f"{where}: defaults.num_threads must be a positive integer or null")
+
+
 def _parse(raw: dict[str, Any], path: Path) -> ModelPreset:
     where = f"model preset {path}"
 
@@ -272,6 +327,7 @@ def _parse(raw: dict[str, Any], path: Path) -> ModelPreset:
         raise ConfigError(f"{where}: defaults.batch_size must be a positive integer")
     if defaults.get("precision", "auto") not in PRECISIONS:
         raise ConfigError(f"{where}: defaults.precision must be one of {PRECISIONS}")
+    _check_runtime_defaults(defaults, where)
 
     model_config = raw.get("model_config")
     if model_config is not None:

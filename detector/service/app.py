@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -91,7 +91,13 @@ class ServiceSettings:
     max_field_chars: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_files", "max_batch_images", "max_queue_images", "decode_workers"):
+        for name in (
+            "max_body_bytes",
+            "max_files",
+            "max_batch_images",
+            "max_queue_images",
+            "decode_workers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.request_timeout_s <= 0:
@@ -257,16 +263,24 @@ class _LimitsMiddleware:
             if area is not None:
                 headers = dict(scope.get("headers", []))
                 raw = headers.get(b"authorization")
-                denied = _auth_error(self.state.settings, area == "admin", raw.decode("latin-1") if raw else None)
+                denied = _auth_error(
+                    self.state.settings, area == "admin", raw.decode("latin-1") if raw else None
+                )
                 if denied is not None:
                     await respond(denied)
                     return
             try:
-                await asyncio.wait_for(self.app(scope, receive_wrapper, send_wrapper), settings.request_timeout_s)
+                await asyncio.wait_for(
+                    self.app(scope, receive_wrapper, send_wrapper), settings.request_timeout_s
+                )
             except TimeoutError:
                 if not status_holder["started"]:
                     await respond(
-                        ApiError(504, "timeout", f"request took longer than {settings.request_timeout_s:g} s")
+                        ApiError(
+                            504,
+                            "timeout",
+                            f"request took longer than {settings.request_timeout_s:g} s",
+                        )
                     )
             except Exception:
                 if not exceeded:
@@ -277,8 +291,12 @@ class _LimitsMiddleware:
             # Label by route template (bounded cardinality); requests answered here before routing
             # (401, 413) keep their path when it is a known route.
             route = getattr(scope.get("route"), "path", None)
-            template = route or (scope["path"] if scope["path"] in self.state.route_paths else "unmatched")
-            metrics.requests.inc(method=scope["method"], route=template, status=str(status_holder["status"]))
+            template = route or (
+                scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
+            )
+            metrics.requests.inc(
+                method=scope["method"], route=template, status=str(status_holder["status"])
+            )
             metrics.latency.observe(time.perf_counter() - started_at, route=template)
 
 
@@ -329,7 +347,11 @@ def _check_file_count(files: list[UploadFile], settings: ServiceSettings) -> Non
     if not files:
         raise ApiError(422, "no_files", "send at least one image as multipart field 'files'")
     if len(files) > settings.max_files:
-        raise ApiError(413, "too_many_files", f"{len(files)} files sent; at most {settings.max_files} per request")
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"{len(files)} files sent; at most {settings.max_files} per request",
+        )
 
 
 async def _read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
@@ -375,7 +397,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.admin_lock = asyncio.Lock()
         state.model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        state.decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
+        state.decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_workers, thread_name_prefix="decode"
+        )
         state.admin_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin")
         state.batcher = MicroBatcher(
             lambda items: _run_batch(state, items),
@@ -491,24 +515,38 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        codes = {
+            400: "bad_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }
         code = codes.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 413:
             code = "body_too_large"
-        return await api_error(request, ApiError(exc.status_code, code, message, headers=exc.headers))
+        return await api_error(
+            request, ApiError(exc.status_code, code, message, headers=exc.headers)
+        )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
         for err in exc.errors()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            problems.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return await api_error(request, ApiError(422, "invalid_request", "; ".join(problems) or "invalid request"))
+            problems.append(
+                f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid"))
+            )
+        return await api_error(
+            request, ApiError(422, "invalid_request", "; ".join(problems) or "invalid request")
+        )
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return await api_error(request, ApiError(500, "internal_error", "internal error; see the server log"))
+        return await api_error(
+            request, ApiError(500, "internal_error", "internal error; see the server log")
+        )
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -516,11 +554,17 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+# OpenAPI security schemes (the check itself is _auth_error, which also runs before body parsing).
+_ADMIN_BEARER = HTTPBearer(auto_error=False, scheme_name="AdminToken")
+_SCORE_BEARER = HTTPBearer(auto_error=False, scheme_name="ScoreToken")
+
 # Paths whose every method needs a token: "admin" (disabled without one) or "score" (open without one).
 _PROTECTED = {"/v1/score": "score", "/v1/references": "admin", "/v1/reload": "admin"}
 
 
-def _auth_error(settings: ServiceSettings, admin: bool, authorization: str | None) -> ApiError | None:
+def _auth_error(
+    settings: ServiceSettings, admin: bool, authorization: str | None
+) -> ApiError | None:
     """The error to answer for this Authorization header, or None when the request may go on."""
     expected = settings.admin_token if admin else settings.score_token
     result = auth.check(authorization, expected, required=admin)
@@ -534,28 +578,46 @@ def _auth_error(settings: ServiceSettings, admin: bool, authorization: str | Non
         )
     if result is auth.AuthResult.MISSING:
         return ApiError(
-            401, "unauthorized", "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+            401,
+            "unauthorized",
+            "send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     return ApiError(403, "forbidden", "the token is not valid for this endpoint")
 
 
 def _auth_dependency(state: _State, *, admin: bool) -> Callable[..., Awaitable[None]]:
-    scheme = HTTPBearer(auto_error=False, scheme_name="AdminToken" if admin else "ScoreToken")
-
-    async def require(request: Request, _: Any = Security(scheme)) -> None:
-        error = _auth_error(state.settings, admin, request.headers.get("authorization"))
+    async def require_admin(
+        request: Request, _: Annotated[Any, Security(_ADMIN_BEARER)] = None
+    ) -> None:
+        error = _auth_error(state.settings, True, request.headers.get("authorization"))
         if error is not None:
             raise error
 
-    return require
+    async def require_score(
+        request: Request, _: Annotated[Any, Security(_SCORE_BEARER)] = None
+    ) -> None:
+        error = _auth_error(state.settings, False, request.headers.get("authorization"))
+        if error is not None:
+            raise error
+
+    # Two functions (not one closure over the scheme) so that the annotations resolve at module
+    # level and OpenAPI lists the two tokens separately.
+    return require_admin if admin else require_score
 
 
 def _ready_detector(state: _State) -> ScoringBackend:
     if state.detector is None:
         if state.load_error:
-            raise ApiError(503, "load_failed", f"the detector could not be loaded: {state.load_error}")
-        raise ApiError(503, "not_ready", "the model and index are still loading; retry shortly",
-                       headers={"Retry-After": "1"})
+            raise ApiError(
+                503, "load_failed", f"the detector could not be loaded: {state.load_error}"
+            )
+        raise ApiError(
+            503,
+            "not_ready",
+            "the model and index are still loading; retry shortly",
+            headers={"Retry-After": "1"},
+        )
     return state.detector
 
 
@@ -573,14 +635,20 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         detector = _ready_detector(state)
         return {"status": "ready", "generation": getattr(detector.index, "generation", None)}
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    @app.get(
+        "/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse
+    )
     async def metrics() -> PlainTextResponse:
         if state.batcher is not None:
             state.metrics.queued.set(state.batcher.queued_items)
         return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/info", tags=["ops"], summary="Model fingerprint, index counts, thresholds version",
-             responses=_errors(503))
+    @app.get(
+        "/v1/info",
+        tags=["ops"],
+        summary="Model fingerprint, index counts, thresholds version",
+        responses=_errors(503),
+    )
     async def info() -> dict[str, Any]:
         detector = _ready_detector(state)
         index = await _in_pool(state.admin_pool, _index_summary, detector)
@@ -588,7 +656,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             "api_version": API_VERSION,
             "model": detector.fingerprint.to_dict(),
             "index": index,
-            "thresholds": {"version": detector.thresholds.version, "score": getattr(detector.thresholds, "score", None)},
+            "thresholds": {
+                "version": detector.thresholds.version,
+                "score": getattr(detector.thresholds, "score", None),
+            },
             "limits": {
                 "max_files": settings.max_files,
                 "max_body_bytes": settings.max_body_bytes,
@@ -610,9 +681,12 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         dependencies=[Depends(require_score)],
     )
     async def score(
-        files: list[UploadFile] = File(..., description="One or more listing images (JPEG, PNG, WebP, GIF, BMP, TIFF)."),
-        listing_id: str | None = Form(None, description="Passed through to the answer."),
-        seller_id: str | None = Form(None, description="Passed through to the answer."),
+        files: Annotated[
+            list[UploadFile],
+            File(description="One or more listing images (JPEG, PNG, WebP, GIF, BMP, TIFF)."),
+        ],
+        listing_id: Annotated[str | None, Form(description="Passed through to the answer.")] = None,
+        seller_id: Annotated[str | None, Form(description="Passed through to the answer.")] = None,
     ) -> JSONResponse:
         """Score 1..max_files images. Each image gets a verdict, in order; an unreadable image
         gets ``error`` set and the others are still scored. 422 when no image could be read."""
@@ -627,7 +701,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         async def prepare() -> list[tuple[Image.Image, str]]:
             blobs.extend(await _read_uploads(files))
             decoded.extend(await _in_pool(state.decode_pool, _decode, blobs, max_pixels))
-            return [(img, name) for (name, _), img in zip(blobs, decoded) if isinstance(img, Image.Image)]
+            return [
+                (img, name)
+                for (name, _), img in zip(blobs, decoded)
+                if isinstance(img, Image.Image)
+            ]
 
         assert state.batcher is not None
         try:
@@ -645,7 +723,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             raise ApiError(500, "scoring_failed", f"scoring failed: {type(e).__name__}") from e
         results = []
         for (name, _), img in zip(blobs, decoded):
-            verdict = Verdict.failed(name, img.reason) if isinstance(img, ImageLoadError) else next(analyses).verdict
+            verdict = (
+                Verdict.failed(name, img.reason)
+                if isinstance(img, ImageLoadError)
+                else next(analyses).verdict
+            )
             results.append(verdict.to_dict())
             _count_verdict(state, verdict)
         body = {"listing_id": listing_id, "seller_id": seller_id, "results": results}
@@ -663,10 +745,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         dependencies=[Depends(require_admin)],
     )
     async def add_references(
-        files: list[UploadFile] = File(..., description="Reference images."),
-        brand: str = Form(..., description="Brand the references belong to."),
-        kind: str = Form("product", description="logo | product"),
-        product_id: str | None = Form(None),
+        files: Annotated[list[UploadFile], File(description="Reference images.")],
+        brand: Annotated[str, Form(description="Brand the references belong to.")],
+        kind: Annotated[str, Form(description="logo | product")] = "product",
+        product_id: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         """Embed the uploaded images and add them to the index; the service switches to the new
         index generation atomically (requests in flight finish on the old one)."""
@@ -675,14 +757,18 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         if not brand:
             raise ApiError(422, "invalid_field", "brand must not be empty")
         if kind not in KINDS:
-            raise ApiError(422, "invalid_field", f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            raise ApiError(
+                422, "invalid_field", f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
+            )
         product_id = _check_text(product_id, "product_id", settings.max_field_chars)
         _check_file_count(files, settings)
         blobs = await _read_uploads(files)
         async with state.admin_lock:
             # The add embeds images: it runs on the model thread, between scoring batches.
             # Shielded so a request timeout never abandons a half-done index write.
-            job = _in_pool(state.model_pool, _add_references, detector, blobs, brand, kind, product_id)
+            job = _in_pool(
+                state.model_pool, _add_references, detector, blobs, brand, kind, product_id
+            )
             try:
                 report = await asyncio.shield(job)
             except IndexLockedError as e:
@@ -701,17 +787,25 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         dependencies=[Depends(require_admin)],
     )
     async def remove_references(
-        brand: str | None = Query(None),
-        ref_id: list[int] | None = Query(None, description="Repeatable."),
-        product_id: str | None = Query(None),
+        brand: Annotated[str | None, Query()] = None,
+        ref_id: Annotated[list[int] | None, Query(description="Repeatable.")] = None,
+        product_id: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """Withdraw references (exactly one selector); the index swaps atomically."""
         detector = _ready_detector(state)
-        given = [name for name, v in (("brand", brand), ("ref_id", ref_id), ("product_id", product_id)) if v]
+        given = [
+            name
+            for name, v in (("brand", brand), ("ref_id", ref_id), ("product_id", product_id))
+            if v
+        ]
         if len(given) != 1:
-            raise ApiError(422, "invalid_request", "give exactly one of brand, ref_id or product_id")
+            raise ApiError(
+                422, "invalid_request", "give exactly one of brand, ref_id or product_id"
+            )
         async with state.admin_lock:
-            job = _in_pool(state.admin_pool, _remove_references, detector, brand, ref_id, product_id)
+            job = _in_pool(
+                state.admin_pool, _remove_references, detector, brand, ref_id, product_id
+            )
             try:
                 removed = await asyncio.shield(job)
             except IndexLockedError as e:
@@ -757,12 +851,19 @@ def _open_writable(detector: ScoringBackend) -> Any:
     from index.store import ReferenceIndex
 
     return ReferenceIndex.open(
-        detector.index.path, writable=True, fingerprint=detector.fingerprint, lock_timeout=_LOCK_WAIT_S
+        detector.index.path,
+        writable=True,
+        fingerprint=detector.fingerprint,
+        lock_timeout=_LOCK_WAIT_S,
     )
 
 
 def _add_references(
-    detector: ScoringBackend, blobs: list[tuple[str, bytes]], brand: str, kind: str, product_id: str | None
+    detector: ScoringBackend,
+    blobs: list[tuple[str, bytes]],
+    brand: str,
+    kind: str,
+    product_id: str | None,
 ) -> dict[str, Any]:
     from detector.indexing import ReferenceItem, index_references
     from detector.reference_prep import ReferencePrepConfig
@@ -776,12 +877,22 @@ def _add_references(
             path.write_bytes(data)
             shown[str(path)] = name
             items.append(
-                ReferenceItem(path=path, brand=brand, kind=kind, product_id=product_id,
-                              attributes={"uploaded_as": name, "via": "http"})
+                ReferenceItem(
+                    path=path,
+                    brand=brand,
+                    kind=kind,
+                    product_id=product_id,
+                    attributes={"uploaded_as": name, "via": "http"},
+                )
             )
         with _open_writable(detector) as index:
             report = index_references(
-                items, index, detector.embedder, prep=prep, verify_config=detector.config.verify, workers=1
+                items,
+                index,
+                detector.embedder,
+                prep=prep,
+                verify_config=detector.config.verify,
+                workers=1,
             )
     return {
         "added": report.added,

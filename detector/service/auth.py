@@ -61,7 +61,9 @@ def load_token(env_var: str, token_file: str | Path | None = None) -> str | None
             return None
         token, origin = value.strip(), f"${env_var}"
     if len(token) < MIN_TOKEN_LENGTH:
-        raise ConfigError(f"token from {origin} is too short ({len(token)} chars); use at least {MIN_TOKEN_LENGTH}")
+        raise ConfigError(
+            f"token from {origin} is too short ({len(token)} chars); use at least {MIN_TOKEN_LENGTH}"
+        )
     return token
 
 

@@ -219,19 +219,21 @@ class MicroBatcher(Generic[T, R]):
     async def _dispatch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry[T, R]]) -> None:
         try:
             results = await self._call(loop, [item for e in batch for item in e.items])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the callers, who decide
             if len(batch) == 1:
                 _fail(batch[0], exc)
                 return
             # One request's items may have broken the whole batch: retry each request alone so
             # only the culprit fails.
-            log.warning("batch of %d requests failed (%s); retrying them one by one", len(batch), exc)
+            log.warning(
+                "batch of %d requests failed (%s); retrying them one by one", len(batch), exc
+            )
             for entry in batch:
                 if entry.future.done():
                     continue
                 try:
                     _deliver(entry, await self._call(loop, entry.items))
-                except Exception as single_exc:
+                except Exception as single_exc:  # noqa: BLE001 - handed to this caller
                     _fail(entry, single_exc)
             return
         start = 0
@@ -244,7 +246,9 @@ class MicroBatcher(Generic[T, R]):
         started = time.perf_counter()
         results = list(await loop.run_in_executor(self._executor, self._fn, items))
         if len(results) != len(items):
-            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+            raise RuntimeError(
+                f"batch function returned {len(results)} results for {len(items)} items"
+            )
         if self._on_batch is not None:
             self._on_batch(len(items), time.perf_counter() - started)
         return results

@@ -32,7 +32,9 @@ def _format_value(value: float) -> str:
     return repr(float(value))
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: tuple[str, str] | None = None) -> str:
+def _labels(
+    names: Sequence[str], values: Sequence[str], extra: tuple[str, str] | None = None
+) -> str:
     pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
     if extra is not None:
         pairs.append(f'{extra[0]}="{_escape(extra[1])}"')
@@ -112,7 +114,11 @@ class Histogram(_Metric):
     kind = "histogram"
 
     def __init__(
-        self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
         super().__init__(name, help_text, labelnames)
         if list(buckets) != sorted(buckets) or not buckets:
@@ -172,7 +178,11 @@ class Registry:
         return metric
 
     def histogram(
-        self, name: str, help_text: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:
         metric = Histogram(name, help_text, labelnames, buckets)
         self._add(metric)
@@ -192,22 +202,39 @@ class ServiceMetrics:
     def __init__(self) -> None:
         r = self.registry = Registry()
         self.requests = r.counter(
-            "counterfeit_http_requests_total", "HTTP requests by route template and status.", ("method", "route", "status")
+            "counterfeit_http_requests_total",
+            "HTTP requests by route template and status.",
+            ("method", "route", "status"),
         )
         self.latency = r.histogram(
-            "counterfeit_http_request_duration_seconds", "HTTP request latency by route template.", ("route",)
+            "counterfeit_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ("route",),
         )
-        self.errors = r.counter("counterfeit_http_errors_total", "Error responses by error code.", ("code",))
-        self.images = r.counter("counterfeit_images_total", "Listing images received, by outcome.", ("outcome",))
+        self.errors = r.counter(
+            "counterfeit_http_errors_total", "Error responses by error code.", ("code",)
+        )
+        self.images = r.counter(
+            "counterfeit_images_total", "Listing images received, by outcome.", ("outcome",)
+        )
         self.flags = r.counter("counterfeit_flags_total", "Images flagged, by brand.", ("brand",))
         self.batch_size = r.histogram(
-            "counterfeit_model_batch_images", "Images per model call (micro-batch size).", (), BATCH_SIZE_BUCKETS
+            "counterfeit_model_batch_images",
+            "Images per model call (micro-batch size).",
+            (),
+            BATCH_SIZE_BUCKETS,
         )
-        self.batch_seconds = r.histogram("counterfeit_model_batch_seconds", "Seconds per model call.")
+        self.batch_seconds = r.histogram(
+            "counterfeit_model_batch_seconds", "Seconds per model call."
+        )
         self.queued = r.gauge("counterfeit_queue_images", "Images waiting for the model.")
         self.index_refs = r.gauge("counterfeit_index_references", "References in the loaded index.")
-        self.index_generation = r.gauge("counterfeit_index_generation", "Generation of the loaded index.")
-        self.reloads = r.counter("counterfeit_index_reloads_total", "Index reload attempts by result.", ("result",))
+        self.index_generation = r.gauge(
+            "counterfeit_index_generation", "Generation of the loaded index."
+        )
+        self.reloads = r.counter(
+            "counterfeit_index_reloads_total", "Index reload attempts by result.", ("result",)
+        )
         self.ready = r.gauge("counterfeit_ready", "1 once the model and index are loaded.")
 
     def render(self) -> str:

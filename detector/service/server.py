@@ -113,12 +113,19 @@ def serve(
     known = {f.name for f in dataclasses.fields(ServiceSettings)} - {"admin_token", "score_token"}
     unknown = set(settings) - known
     if unknown:
-        raise ConfigError(f"unknown service setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown service setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
     if workers > 1:
         settings.setdefault("index_poll_s", 5.0)
     detector_kwargs: dict[str, Any] = {"device": device}
-    for key, value in (("thresholds", thresholds), ("precision", precision), ("checkpoint", checkpoint),
-                       ("batch_size", batch_size), ("config", scoring)):
+    for key, value in (
+        ("thresholds", thresholds),
+        ("precision", precision),
+        ("checkpoint", checkpoint),
+        ("batch_size", batch_size),
+        ("config", scoring),
+    ):
         if value is not None:
             detector_kwargs[key] = str(value) if isinstance(value, Path) else value
     options = {
@@ -131,20 +138,28 @@ def serve(
     app = build_app(options)  # validates settings and tokens now, before any worker starts
     state = app.state.service
     if state.settings.admin_token is None:
-        log.warning("admin endpoints are disabled (no %s / --admin-token-file)", auth.ADMIN_TOKEN_ENV)
+        log.warning(
+            "admin endpoints are disabled (no %s / --admin-token-file)", auth.ADMIN_TOKEN_ENV
+        )
     if host not in _LOOPBACK and state.settings.score_token is None:
-        log.warning("serving on %s without a scoring token: anyone who can reach it can score", host)
+        log.warning(
+            "serving on %s without a scoring token: anyone who can reach it can score", host
+        )
     common = {"host": host, "port": port, "log_level": log_level, "timeout_graceful_shutdown": 10}
     if workers == 1:
         uvicorn.run(app, **common)
         return
     os.environ[OPTIONS_ENV] = json.dumps(options)
-    uvicorn.run("detector.service.server:app_from_environment", factory=True, workers=workers, **common)
+    uvicorn.run(
+        "detector.service.server:app_from_environment", factory=True, workers=workers, **common
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m detector.service.server``: a thin runner (the CLI's ``serve`` is the main entry)."""
-    p = argparse.ArgumentParser(prog="python -m detector.service.server", description="run the scoring service")
+    p = argparse.ArgumentParser(
+        prog="python -m detector.service.server", description="run the scoring service"
+    )
     p.add_argument("--index", required=True, metavar="DIR")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -153,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--thresholds", metavar="FILE")
     p.add_argument("--admin-token-file", metavar="FILE")
     p.add_argument("--score-token-file", metavar="FILE")
-    p.add_argument("--max-batch", type=int, help="images per model call (1 disables micro-batching)")
+    p.add_argument(
+        "--max-batch", type=int, help="images per model call (1 disables micro-batching)"
+    )
     p.add_argument("--max-wait-ms", type=float, help="batching wait bound")
     p.add_argument("--timeout", type=float, help="per-request timeout in seconds")
     p.add_argument("--no-regions", action="store_true", help="whole frame only")
@@ -162,8 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings: dict[str, Any] = {}
-    for option, key in (("max_batch", "max_batch_images"), ("max_wait_ms", "max_wait_ms"),
-                        ("timeout", "request_timeout_s")):
+    for option, key in (
+        ("max_batch", "max_batch_images"),
+        ("max_wait_ms", "max_wait_ms"),
+        ("timeout", "request_timeout_s"),
+    ):
         if getattr(args, option) is not None:
             settings[key] = getattr(args, option)
     scoring: dict[str, Any] = {}
@@ -172,10 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_verify:
         scoring["verify"] = {"enabled": False}
     try:
-        serve(args.index, args.host, args.port, args.workers, thresholds=args.thresholds, device=args.device,
-              scoring=scoring or None,
-              admin_token_file=args.admin_token_file, score_token_file=args.score_token_file,
-              settings=settings, log_level=args.log_level)
+        serve(
+            args.index,
+            args.host,
+            args.port,
+            args.workers,
+            thresholds=args.thresholds,
+            device=args.device,
+            scoring=scoring or None,
+            admin_token_file=args.admin_token_file,
+            score_token_file=args.score_token_file,
+            settings=settings,
+            log_level=args.log_level,
+        )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,134 @@
+"""detector.scoring.Detector on the tiny preset: verdicts, kinds, thresholds, threads, reload."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector.errors import DetectorError, ImageLoadError
+from detector.scoring import Detector, ScoringConfig
+from detector.thresholds import Thresholds
+
+WHOLE_IMAGE = {"regions": {"enabled": False}, "verify": {"enabled": False}}
+
+
+def listings(sample_set) -> list[Path]:
+    return sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_index_dir):
+    with Detector.open(tiny_index_dir, device="cpu") as det:
+        yield det
+
+
+def test_verdicts_are_consistent_and_boxes_inside(detector, sample_set):
+    paths = listings(sample_set)
+    verdicts = detector.score_many(paths)
+    assert [v.image for v in verdicts] == [str(p) for p in paths]
+    for path, v in zip(paths, verdicts):
+        assert v.error is None and v.matches
+        width, height = Image.open(path).size
+        x0, y0, x1, y1 = v.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert v.score == pytest.approx(v.matches[0].score)
+        assert v.brand == v.matches[0].brand
+        assert v.flagged == (v.score >= v.threshold)
+        for m in v.matches:
+            assert m.score >= m.cosine - 1e-6  # verification only adds evidence
+            if m.inliers is None:
+                assert m.score == pytest.approx(m.cosine)
+
+
+def test_exact_reference_copy_scores_highest_for_its_brand(detector, sample_set):
+    logo = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    v = detector.score(logo)
+    assert v.brand == logo.parent.name
+    assert v.matches[0].cosine > 0.9
+
+
+def test_verification_off_gives_first_stage_scores(tiny_index_dir, sample_set):
+    paths = listings(sample_set)[:4]
+    with Detector.open(tiny_index_dir, device="cpu", config={"verify": {"enabled": False}}) as det:
+        for v in det.score_many(paths):
+            assert all(m.inliers is None and m.score == m.cosine for m in v.matches)
+
+
+def test_whole_image_mode_uses_one_region(tiny_index_dir, sample_set):
+    with Detector.open(tiny_index_dir, device="cpu", config=WHOLE_IMAGE) as det:
+        calls = []
+        original = det.embedder.embed
+        det.embedder.embed = lambda images: calls.append(len(images)) or original(images)
+        det.score_many(listings(sample_set)[:3])
+    assert calls == [3]
+
+
+def test_thresholds_decide_and_report_their_source(tiny_index_dir, sample_set):
+    path = listings(sample_set)[0]
+    with Detector.open(tiny_index_dir, device="cpu", thresholds=Thresholds(default=2.0)) as det:
+        v = det.score(path)
+        assert not v.flagged and v.threshold == 2.0 and v.threshold_source == "default"
+        brand = v.brand
+    table = Thresholds(default=2.0, brands={brand: {"default": -1.0}})
+    with Detector.open(tiny_index_dir, device="cpu", thresholds=table) as det:
+        v = det.score(path)
+    assert v.flagged and v.brand == brand and v.threshold_source == f"brand:{brand}"
+
+
+def test_product_references_match_the_whole_frame_only(detector):
+    # Region 1 hits a product reference, region 0 (full frame) does not: no candidate.
+    from index.records import Reference
+
+    ref = Reference(id=7, brand="b", kind="product", product_id=None, source="s", sha256="x", added_at="t")
+    scores = np.array([[0.2, 0.1], [0.99, 0.1]], dtype=np.float32)
+    ids = np.array([[3, 4], [7, 4]])
+    best = {7: (0.99, 1)}
+    cosine, _ = Detector._best_allowed(ref, 7, [None, None], scores, ids, best)
+    assert cosine is None
+    logo = Reference(id=7, brand="b", kind="logo", product_id=None, source="s", sha256="x", added_at="t")
+    assert Detector._best_allowed(logo, 7, [None, None], scores, ids, best)[0] == pytest.approx(0.99)
+
+
+def test_bad_images(detector, sample_set):
+    with pytest.raises(ImageLoadError):
+        detector.score(b"not an image", name="junk")
+    good = listings(sample_set)[0]
+    verdicts = detector.score_many([b"", good, io.BytesIO(b"GIF89a")], ["empty", "good", "gif"])
+    assert verdicts[0].error and verdicts[2].error and verdicts[1].error is None
+    assert verdicts[0].image == "empty" and not verdicts[0].matches
+
+
+def test_concurrent_callers_get_their_own_results(detector, sample_set):
+    paths = listings(sample_set)[:4]
+    expected = [v.to_dict() for v in detector.score_many(paths)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda p: detector.score(p).to_dict(), paths * 2))
+    for a, b in zip(got, expected * 2):
+        assert a["brand"] == b["brand"] and a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_reload_picks_up_a_new_generation(tiny_index_copy, sample_set):
+    from index.store import ReferenceIndex
+
+    with Detector.open(tiny_index_copy, device="cpu", config=WHOLE_IMAGE) as det:
+        before = det.index.generation
+        assert det.reload_index() is False
+        brand = sorted(p.name for p in sample_set.references_dir.iterdir())[0]
+        with ReferenceIndex.open(tiny_index_copy, writable=True) as writer:
+            assert writer.remove(brand=brand) == 1
+        assert det.reload_index() is True and det.index.generation > before
+        assert all(m.brand != brand for v in det.score_many(listings(sample_set)) for m in v.matches)
+
+
+def test_scoring_config_validation():
+    with pytest.raises(Exception, match="unknown scoring option"):
+        ScoringConfig.from_dict({"nope": 1})
+    with pytest.raises(DetectorError):
+        ScoringConfig.from_dict({"regions": {"max_regions": 0}})
+    cfg = ScoringConfig.from_dict({"regions": {"scales": [0.4]}, "top_k": 3})
+    assert cfg.regions.scales == (0.4,) and cfg.top_k == 3

@@ -106,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="version string written into the thresholds file")
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser("serve", help="HTTP scoring service (FastAPI + uvicorn)")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes; each loads the model once")
+    p.add_argument("--thresholds", metavar="FILE")
+    p.add_argument("--admin-token-file", metavar="FILE",
+                   help="bearer token for admin endpoints (else $COUNTERFEIT_ADMIN_TOKEN; none = disabled)")
+    p.add_argument("--score-token-file", metavar="FILE",
+                   help="bearer token required for scoring (else $COUNTERFEIT_SCORE_TOKEN; none = open)")
+    p.add_argument("--no-regions", action="store_true")
+    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--top-k", type=int)
+    _model_args(p, with_model=False)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("models", help="list model presets")
     p.set_defaults(func=cmd_models)
 
@@ -301,6 +317,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
         met = result.met
     print(f"thresholds: {args.out}", file=sys.stderr)
     return EXIT_OK if met else EXIT_ITEM_FAILED
+
+
+# ---------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from detector.service.server import serve
+
+    options = _embedder_options(args)
+    serve(
+        args.index, args.host, args.port, args.workers,
+        thresholds=args.thresholds, device=options.pop("device"), scoring=_scoring_overrides(args),
+        admin_token_file=args.admin_token_file, score_token_file=args.score_token_file, **options,
+    )
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- misc

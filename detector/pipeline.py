@@ -121,6 +121,7 @@ def prepared_chunks(
     chunk_size: int,
     pool: ThreadPoolExecutor | None,
     ahead: int = DEFAULT_AHEAD,
+    catch: bool = True,
 ) -> Iterator[PreparedChunk[T]]:
     """Run ``prepare(input, name)`` over the inputs, in workers, yielding chunks in input order.
 
@@ -131,10 +132,12 @@ def prepared_chunks(
     Args:
         inputs: Anything ``prepare`` accepts.
         names: One name per input, for errors.
-        prepare: The stage; an exception it raises becomes that item's :class:`ItemError`.
+        prepare: The stage; an exception it raises becomes that item's :class:`ItemError`
+            (with ``catch=False`` it propagates to the caller instead, unchanged).
         chunk_size: Items per yielded chunk (the model batch size).
         pool: Worker threads, or None for inline.
         ahead: Chunks prepared in front of the one being consumed.
+        catch: Report failures per item (batch APIs) or raise them (all-or-nothing APIs).
 
     Yields:
         PreparedChunk objects covering every input exactly once, in order.
@@ -146,6 +149,8 @@ def prepared_chunks(
     n = len(inputs)
 
     def run(i: int) -> tuple[int, Any, ItemError | None]:
+        if not catch:
+            return i, prepare(inputs[i], names[i]), None
         try:
             return i, prepare(inputs[i], names[i]), None
         except Exception as e:  # noqa: BLE001 - a batch API reports each bad item, never dies

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bearer token for admin endpoints (else $COUNTERFEIT_ADMIN_TOKEN; none = disabled)")
     p.add_argument("--score-token-file", metavar="FILE",
                    help="bearer token required for scoring (else $COUNTERFEIT_SCORE_TOKEN; none = open)")
+    p.add_argument("--max-batch", type=int, default=32, help="images per model call (1 = no micro-batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait to fill a batch")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request time limit, seconds")
+    p.add_argument("--max-files", type=int, default=16, help="images per request")
+    p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit")
     p.add_argument("--no-regions", action="store_true")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--top-k", type=int)
@@ -327,7 +332,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(
         args.index, args.host, args.port, args.workers,
         thresholds=args.thresholds, device=options.pop("device"), scoring=_scoring_overrides(args),
-        admin_token_file=args.admin_token_file, score_token_file=args.score_token_file, **options,
+        admin_token_file=args.admin_token_file, score_token_file=args.score_token_file,
+        settings={
+            "max_batch_images": args.max_batch, "max_wait_ms": args.max_wait_ms,
+            "request_timeout_s": args.timeout, "max_files": args.max_files,
+            "max_body_bytes": int(args.max_body_mb * 1024 * 1024),
+        },
+        **options,
     )
     return EXIT_OK
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -306,11 +306,12 @@ class Embedder:
         names = [source_name(s) for s in sources] if names is None else list(names)
         if len(names) != len(sources):
             raise ValueError(f"names has {len(names)} entries for {len(sources)} sources")
-        prepare: Callable = make_cpu_prepare(
+        cpu_prepare = make_cpu_prepare(
             self._pil_transform, max_pixels=max_pixels, draft_size=self.draft_size
         )
+        prepare: Callable = cpu_prepare
         if self.gpu_decode:
-            prepare = make_gpu_prepare(prepare, max_pixels=max_pixels)
+            prepare = make_gpu_prepare(cpu_prepare, max_pixels=max_pixels)
         parts, indices, errors = [], [], []
         for chunk in prepared_chunks(
             sources, names, prepare, chunk_size=self.batch_size, pool=self._pool.get()
@@ -320,7 +321,9 @@ class Embedder:
                 continue
             pixels = chunk.items
             if self.gpu_decode:
-                pixels, failed = self._decode_on_device(chunk.items, chunk.indices, names, prepare)
+                pixels, failed = self._decode_on_device(
+                    chunk.items, chunk.indices, names, cpu_prepare
+                )
                 errors.extend(failed)
                 keep = [i for i, px in zip(chunk.indices, pixels) if px is not None]
                 pixels = [px for px in pixels if px is not None]
@@ -383,13 +386,12 @@ class Embedder:
             batch = torch.from_numpy(np.stack(pixels))
             if self.device.type == "cuda":
                 batch = batch.pin_memory()  # lets the copy below run asynchronously
-        else:
+        else:  # GPU-decoded tensors, maybe mixed with CPU-decoded fallbacks
             batch = torch.stack(
-                [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in pixels]
-                if self.device.type == "cpu"
-                else [p if isinstance(p, torch.Tensor) else torch.from_numpy(p) for p in pixels]
-            ) if self.device.type == "cpu" else torch.stack(
-                [torch.as_tensor(p).to(self.device, non_blocking=True) for p in pixels]
+                [
+                    (torch.from_numpy(p) if isinstance(p, np.ndarray) else p).to(self.device)
+                    for p in pixels
+                ]
             )
         # Normalising where the model runs sends uint8 (4x fewer bytes) to a GPU.
         return self.embed_tensors(normalise_uint8_batch(batch, self.preset, device=self.device))
@@ -401,7 +403,11 @@ class Embedder:
         names: list[str],
         cpu_prepare: Callable,
     ) -> tuple[list[torch.Tensor | np.ndarray | None], list]:
-        """Decode the chunk's RawJpeg items with nvJPEG; items it refuses go the PIL way."""
+        """Decode the chunk's RawJpeg items with nvJPEG; items it refuses go the PIL way.
+
+        Runs in the calling thread: nvJPEG batches best in one call, and the GPU is the
+        model's anyway.
+        """
         from detector.models.tensor_preprocess import build_tensor_transform, decode_jpegs
         from detector.pipeline import ItemError
 
@@ -415,11 +421,8 @@ class Embedder:
             if img is not None:
                 out[k] = self._tensor_transform(img)
                 continue
-            data = items[k].data  # type: ignore[union-attr]
             try:
-                out[k] = make_cpu_prepare(
-                    self._pil_transform, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None
-                )(data, names[indices[k]])
+                out[k] = cpu_prepare(items[k].data, names[indices[k]])  # type: ignore[union-attr]
             except DetectorError as e:
                 out[k] = None
                 errors.append(ItemError(indices[k], names[indices[k]], str(e)))
@@ -444,6 +447,11 @@ def create_embedder(
     cache_dir: str | os.PathLike | None = None,
     random_weights: bool = False,
     allow_download: bool | None = None,
+    decode_workers: int | None = None,
+    draft: bool | None = None,
+    channels_last: bool | None = None,
+    gpu_decode: bool | None = None,
+    num_threads: int | None = None,
 ) -> Embedder:
     """Build an embedder from a preset name plus overrides.
 
@@ -451,8 +459,8 @@ def create_embedder(
         preset: Preset name (see ``list_presets()``), a preset JSON path, or a ModelPreset.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
         batch_size: Images per model call; default from the preset.
-        precision: ``"auto"`` (fp16 on CUDA, fp32 on CPU), ``"fp32"``, ``"fp16"`` (GPU) or
-            ``"bf16"``; default from the preset.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on a CPU with native bf16, else fp32),
+            ``"fp32"``, ``"fp16"`` (GPU) or ``"bf16"``; default from the preset.
         checkpoint: Local weights file replacing the preset's weights (torch state dict,
             ``{"state_dict": ...}`` or ``.safetensors``); fingerprint weights ``sha256:<hex>``.
         cache_dir: Download cache (default ``$COUNTERFEIT_CACHE_DIR`` or
@@ -461,6 +469,14 @@ def create_embedder(
             tests); fingerprint weights ``random:<seed>``.
         allow_download: Force downloads on/off; None follows ``HF_HUB_OFFLINE`` /
             ``COUNTERFEIT_OFFLINE``.
+        decode_workers: Decode/resize threads overlapping the model (0: inline).
+        draft: Decode large JPEGs at reduced size (>= 2x the input) in ``embed_sources``.
+        channels_last: Channels-last memory format (helps CNNs on CPU).
+        gpu_decode: Decode JPEGs with nvJPEG and resize on the GPU (ignored off CUDA).
+        num_threads: Set torch's intra-op threads (process-wide!); None leaves them alone.
+
+        The last five default to the preset's ``defaults`` (the measured fast choice); none of
+        them changes what the vectors mean, so they are not part of the fingerprint.
 
     Returns:
         A ready Embedder (model in eval mode on ``device``).
@@ -481,6 +497,14 @@ def create_embedder(
     bs = p.batch_size if batch_size is None else batch_size
     if not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {bs!r}")
+    workers = p.decode_workers if decode_workers is None else decode_workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"decode_workers must be an integer >= 0, got {workers!r}")
+    threads = p.num_threads if num_threads is None else num_threads
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0
+    ):
+        raise ConfigError(f"num_threads must be a positive integer or None, got {threads!r}")
 
     weights = resolve_weights(
         p,
@@ -498,10 +522,24 @@ def create_embedder(
 
         model = load_feature_model(p, weights)
     model = model.to(dev).eval()
-    log.info(
-        "embedder %s: %s weights=%s on %s (%s)", p.name, p.arch_id, weights.identity, dev, prec
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    emb = Embedder(
+        p,
+        model,
+        weights,
+        device=dev,
+        batch_size=bs,
+        precision=prec,
+        decode_workers=workers,
+        draft=p.draft if draft is None else bool(draft),
+        channels_last=p.channels_last if channels_last is None else bool(channels_last),
+        gpu_decode=p.gpu_decode if gpu_decode is None else bool(gpu_decode),
     )
-    return Embedder(p, model, weights, device=dev, batch_size=bs, precision=prec)
+    log.info("embedder %s: %s", emb, p.arch_id)
+    return emb
 
 
 def _l2_normalise(feats: torch.Tensor) -> torch.Tensor:
@@ -509,8 +547,3 @@ def _l2_normalise(feats: torch.Tensor) -> torch.Tensor:
 
     # The clamp keeps an all-zero row at zero instead of NaN; real features are never zero.
     return feats / torch.linalg.vector_norm(feats, dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -43,6 +43,16 @@ class ReferenceItem:
     kind: str = "product"
     product_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # what the record shows as its source; default: the path
+
+    @property
+    def display_source(self) -> str:
+        return self.source or str(self.path)
+
+
+def prep_config_for(preset: Any) -> ReferencePrepConfig:
+    """Reference preparation options of a model preset (its ``reference_prep`` defaults)."""
+    return ReferencePrepConfig(**preset.defaults.get("reference_prep", {}))
 
 
 @dataclass(frozen=True)
@@ -285,7 +295,7 @@ def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, rep
         NewReference(
             brand=p.item.brand,
             sha256=p.sha256,
-            source=str(p.item.path),
+            source=p.item.display_source,
             kind=p.item.kind,
             product_id=p.item.product_id,
             attributes=p.item.attributes,
@@ -355,7 +365,7 @@ def run_indexing(
     from detector.scoring import ScoringConfig
 
     config = ScoringConfig.from_dict(scoring)
-    prep = ReferencePrepConfig(**embedder.preset.defaults.get("reference_prep", {}))
+    prep = prep_config_for(embedder.preset)
     if exists:
         index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:

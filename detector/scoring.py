@@ -208,6 +208,8 @@ class Detector:
     def reload_index(self) -> bool:
         """Pick up a newer index generation from disk; in-flight calls finish on the old one."""
         with self._index_lock:
+            if self._index.committed_generation() == self._index.generation:
+                return False
             fresh = ReferenceIndex.open(self._index.path, writable=False)
             if fresh.generation == self._index.generation:
                 fresh.close()

@@ -452,6 +452,12 @@ class ReferenceIndex:
             )
         return index
 
+    def committed_generation(self) -> int:
+        """Latest generation committed on disk (one SQLite read; cheap enough to poll)."""
+        self._check_open()
+        with self._lock:
+            return int(self._catalog.generation())
+
     def reload(self) -> bool:
         """Pick up a generation committed by another process since this one was loaded.
 

@@ -865,10 +865,9 @@ def _add_references(
     kind: str,
     product_id: str | None,
 ) -> dict[str, Any]:
-    from detector.indexing import ReferenceItem, index_references
-    from detector.reference_prep import ReferencePrepConfig
+    from detector.indexing import ReferenceItem, index_references, prep_config_for
 
-    prep = ReferencePrepConfig(**detector.embedder.preset.defaults.get("reference_prep", {}))
+    prep = prep_config_for(detector.embedder.preset)
     # Uploads go to a private temp dir under names we choose: client names never become paths.
     with tempfile.TemporaryDirectory(prefix="counterfeit-upload-") as tmp:
         items, shown = [], {}
@@ -883,6 +882,7 @@ def _add_references(
                     kind=kind,
                     product_id=product_id,
                     attributes={"uploaded_as": name, "via": "http"},
+                    source=f"upload:{name}",
                 )
             )
         with _open_writable(detector) as index:

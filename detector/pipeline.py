@@ -153,7 +153,7 @@ def prepared_chunks(
             return i, prepare(inputs[i], names[i]), None
         try:
             return i, prepare(inputs[i], names[i]), None
-        except Exception as e:  # noqa: BLE001 - a batch API reports each bad item, never dies
+        except Exception as e:
             if not isinstance(e, DetectorError):
                 log.warning("preparing %s failed unexpectedly", names[i], exc_info=True)
             reason = str(e) if isinstance(e, ImageLoadError) else f"{names[i]}: {_describe(e)}"

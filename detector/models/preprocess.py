@@ -57,7 +57,7 @@ def build_pil_transform(preset: ModelPreset) -> Callable[[Image.Image], Image.Im
         >>> build_pil_transform(get_preset("tiny-clip-test"))(Image.new("L", (100, 80))).size
         (64, 64)
     """
-    from torchvision import transforms as T  # noqa: N812 - lazy: keep `import detector` light
+    from torchvision import transforms as T
 
     size = preset.image_size
     mode = T.InterpolationMode(preset.interpolation)

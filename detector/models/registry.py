@@ -77,7 +77,8 @@ class ModelPreset:
             decoding and resizing while the model runs; 0 = inline), ``draft`` (reduced-size
             JPEG decoding to >= 2x the input size), ``channels_last`` (memory format for CNNs),
             ``gpu_decode`` (JPEG decoding and resizing on the GPU when the model runs on CUDA)
-            and ``num_threads`` (torch intra-op threads; null leaves torch's setting alone).
+            and ``num_threads`` (torch intra-op threads: an int, ``"auto"`` = the CPUs left
+            after the decode workers, or null to leave torch's setting alone).
             Absent keys mean "off" (the plain path).
         description: Free text.
         model_config: For open_clip presets whose architecture is not built into open_clip:
@@ -130,9 +131,9 @@ class ModelPreset:
         return bool(self.defaults.get("gpu_decode", False))
 
     @property
-    def num_threads(self) -> int | None:
+    def num_threads(self) -> int | str | None:
         value = self.defaults.get("num_threads")
-        return None if value is None else int(value)
+        return value if value is None or value == "auto" else int(value)
 
     def preprocess_config(self) -> dict[str, Any]:
         """The preprocessing as a plain dict (the fingerprint stores its canonical JSON)."""
@@ -269,10 +270,14 @@ def _check_runtime_defaults(defaults: dict[str, Any], where: str) -> None:
         if not isinstance(defaults.get(key, False), bool):
             raise ConfigError(f"{where}: defaults.{key} must be true or false")
     threads = defaults.get("num_threads")
-    if threads is not None and (
-        not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0
+    if (
+        threads is not None
+        and threads != "auto"
+        and (not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0)
     ):
-        raise ConfigError(f"{where}: defaults.num_threads must be a positive integer or null")
+        raise ConfigError(
+            f'{where}: defaults.num_threads must be a positive integer, "auto" or null'
+        )
 
 
 def _parse(raw: dict[str, Any], path: Path) -> ModelPreset:

@@ -47,9 +47,7 @@ def decode_jpegs(datas: Sequence[bytes], device: str | torch.device) -> list[tor
     encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
 
     def run(items: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = decode_jpeg(
-            items, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True
-        )
+        out = decode_jpeg(items, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=True)
         return list(out) if isinstance(out, (list, tuple)) else [out]
 
     try:
@@ -77,14 +75,15 @@ def build_tensor_transform(preset: ModelPreset) -> Callable[[torch.Tensor], torc
     """
     import torch
     from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F  # noqa: N812
+    from torchvision.transforms.v2 import functional as F
 
     size = preset.image_size
     mode = InterpolationMode(preset.interpolation)
 
     def resize(img: torch.Tensor, hw: tuple[int, int] | int) -> torch.Tensor:
-        return F.resize(img, hw if isinstance(hw, int) else list(hw), interpolation=mode,
-                        antialias=True)
+        return F.resize(
+            img, hw if isinstance(hw, int) else list(hw), interpolation=mode, antialias=True
+        )
 
     def shortest(img: torch.Tensor) -> torch.Tensor:
         return F.center_crop(resize(img, size), [size, size])
@@ -110,7 +109,9 @@ def build_tensor_transform(preset: ModelPreset) -> Callable[[torch.Tensor], torc
 
     def transform(img: torch.Tensor) -> torch.Tensor:
         if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
-            raise ValueError(f"expected a (3, H, W) uint8 tensor, got {tuple(img.shape)} {img.dtype}")
+            raise ValueError(
+                f"expected a (3, H, W) uint8 tensor, got {tuple(img.shape)} {img.dtype}"
+            )
         return geometry(img).permute(1, 2, 0)
 
     return transform

@@ -140,7 +140,7 @@ def propose_regions(image: Image.Image, config: RegionConfig | None = None) -> l
 
     if config.proposals and config.max_proposals > 0:
         boxes = _proposal_boxes(lab, edges, factor, (width, height), config, cv2)
-        chosen = _rank_and_select(boxes, integral, factor, kept, config, config.max_proposals)
+        chosen = _rank_and_select(boxes, integral, factor, kept, config, min(config.max_proposals, budget))
         regions += [_region(b, s, "proposal", width, height) for b, s in chosen]
         if chosen:
             kept = np.vstack([kept, [b for b, _ in chosen]])

@@ -338,7 +338,8 @@ class Detector:
         vcfg = self.config.verify
         if not vcfg.enabled or not candidates:
             return candidates
-        chosen = sorted(candidates, key=lambda m: -m.cosine)[: vcfg.top_candidates]
+        eligible = [m for m in candidates if m.kind in vcfg.kinds]
+        chosen = sorted(eligible, key=lambda m: -m.cosine)[: vcfg.top_candidates]
         aux = index.get_aux(m.ref_id for m in chosen)
         features: LocalFeatures | None = None  # extracted once, only if some candidate has features
         verified: dict[int, ScoredMatch] = {}

@@ -134,6 +134,9 @@ class VerifyConfig:
         reference_max_side: Reference images are downscaled to this longer side.
         reference_max_features: Keypoints kept per reference.
         top_candidates: How many first-stage candidates per query get verified.
+        kinds: Reference kinds that are verified. Logos only by default: a product photo is
+            matched by its whole frame, and local features on a product photo mostly describe
+            its scene, which honest listings photographed in similar scenes share.
         weight: Largest bonus verification can add to the embedding score.
         inlier_cap: Inliers at which the bonus saturates.
         min_area_fraction: Smallest projected reference area, as a fraction of the query area.
@@ -155,6 +158,7 @@ class VerifyConfig:
     reference_max_side: int = 512
     reference_max_features: int = 1000
     top_candidates: int = 10
+    kinds: tuple[str, ...] = ("logo",)
     weight: float = 0.5
     inlier_cap: int = 50
     min_area_fraction: float = 0.0005

@@ -133,3 +133,13 @@ def test_invalid_config_raises(kwargs):
 def test_bad_image_raises():
     with pytest.raises(ImageLoadError):
         propose_regions(np.zeros((10, 10, 3), dtype=np.uint8))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cap", [1, 2, 4, 8])
+def test_max_regions_caps_proposals_too(cap):
+    """max_regions below max_proposals still caps the total (the full frame included)."""
+    from skimage import data
+
+    image = Image.fromarray(data.astronaut()).resize((640, 480))
+    regions = propose_regions(image, RegionConfig(max_regions=cap, max_proposals=16))
+    assert 1 <= len(regions) <= cap and regions[0].source == "full"

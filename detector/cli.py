@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("bench", help="quality per transformation class and speed, on real brand logos")
+    from detector.bench.runner import add_arguments
+
+    add_arguments(p)  # defines --out, --model, --checkpoint, --device, ... itself
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("models", help="list model presets")
     p.set_defaults(func=cmd_models)
 
@@ -340,6 +346,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         },
         **options,
     )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from detector.bench.runner import config_from_args, run_benchmark
+
+    result = run_benchmark(args.out, config_from_args(args))
+    print(result.markdown)
+    print(f"results: {result.json_path} and {result.markdown_path}", file=sys.stderr)
     return EXIT_OK
 
 

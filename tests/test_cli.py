@@ -206,3 +206,20 @@ def test_interrupted_build_resumes_to_the_same_index(sample_set, tmp_path, cli_e
 
     assert len(snapshot(partial)["records"]) == n_items
     assert snapshot(partial) == snapshot(full)
+
+
+def test_quickstart_main_job_end_to_end(tmp_path):
+    import io
+
+    from detector.quickstart import run_quickstart
+
+    out = io.StringIO()
+    code = run_quickstart(tmp_path / "qs", preset=TINY, embedder_options={"device": "cpu"}, n_brands=4, stream=out)
+    text = out.getvalue()
+    assert code == 0
+    assert "listings with an indexed brand caught" in text and "timings:" in text
+    verdicts = (tmp_path / "qs" / f"verdicts-{TINY}.jsonl").read_text().splitlines()
+    labels = (tmp_path / "qs" / "sample" / "labels.jsonl").read_text().splitlines()
+    assert len(verdicts) == len(labels) > 0
+    for line in verdicts:
+        check_verdict_schema(json.loads(line))

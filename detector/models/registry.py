@@ -256,6 +256,9 @@ RUNTIME_DEFAULTS = (
     "channels_last",
     "gpu_decode",
     "num_threads",
+    # Read by the scorer and the indexing job, not the embedder (see detector.scoring).
+    "scoring",
+    "reference_prep",
 )
 
 

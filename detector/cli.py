@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image, in input order")
     p.add_argument("--no-regions", action="store_true", help="whole frame only")
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
+    p.add_argument("--scoring", type=json.loads, metavar="JSON",
+                   help='scoring overrides, e.g. \'{"regions": {"enabled": true, "max_regions": 8}}\'')
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_score)
 
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", metavar="FILE", help="result cache (default OUT/cache.sqlite)")
     p.add_argument("--no-regions", action="store_true")
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int, help=argparse.SUPPRESS)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_eval)
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit")
     p.add_argument("--no-regions", action="store_true")
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_serve)
@@ -239,13 +243,14 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- score
 def _scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+    """--scoring JSON first, then the switches (--top-k, --no-regions, --no-verify) on top."""
+    overrides: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in (args.scoring or {}).items()}
     if args.top_k is not None:
         overrides["top_k"] = args.top_k
     if args.no_regions:
-        overrides["regions"] = {"enabled": False}
+        overrides["regions"] = {**overrides.get("regions", {}), "enabled": False}
     if args.no_verify:
-        overrides["verify"] = {"enabled": False}
+        overrides["verify"] = {**overrides.get("verify", {}), "enabled": False}
     return overrides
 
 

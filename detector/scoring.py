@@ -74,6 +74,17 @@ class ScoringConfig:
         )
 
 
+def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Scoring options ``overrides`` on top of ``base``, section by section (regions, verify)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_options(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _override(obj: Any, values: dict[str, Any] | None) -> Any:
     if not values:
         return obj
@@ -186,7 +197,7 @@ class Detector:
         if isinstance(config, ScoringConfig):
             scoring = config
         else:
-            scoring = ScoringConfig.from_dict({**embedder.preset.defaults.get("scoring", {}), **(config or {})})
+            scoring = ScoringConfig.from_dict(merge_options(embedder.preset.defaults.get("scoring", {}), config or {}))
         if isinstance(thresholds, Thresholds):
             table = thresholds
         else:

@@ -132,3 +132,13 @@ def test_scoring_config_validation():
         ScoringConfig.from_dict({"regions": {"max_regions": 0}})
     cfg = ScoringConfig.from_dict({"regions": {"scales": [0.4]}, "top_k": 3})
     assert cfg.regions.scales == (0.4,) and cfg.top_k == 3
+
+
+def test_scoring_overrides_merge_section_by_section():
+    from detector.scoring import merge_options
+
+    preset = {"regions": {"enabled": False}, "verify": {"top_candidates": 30}, "search_k": 30}
+    merged = merge_options(preset, {"verify": {"enabled": False}, "regions": {"enabled": True}})
+    assert merged == {"regions": {"enabled": True}, "verify": {"top_candidates": 30, "enabled": False},
+                      "search_k": 30}
+    assert preset["verify"] == {"top_candidates": 30}  # inputs untouched

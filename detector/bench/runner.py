@@ -474,12 +474,12 @@ def variant_detector(base: Any, name: str, overrides: dict[str, Any] | None = No
     Raises:
         ConfigError: Unknown variant or scoring option.
     """
-    from detector.scoring import Detector, ScoringConfig
+    from detector.scoring import Detector, ScoringConfig, merge_options
 
     if name not in VARIANTS:
         raise ConfigError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
-    merged = _deep_merge(base.embedder.preset.defaults.get("scoring", {}), overrides or {})
-    config = ScoringConfig.from_dict(_deep_merge(merged, VARIANTS[name]))
+    merged = merge_options(base.embedder.preset.defaults.get("scoring", {}), overrides or {})
+    config = ScoringConfig.from_dict(merge_options(merged, VARIANTS[name]))
     return Detector(base.index, base.embedder, thresholds=base.thresholds, config=config)
 
 
@@ -632,16 +632,6 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
     data["variants"] = list(cfg.variants)
     data["dataset_size"] = asdict(cfg.dataset_size())
     return data
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _percentiles_ms(seconds: Sequence[float]) -> dict[str, float | None]:

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Create ./.venv (if missing) and install the project with every extra. Idempotent.
+# Create ./.venv (if missing) and install the project with every extra. Idempotent: the install
+# is skipped while pyproject.toml is unchanged since the last successful one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv with $("$PYTHON" --version)" >&2
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[all]"
+stamp=.venv/.installed-pyproject
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "installing the project and its dependencies into .venv (first time: a few minutes)" >&2
+    log=.venv/install.log
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[all]"; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "install failed; full log: $log" >&2
+        exit 1
+    fi
+    echo "$want" > "$stamp"
+fi

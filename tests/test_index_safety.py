@@ -7,7 +7,6 @@ consistent and that a new writer can continue.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time

@@ -9,8 +9,20 @@ from typing import Any
 
 from detector.evaluation.labels import read_labels
 from detector.evaluation.report import ReportFiles, write_report
-from detector.evaluation.runner import SCORES_FILE, EvalRun, load_scores, run_evaluation, save_scores
-from detector.evaluation.tuning import HoldoutResult, TuningResult, evaluate_holdout, split_by_group, tune_thresholds
+from detector.evaluation.runner import (
+    SCORES_FILE,
+    EvalRun,
+    load_scores,
+    run_evaluation,
+    save_scores,
+)
+from detector.evaluation.tuning import (
+    HoldoutResult,
+    TuningResult,
+    evaluate_holdout,
+    split_by_group,
+    tune_thresholds,
+)
 from detector.thresholds import save_thresholds
 from index.atomic import atomic_write_json
 

@@ -216,13 +216,18 @@ def recall_at_precision(curve: PRCurve, target: float) -> OperatingPoint:
         return OperatingPoint(None, math.nan, 0.0, 0.0, target_precision=target, met=False)
     best_recall = curve.recall[ok].max()
     i = int(ok[curve.recall[ok] == best_recall][0])  # first = highest threshold at that recall
+    return point_on_curve(curve, i, target, met=True)
+
+
+def point_on_curve(curve: PRCurve, i: int, target: float | None, *, met: bool) -> OperatingPoint:
+    """The operating point at index ``i`` of ``curve``."""
     return OperatingPoint(
         float(curve.thresholds[i]),
         float(curve.precision[i]),
         float(curve.recall[i]),
         float(curve.fpr[i]),
         target_precision=target,
-        met=True,
+        met=met,
     )
 
 

@@ -39,6 +39,7 @@ from detector.evaluation.metrics import (
     OperatingPoint,
     PRCurve,
     evaluate_decisions,
+    point_on_curve,
     pr_curve_from_arrays,
     query_pr_curve,
 )
@@ -408,7 +409,7 @@ def _choose(
     ok = np.flatnonzero(has_tp & fpr_ok & prec_ok)
     if len(ok):
         i = int(ok[curve.recall[ok] == curve.recall[ok].max()][0])
-        return _point(curve, i, target_precision, True), True
+        return point_on_curve(curve, i, target_precision, met=True), True
     pool = np.flatnonzero(has_tp & fpr_ok)
     if len(pool) and target_precision is not None:
         # best precision within the FPR bound; the highest recall among equals
@@ -421,18 +422,7 @@ def _choose(
         fpr = np.where(np.isnan(curve.fpr[pool]), np.inf, curve.fpr[pool])
         cand = pool[fpr == fpr.min()]
         i = int(cand[np.argmax(curve.precision[cand])])
-    return _point(curve, i, target_precision, False), False
-
-
-def _point(curve: PRCurve, i: int, target: float | None, met: bool) -> OperatingPoint:
-    return OperatingPoint(
-        float(curve.thresholds[i]),
-        float(curve.precision[i]),
-        float(curve.recall[i]),
-        float(curve.fpr[i]),
-        target_precision=target,
-        met=met,
-    )
+    return point_on_curve(curve, i, target_precision, met=False), False
 
 
 def _kind_candidates(

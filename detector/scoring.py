@@ -275,7 +275,7 @@ class Detector:
         if not images:
             return []
         cfg = self.config
-        regions_per_image = [self._regions(img) for img in images]
+        regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
         for img, regions in zip(images, regions_per_image):
             crops.extend(crop_regions(img, regions))
@@ -291,11 +291,6 @@ class Detector:
             out.append(self._analyse_one(index, img, name, regions, scores[start:stop], ref_ids[start:stop]))
             start = stop
         return out
-
-    def _regions(self, image: Image.Image) -> list[Region]:
-        if not self.config.regions.enabled:
-            return [Region(box=(0, 0, image.width, image.height), source="full", scale=1.0)]
-        return propose_regions(image, self.config.regions)
 
     def _analyse_one(
         self,

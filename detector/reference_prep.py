@@ -32,6 +32,9 @@ class ReferencePrepConfig:
             also the alpha at or under which a pixel counts as transparent.
         logo_margins: One view per margin; each is the margin added on every side of the
             trimmed logo, as a fraction of its longer side (0.05 = logo fills ~91 % of the view).
+        logo_crops: One extra view per value: the trimmed logo with that fraction of its size
+            cut from every side (0.1 = the central 80 %), padded to a square. Re-posted copies
+            are often cropped or zoomed, and a CNN's pooled features move a lot with that.
         max_side: Views larger than this are downscaled (aspect kept) to bound memory and time.
         fill: Background colour for compositing transparency and for padding.
     """
@@ -39,6 +42,7 @@ class ReferencePrepConfig:
     trim: bool = True
     tolerance: int = 8
     logo_margins: tuple[float, ...] = (0.05, 0.3)
+    logo_crops: tuple[float, ...] = ()
     max_side: int = 1024
     fill: tuple[int, int, int] = WHITE
 
@@ -50,6 +54,9 @@ class ReferencePrepConfig:
         for m in self.logo_margins:
             if not 0.0 <= m <= 2.0:
                 raise ConfigError(f"each logo margin must be in [0, 2], got {m}")
+        for c in self.logo_crops:
+            if not 0.0 < c < 0.5:
+                raise ConfigError(f"each logo crop must be in (0, 0.5), got {c}")
         if self.max_side < 16:
             raise ConfigError(f"max_side must be >= 16, got {self.max_side}")
         if len(self.fill) != 3 or not all(0 <= c <= 255 for c in self.fill):
@@ -193,6 +200,11 @@ def reference_views(
     # Downscale before padding so every margin variant shares one resampling of the logo.
     logo = _limit_side(logo, config.max_side)
     views = [pad_to_square(logo, fill=config.fill, margin=m) for m in config.logo_margins]
+    w, h = logo.size
+    for c in config.logo_crops:
+        box = (round(w * c), round(h * c), max(round(w * c) + 1, round(w * (1 - c))),
+               max(round(h * c) + 1, round(h * (1 - c))))
+        views.append(pad_to_square(logo.crop(box), fill=config.fill))
     return [_limit_side(v, config.max_side) for v in views]
 
 

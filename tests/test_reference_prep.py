@@ -134,3 +134,15 @@ def test_reference_views_rejects_unknown_kind_and_bad_input():
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ConfigError):
         ReferencePrepConfig(**kwargs)
+
+
+def test_logo_crops_add_zoomed_views():
+    logo = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    logo.paste((200, 0, 0, 255), (20, 10, 180, 90))  # 160x80 mark inside transparent borders
+    config = ReferencePrepConfig(logo_margins=(0.05,), logo_crops=(0.1,))
+    views = reference_views(logo, "logo", config)
+    assert len(views) == 2 and all(v.size[0] == v.size[1] for v in views)
+    # The trimmed mark is 160x80; cutting 10 % per side leaves 128x64, padded to 128x128.
+    assert views[1].size == (128, 128)
+    with pytest.raises(ConfigError):
+        ReferencePrepConfig(logo_crops=(0.6,))

@@ -280,6 +280,19 @@ def environment() -> dict[str, Any]:
 # --- the whole run ---------------------------------------------------------------------------
 
 
+
+def _ablation_rows(pair: dict[str, Any], files: dict[Any, Sequence[Path]], rounds: int) -> dict[str, Any]:
+    """Default settings vs one switched-off option, per photo size (interleaved rounds)."""
+    rows = {}
+    for size, paths in files.items():
+        tp = measure_throughput(pair, paths, rounds=rounds, reference="variant")
+        rows[f"{size[0]}x{size[1]}"] = {
+            "default_ips": tp["project_ips"],
+            "variant_ips": tp["variant_ips"],
+            "default_over_variant": tp["project_ratio"],
+        }
+    return rows
+
 def run_speed_benchmark(
     presets: Sequence[str] = ("clip-vit-b-32", "effnet-lite0"),
     *,
@@ -431,14 +444,7 @@ def _bench_preset(
                 return v.embed_sources(paths).vectors
 
             pair = {"project": project_batch, "variant": variant_batch}
-            out["ablations"][label] = {}
-            for s, paths in files.items():
-                tp = measure_throughput(pair, paths, rounds=rounds, reference="variant")
-                out["ablations"][label][f"{s[0]}x{s[1]}"] = {
-                    "default_ips": tp["project_ips"],
-                    "variant_ips": tp["variant_ips"],
-                    "default_over_variant": tp["project_ratio"],
-                }
+            out["ablations"][label] = _ablation_rows(pair, files, rounds)
             variant.close()
         if project_threads != default_threads:
             say("   ablation num_threads")
@@ -447,14 +453,7 @@ def _bench_preset(
                 "variant": with_threads(project_batch, default_threads),
             }
             label = f"num_threads={default_threads} (torch default)"
-            out["ablations"][label] = {}
-            for s, paths in files.items():
-                tp = measure_throughput(pair, paths, rounds=rounds, reference="variant")
-                out["ablations"][label][f"{s[0]}x{s[1]}"] = {
-                    "default_ips": tp["project_ips"],
-                    "variant_ips": tp["variant_ips"],
-                    "default_over_variant": tp["project_ratio"],
-                }
+            out["ablations"][label] = _ablation_rows(pair, files, rounds)
     project.close()
     torch.set_num_threads(default_threads)
     return out

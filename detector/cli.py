@@ -26,6 +26,15 @@ def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
     p.add_argument("--batch-size", type=int, help="images per model call (default: the preset's)")
 
 
+def _profile_arg(p: argparse.ArgumentParser) -> None:
+    from detector.scoring import PROFILES
+
+    p.add_argument("--profile", choices=sorted(PROFILES),
+                   help="scoring profile: 'fast' (the preset's defaults) or 'thorough' (finds logos "
+                        "inside photos: regions, mark silhouettes, shape checks; slower); "
+                        "picks the profile's thresholds")
+
+
 def _embedder_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"device": args.device}
     for key in ("checkpoint", "precision", "batch_size"):
@@ -81,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
     p.add_argument("--scoring", type=json.loads, metavar="JSON",
                    help='scoring overrides, e.g. \'{"regions": {"enabled": true, "max_regions": 8}}\'')
+    _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_score)
 
@@ -95,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int, help=argparse.SUPPRESS)
+    _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_eval)
 
@@ -128,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int)
+    _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_serve)
 
@@ -243,8 +255,10 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- score
 def _scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """--scoring JSON first, then the switches (--top-k, --no-regions, --no-verify) on top."""
+    """--scoring JSON first, then the switches (--profile, --top-k, --no-regions, --no-verify)."""
     overrides: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in (args.scoring or {}).items()}
+    if args.profile is not None:
+        overrides["profile"] = args.profile
     if args.top_k is not None:
         overrides["top_k"] = args.top_k
     if args.no_regions:

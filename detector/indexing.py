@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from PIL import Image
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
 from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.silhouettes import canonical_mask, reference_mask
 from detector.verify import VerifyConfig, reference_features
 from index.atomic import atomic_write_json
 from index.records import KINDS, NewReference
@@ -269,7 +270,7 @@ def _prepare_chunk(
             views = reference_views(image, item.kind, prep)
             features = None
             if verify_config is not None:
-                features = reference_features(views[0], verify_config).to_bytes()
+                features = _features_blob(image, item.kind, views[0], verify_config)
             return _Prepared(item, sha, views, features)
         except ImageLoadError as e:
             return Failure(str(item.path), e.reason)
@@ -281,6 +282,17 @@ def _prepare_chunk(
         else:
             prepared.append(result)
     return prepared
+
+
+def _features_blob(image: Any, kind: str, view: Any, config: VerifyConfig) -> bytes:
+    """Local features of a reference's first view, with the mark's canonical silhouette
+    for logos (the scorer's shape check; see :mod:`detector.silhouettes`)."""
+    features = reference_features(view, config)
+    if kind == "logo":
+        mask = reference_mask(image)
+        silhouette = canonical_mask(mask) if mask is not None else None
+        features = replace(features, silhouette=silhouette)
+    return features.to_bytes()
 
 
 def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:
@@ -329,6 +341,7 @@ def run_indexing(
     chunk_size: int = 128,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    prep: ReferencePrepConfig | None = None,
 ) -> IndexingReport:
     """The ``index build``/``index add`` job: collect, embed, commit, write a report.
 
@@ -343,6 +356,7 @@ def run_indexing(
         chunk_size: Images per atomic commit.
         progress: Called with the count of items done after each chunk.
         on_total: Called once with the number of items to process.
+        prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
     """
     from detector.embedder import create_embedder
 
@@ -365,7 +379,7 @@ def run_indexing(
     from detector.scoring import ScoringConfig
 
     config = ScoringConfig.from_dict(scoring)
-    prep = prep_config_for(embedder.preset)
+    prep = prep or prep_config_for(embedder.preset)
     if exists:
         index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:

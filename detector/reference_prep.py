@@ -35,6 +35,9 @@ class ReferencePrepConfig:
         logo_crops: One extra view per value: the trimmed logo with that fraction of its size
             cut from every side (0.1 = the central 80 %), padded to a square. Re-posted copies
             are often cropped or zoomed, and a CNN's pooled features move a lot with that.
+        logo_silhouette: Add one view: the logo's mark as a black silhouette on white
+            (:mod:`detector.silhouettes`), which the scorer's silhouette channel matches
+            whatever colours and background the listing shows the mark in.
         max_side: Views larger than this are downscaled (aspect kept) to bound memory and time.
         fill: Background colour for compositing transparency and for padding.
     """
@@ -43,6 +46,7 @@ class ReferencePrepConfig:
     tolerance: int = 8
     logo_margins: tuple[float, ...] = (0.05, 0.3)
     logo_crops: tuple[float, ...] = ()
+    logo_silhouette: bool = False
     max_side: int = 1024
     fill: tuple[int, int, int] = WHITE
 
@@ -171,7 +175,8 @@ def reference_views(
     """The RGB views to embed and index under one reference record.
 
     A logo gives one view per ``config.logo_margins``: trimmed, composited on white, padded
-    to a square with that margin. A product photo gives one view: the whole frame on white.
+    to a square with that margin (plus zoomed crops and a silhouette when configured). A
+    product photo gives one view: the whole frame on white.
 
     Args:
         image: The reference as loaded (any mode; keep RGBA so transparent borders trim exactly).
@@ -205,6 +210,12 @@ def reference_views(
         box = (round(w * c), round(h * c), max(round(w * c) + 1, round(w * (1 - c))),
                max(round(h * c) + 1, round(h * (1 - c))))
         views.append(pad_to_square(logo.crop(box), fill=config.fill))
+    if config.logo_silhouette:
+        from detector.silhouettes import reference_mask, silhouette_image
+
+        mask = reference_mask(logo, tolerance=config.tolerance)
+        if mask is not None:
+            views.append(silhouette_image(mask))
     return [_limit_side(v, config.max_side) for v in views]
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from detector.errors import ConfigError, ImageLoadError
 
-RegionSource = Literal["full", "window", "proposal"]
+RegionSource = Literal["full", "window", "proposal", "silhouette"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Region:
 
     Attributes:
         box: (x0, y0, x1, y1) in pixels of the original image, 0 <= x0 < x1 <= width.
-        source: ``"full"`` (the whole frame, always first), ``"window"`` or ``"proposal"``.
+        source: ``"full"`` (the whole frame, always first), ``"window"``, ``"proposal"``, or
+            ``"silhouette"`` (the black-on-white mark found in another region's box).
         scale: Longer box side divided by the image's shorter side (1.0 for a full square frame).
         score: Objectness used for ranking (higher = more logo-like); 1.0 for the full frame.
     """

@@ -2,9 +2,10 @@
 
 Scoring flow for one listing image::
 
-    load ──► regions (whole frame + windows + proposals) ──► embed (one batch)
-         ──► index search per region ──► best allowed region per reference
-         ──► verify the top candidates (local features + RANSAC) ──► fuse ──► thresholds ──► Verdict
+    load ──► regions (whole frame + windows + proposals) [+ their mark silhouettes]
+         ──► embed (one batch) ──► index search per region ──► best allowed region per reference
+         ──► verify the top candidates (local features + RANSAC; silhouette shape check)
+         ──► fuse ──► thresholds ──► Verdict
 
 Kinds are matched for what they are: a ``product`` reference (an official product photo) is
 matched by the whole frame only, a ``logo`` reference by any region.
@@ -25,6 +26,14 @@ from PIL import Image
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
 from detector.regions import Region, RegionConfig, crop_regions, propose_regions
+from detector.silhouettes import (
+    QueryShapes,
+    SilhouetteConfig,
+    canonical_mask,
+    query_mask,
+    shape_bonus,
+    silhouette_image,
+)
 from detector.thresholds import Thresholds, load_thresholds
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import LocalFeatures, VerifyConfig, fuse_scores, query_features, verify
@@ -46,6 +55,7 @@ class ScoringConfig:
         search_k: Neighbours fetched per region before merging (>= top_k).
         regions: Query-side region proposals (disabled = whole frame only).
         verify: Geometric verification of the top candidates (disabled = cosine only).
+        silhouettes: Mark silhouettes of the first regions, embedded and shape-checked.
         search_params: FAISS search parameters, e.g. ``{"efSearch": 128}``.
         max_pixels: Decompression-bomb guard for listing images.
     """
@@ -54,13 +64,14 @@ class ScoringConfig:
     search_k: int = 20
     regions: RegionConfig = field(default_factory=RegionConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    silhouettes: SilhouetteConfig = field(default_factory=SilhouetteConfig)
     search_params: dict[str, Any] = field(default_factory=dict)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ScoringConfig:
         data = dict(data or {})
-        unknown = set(data) - {"top_k", "search_k", "regions", "verify", "search_params", "max_pixels"}
+        unknown = set(data) - {"top_k", "search_k", "regions", "verify", "silhouettes", "search_params", "max_pixels"}
         if unknown:
             raise ConfigError(f"unknown scoring option(s): {', '.join(sorted(unknown))}")
         base = cls()
@@ -69,9 +80,40 @@ class ScoringConfig:
             search_k=int(data.get("search_k", base.search_k)),
             regions=_override(base.regions, data.get("regions")),
             verify=_override(base.verify, data.get("verify")),
+            silhouettes=_override(base.silhouettes, data.get("silhouettes")),
             search_params=dict(data.get("search_params", {})),
             max_pixels=int(data.get("max_pixels", base.max_pixels)),
         )
+
+
+# Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
+# logos inside photos (a few regions, their mark silhouettes, shape and RANSAC checks) at
+# about a seventh of the default's speed; see README "Benchmark" for measured figures.
+PROFILES: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "thorough": {
+        "regions": {"enabled": True, "max_regions": 5},
+        "verify": {"enabled": True},
+        "silhouettes": {"enabled": True, "weight": 0.25},
+    },
+}
+
+
+def resolve_scoring(preset_defaults: dict[str, Any], options: dict[str, Any] | None) -> tuple[ScoringConfig, str | None]:
+    """Scoring settings as preset defaults < ``options["profile"]`` < the other options.
+
+    Returns:
+        The config and the profile name (None when not given).
+
+    Raises:
+        ConfigError: Unknown profile or option.
+    """
+    options = dict(options or {})
+    profile = options.pop("profile", None)
+    if profile is not None and profile not in PROFILES:
+        raise ConfigError(f"unknown scoring profile {profile!r}; choose from {', '.join(PROFILES)}")
+    merged = merge_options(preset_defaults, PROFILES[profile] if profile else {})
+    return ScoringConfig.from_dict(merge_options(merged, options)), profile
 
 
 def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -112,10 +154,14 @@ class Analysis:
     brand_scores: tuple[BrandScore, ...] = ()
 
 
-def default_thresholds_path(preset: str) -> Path:
-    """The shipped thresholds file of a preset (falls back to ``default.json``)."""
-    candidate = THRESHOLDS_DIR / f"{preset}.json"
-    return candidate if candidate.exists() else THRESHOLDS_DIR / "default.json"
+def default_thresholds_path(preset: str, profile: str | None = None) -> Path:
+    """The shipped thresholds file of a preset and profile.
+
+    ``<preset>-<profile>.json`` when it exists (a profile changes the score's scale, e.g.
+    the shape bonus), else ``<preset>.json``, else ``default.json``.
+    """
+    names = ([f"{preset}-{profile}.json"] if profile else []) + [f"{preset}.json", "default.json"]
+    return next(p for p in (THRESHOLDS_DIR / n for n in names) if p.exists() or p.name == "default.json")
 
 
 class Detector:
@@ -169,7 +215,8 @@ class Detector:
         Args:
             index_dir: Index directory made by ``counterfeit index build``.
             thresholds: A thresholds file or table; default: the preset's shipped file.
-            config: Scoring options; default: the preset's ``scoring`` defaults.
+            config: Scoring options over the preset's ``scoring`` defaults; a ``"profile"``
+                key (see :data:`PROFILES`) applies that profile first and picks its thresholds.
             device, precision, batch_size: Embedder overrides.
             checkpoint: Local weights for the index's architecture (must match the index).
             preset: Preset name when it differs from the one recorded in the index.
@@ -194,14 +241,19 @@ class Detector:
         except Exception:
             index.close()
             raise
-        if isinstance(config, ScoringConfig):
-            scoring = config
-        else:
-            scoring = ScoringConfig.from_dict(merge_options(embedder.preset.defaults.get("scoring", {}), config or {}))
-        if isinstance(thresholds, Thresholds):
-            table = thresholds
-        else:
-            table = load_thresholds(thresholds or default_thresholds_path(embedder.preset.name))
+        profile = None
+        try:
+            if isinstance(config, ScoringConfig):
+                scoring = config
+            else:
+                scoring, profile = resolve_scoring(embedder.preset.defaults.get("scoring", {}), config)
+            if isinstance(thresholds, Thresholds):
+                table = thresholds
+            else:
+                table = load_thresholds(thresholds or default_thresholds_path(embedder.preset.name, profile))
+        except Exception:
+            index.close()
+            raise
         try:
             return cls(index, embedder, thresholds=table, config=scoring)
         except Exception:
@@ -277,8 +329,15 @@ class Detector:
         cfg = self.config
         regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
+        shapes_per_image: list[_Marks] = []
         for img, regions in zip(images, regions_per_image):
-            crops.extend(crop_regions(img, regions))
+            region_crops = crop_regions(img, regions)
+            marks = self._marks(region_crops, regions)
+            regions += [Region(box, "silhouette", 0.0) for _, _, box in marks]  # box: the mark's
+            crops += region_crops + [silhouette_image(mask) for mask, _, _ in marks]
+            shapes_per_image.append(
+                _Marks(QueryShapes([c for _, c, _ in marks], cfg.silhouettes), [box for _, _, box in marks])
+            )
         with self._model_lock:
             vectors = self.embedder.embed(crops)
         index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
@@ -286,11 +345,28 @@ class Detector:
         scores, ref_ids = index.search_vectors(vectors, k, params=cfg.search_params or None)
         out: list[Analysis] = []
         start = 0
-        for img, name, regions in zip(images, names, regions_per_image):
+        for img, name, regions, shapes in zip(images, names, regions_per_image, shapes_per_image):
             stop = start + len(regions)
-            out.append(self._analyse_one(index, img, name, regions, scores[start:stop], ref_ids[start:stop]))
+            out.append(
+                self._analyse_one(index, img, name, regions, scores[start:stop], ref_ids[start:stop], shapes)
+            )
             start = stop
         return out
+
+    def _marks(
+        self, crops: list[Image.Image], regions: list[Region]
+    ) -> list[tuple[np.ndarray, np.ndarray, Box]]:
+        """(mask, canonical mask, box in the image) of the mark in each of the first regions."""
+        scfg = self.config.silhouettes
+        if not scfg.enabled:
+            return []
+        found = []
+        for crop, region in zip(crops[: scfg.max_regions], regions):
+            mask = query_mask(crop, scfg)
+            canonical = canonical_mask(mask) if mask is not None else None
+            if canonical is not None:
+                found.append((mask, canonical, _mask_box(mask, region.box)))
+        return found
 
     def _analyse_one(
         self,
@@ -300,6 +376,7 @@ class Detector:
         regions: list[Region],
         scores: np.ndarray,
         ref_ids: np.ndarray,
+        shapes: _Marks,
     ) -> Analysis:
         # Best region per reference; refs are looked up once for the whole image.
         best: dict[int, tuple[float, int]] = {}
@@ -315,7 +392,7 @@ class Detector:
                 continue
             box = regions[region_idx].box
             candidates.append(_match(ref, cosine, cosine, None, box))
-        candidates = self._verify(index, image, candidates)
+        candidates = self._verify(index, image, candidates, shapes)
         candidates.sort(key=lambda m: (-m.score, m.ref_id))
         brand_scores = _best_per_brand(candidates)
         verdict = self._decide(name, image, candidates, brand_scores)
@@ -340,25 +417,48 @@ class Detector:
             return None, 0
         return float(scores[0][hits[0]]), 0
 
-    def _verify(self, index: ReferenceIndex, image: Image.Image, candidates: list[ScoredMatch]) -> list[ScoredMatch]:
-        vcfg = self.config.verify
-        if not vcfg.enabled or not candidates:
+    def _verify(
+        self,
+        index: ReferenceIndex,
+        image: Image.Image,
+        candidates: list[ScoredMatch],
+        shapes: _Marks,
+    ) -> list[ScoredMatch]:
+        """Second stage on the top candidates: local features + RANSAC, and the shape check.
+
+        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``.
+        """
+        vcfg, scfg = self.config.verify, self.config.silhouettes
+        check_shapes = scfg.enabled and len(shapes.query) > 0
+        if not (vcfg.enabled or check_shapes) or not candidates:
             return candidates
         eligible = [m for m in candidates if m.kind in vcfg.kinds]
-        chosen = sorted(eligible, key=lambda m: -m.cosine)[: vcfg.top_candidates]
+        top = vcfg.top_candidates if vcfg.enabled else 0
+        top = max(top, scfg.top_candidates if check_shapes else 0)
+        chosen = sorted(eligible, key=lambda m: -m.cosine)[:top]
         aux = index.get_aux(m.ref_id for m in chosen)
         features: LocalFeatures | None = None  # extracted once, only if some candidate has features
         verified: dict[int, ScoredMatch] = {}
-        for m in chosen:
+        for rank, m in enumerate(chosen):
             blob = aux.get(m.ref_id)
             if not blob:
                 continue
-            if features is None:
-                features = query_features(image, vcfg)
-            result = verify(features, LocalFeatures.from_bytes(blob), vcfg)
-            fused = fuse_scores(m.cosine, result.accepted_inliers, vcfg)
-            box = result.box if result.accepted and result.box is not None else m.box
-            verified[m.ref_id] = replace(m, score=fused, inliers=result.inliers, box=box)
+            reference = LocalFeatures.from_bytes(blob)
+            score, inliers, box, iou, located = m.cosine, m.inliers, m.box, None, False
+            if vcfg.enabled and rank < vcfg.top_candidates:
+                if features is None:
+                    features = query_features(image, vcfg)
+                result = verify(features, reference, vcfg)
+                score, inliers = fuse_scores(m.cosine, result.accepted_inliers, vcfg), result.inliers
+                located = result.accepted and result.box is not None
+                box = result.box if located else m.box
+            if check_shapes and rank < scfg.top_candidates and reference.silhouette is not None:
+                iou, mark = shapes.query.match(reference.silhouette)
+                bonus = shape_bonus(iou, scfg)
+                score += bonus
+                if bonus > 0 and not located:
+                    box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
+            verified[m.ref_id] = replace(m, score=score, inliers=inliers, box=box, shape_iou=iou)
         return [verified.get(m.ref_id, m) for m in candidates]
 
     def _decide(
@@ -387,6 +487,14 @@ class Detector:
         )
 
 
+@dataclass(frozen=True)
+class _Marks:
+    """The marks found in one query image: their shapes and where each lies."""
+
+    query: QueryShapes
+    boxes: list[Box]
+
+
 def _match(ref: Reference, score: float, cosine: float, inliers: int | None, box: Box | None) -> ScoredMatch:
     return ScoredMatch(
         ref_id=ref.id,
@@ -408,6 +516,17 @@ def _best_per_brand(candidates: Sequence[ScoredMatch]) -> list[BrandScore]:
         if m.brand not in seen:
             seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id)
     return list(seen.values())
+
+
+def _mask_box(mask: np.ndarray, region: Box) -> Box:
+    """The mask's extent (it is at the clustering resolution) in the image's pixels."""
+    ys, xs = np.nonzero(mask)
+    x0, y0, x1, y1 = region
+    sx, sy = (x1 - x0) / mask.shape[1], (y1 - y0) / mask.shape[0]
+    return (
+        x0 + int(xs.min() * sx), y0 + int(ys.min() * sy),
+        min(x1, x0 + int(np.ceil((xs.max() + 1) * sx))), min(y1, y0 + int(np.ceil((ys.max() + 1) * sy))),
+    )
 
 
 def _clip_box(box: Box, image: Image.Image) -> Box:

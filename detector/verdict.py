@@ -19,6 +19,8 @@ class ScoredMatch:
             geometric verification is off or was not run for this reference).
         cosine: Best cosine similarity between the reference and any allowed query region.
         inliers: RANSAC inliers from geometric verification, or None when not verified.
+        shape_iou: Aligned IoU of the query's best mark silhouette with the reference's
+            (:mod:`detector.silhouettes`), or None when shapes were not compared.
         box: Where the evidence lies in the listing image (x0, y0, x1, y1), or None.
     """
 
@@ -31,6 +33,7 @@ class ScoredMatch:
     cosine: float
     inliers: int | None = None
     box: Box | None = None
+    shape_iou: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

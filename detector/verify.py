@@ -55,6 +55,9 @@ class LocalFeatures:
         content: (x0, y0, x1, y1) of the image's content (transparent/uniform borders
             excluded), original pixels. Its projection is the box reported by :func:`verify`,
             so a padded reference view localises the logo itself, not the padding.
+        silhouette: Optional uint8 (s, s) canonical mask of a logo reference's mark
+            (:func:`detector.silhouettes.canonical_mask`), kept with the features so the
+            scorer can check shapes; None for query features and product photos.
     """
 
     keypoints: np.ndarray
@@ -63,6 +66,7 @@ class LocalFeatures:
     scale: float
     method: str
     content: tuple[int, int, int, int]
+    silhouette: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -70,8 +74,10 @@ class LocalFeatures:
     def to_bytes(self) -> bytes:
         """Serialise to a compact ``.npz`` (no pickle); inverse of :meth:`from_bytes`."""
         buffer = io.BytesIO()
+        extra = {} if self.silhouette is None else {"silhouette": self.silhouette.astype(np.uint8)}
         np.savez(
             buffer,
+            **extra,
             version=np.array([_FORMAT_VERSION], dtype=np.int32),
             method=np.array([_METHODS.index(self.method)], dtype=np.int32),
             image_size=np.array(self.image_size, dtype=np.int64),
@@ -99,6 +105,7 @@ class LocalFeatures:
             x0, y0, x1, y1 = (int(v) for v in arrays["content"])
             scale = float(arrays["scale"][0])
             keypoints, descriptors = arrays["keypoints"], arrays["descriptors"]
+            silhouette = arrays.get("silhouette")  # absent in blobs of older indexes
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
         if version != _FORMAT_VERSION:
@@ -115,7 +122,11 @@ class LocalFeatures:
                 f"invalid local-features blob: keypoints {keypoints.dtype}{keypoints.shape}, "
                 f"descriptors {descriptors.dtype}{descriptors.shape}"
             )
-        return cls(keypoints, descriptors, (width, height), scale, method, (x0, y0, x1, y1))
+        if silhouette is not None and (
+            silhouette.dtype != np.uint8 or silhouette.ndim != 2 or silhouette.shape[0] != silhouette.shape[1]
+        ):
+            raise DetectorError(f"invalid local-features blob: silhouette {silhouette.dtype}{silhouette.shape}")
+        return cls(keypoints, descriptors, (width, height), scale, method, (x0, y0, x1, y1), silhouette)
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,19 @@ def test_manifest_missing_files_unknown_columns_relative_paths(sample_set, tmp_p
     assert refs["beta"].source.endswith("b.png")
 
 
+def test_score_with_the_thorough_profile(tiny_index_dir, sample_set, cli_env):
+    images = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:2]
+    proc = run_cli("score", "--index", str(tiny_index_dir), *map(str, images), "--profile", "thorough",
+                   "--json", env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    verdicts = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [v["image"] for v in verdicts] == [str(p) for p in images]
+    for v in verdicts:
+        check_verdict_schema(v)
+    bad = run_cli("score", "--index", str(tiny_index_dir), str(images[0]), "--profile", "nope", env=cli_env)
+    assert bad.returncode == 2 and "--profile" in bad.stderr
+
+
 def test_score_with_another_model_fails_clearly(tiny_index_dir, sample_set, tmp_path, cli_env):
     import torch
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.errors import DetectorError, ImageLoadError
+from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.scoring import Detector, ScoringConfig
 from detector.thresholds import Thresholds
 
@@ -142,3 +142,27 @@ def test_scoring_overrides_merge_section_by_section():
     assert merged == {"regions": {"enabled": True}, "verify": {"top_candidates": 30, "enabled": False},
                       "search_k": 30}
     assert preset["verify"] == {"top_candidates": 30}  # inputs untouched
+
+
+def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_path, monkeypatch):
+    from detector import scoring
+    from detector.scoring import PROFILES, default_thresholds_path, resolve_scoring
+
+    preset_defaults = {"regions": {"enabled": False}, "search_k": 30}
+    config, profile = resolve_scoring(preset_defaults, {"profile": "thorough", "top_k": 3})
+    assert profile == "thorough" and config.silhouettes.enabled and config.regions.enabled
+    assert config.search_k == 30 and config.top_k == 3  # preset default and override both kept
+    fast, profile = resolve_scoring(preset_defaults, {"profile": "fast"})
+    assert not fast.regions.enabled and not fast.silhouettes.enabled
+    assert set(PROFILES) >= {"fast", "thorough"}
+    with pytest.raises(ConfigError, match="unknown scoring profile"):
+        resolve_scoring(preset_defaults, {"profile": "nope"})
+
+    monkeypatch.setattr(scoring, "THRESHOLDS_DIR", tmp_path)
+    (tmp_path / "default.json").write_text("{}")
+    assert default_thresholds_path("m", "thorough").name == "default.json"
+    (tmp_path / "m.json").write_text("{}")
+    assert default_thresholds_path("m", "thorough").name == "m.json"
+    (tmp_path / "m-thorough.json").write_text("{}")
+    assert default_thresholds_path("m", "thorough").name == "m-thorough.json"
+    assert default_thresholds_path("m").name == "m.json"

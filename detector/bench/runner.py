@@ -92,6 +92,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "regions": {"regions": {"enabled": True}, "verify": {"enabled": False}},
     "verify": {"regions": {"enabled": False}, "verify": {"enabled": True}},
     "regions+verify": {"regions": {"enabled": True}, "verify": {"enabled": True}},
+    # The "thorough" scoring profile (detector.scoring.PROFILES) with its own thresholds.
+    "thorough": {"profile": "thorough"},
 }
 
 # Settings whose scoring throughput the speed part always measures (with and without the
@@ -377,7 +379,7 @@ def _quality(
 
     variants: dict[str, Any] = {}
     for name in cfg.variants:
-        det = variant_detector(base, name, cfg.scoring)
+        det = variant_detector(base, name, cfg.scoring, explicit_thresholds=cfg.thresholds is not None)
         say(f"quality: scoring {len(labels.queries)} queries with variant {name!r}")
         run = run_evaluation(det, labels)
         # Per-query brand scores, to look at failing queries (`counterfeit tune` reads them too).
@@ -421,7 +423,7 @@ def _speed(
     result["latency"] = {}
     result["scoring_throughput"] = {}
     for name in dict.fromkeys([*cfg.variants, *THROUGHPUT_SETTINGS]):
-        det = variant_detector(base, name, cfg.scoring)
+        det = variant_detector(base, name, cfg.scoring, explicit_thresholds=cfg.thresholds is not None)
         say(f"speed: scoring latency and throughput, {name!r}")
         if name in cfg.variants:
             result["latency"][name] = measure_latency(det, paths)
@@ -466,21 +468,30 @@ def _embedding_throughput(
 
 
 # ---------------------------------------------------------------------- measurements
-def variant_detector(base: Any, name: str, overrides: dict[str, Any] | None = None) -> Any:
+def variant_detector(
+    base: Any, name: str, overrides: dict[str, Any] | None = None, *, explicit_thresholds: bool = False
+) -> Any:
     """A Detector sharing ``base``'s model and index, with variant ``name``'s scoring.
 
-    Settings resolve as: preset defaults < ``overrides`` < the variant's switches.
+    Settings resolve as: preset defaults < a profile < ``overrides`` < the variant's
+    switches. A profile variant scores with the profile's shipped thresholds unless the
+    thresholds were given explicitly (``explicit_thresholds``).
 
     Raises:
         ConfigError: Unknown variant or scoring option.
     """
-    from detector.scoring import Detector, ScoringConfig, merge_options
+    from detector.scoring import Detector, default_thresholds_path, merge_options, resolve_scoring
+    from detector.thresholds import load_thresholds
 
     if name not in VARIANTS:
         raise ConfigError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
-    merged = merge_options(base.embedder.preset.defaults.get("scoring", {}), overrides or {})
-    config = ScoringConfig.from_dict(merge_options(merged, VARIANTS[name]))
-    return Detector(base.index, base.embedder, thresholds=base.thresholds, config=config)
+    config, profile = resolve_scoring(
+        base.embedder.preset.defaults.get("scoring", {}), merge_options(overrides or {}, VARIANTS[name])
+    )
+    thresholds = base.thresholds
+    if profile is not None and not explicit_thresholds:
+        thresholds = load_thresholds(default_thresholds_path(base.embedder.preset.name, profile))
+    return Detector(base.index, base.embedder, thresholds=thresholds, config=config)
 
 
 def speed_subset(labels: Any, per_class: int) -> list[int]:

@@ -180,6 +180,7 @@ class MatchModel(BaseModel):
     cosine: float
     inliers: int | None
     box: list[int] | None
+    shape_iou: float | None = None
 
 
 class VerdictModel(BaseModel):

@@ -1,0 +1,304 @@
+"""Silhouettes: match a logo by its shape, whatever its colours and background.
+
+Most logos are flat marks of one or two colours. Pasted on a bag or a T-shirt, recoloured,
+on a textured photo, their pixels share little with the reference's: an ImageNet
+embedding of the crop is dominated by colour and background texture (measured on the
+benchmark with the true box given: crop R@1 0.44 on large logos, 0.34 on recoloured
+ones). Their *shape* survives. So both sides are reduced to a black-on-white silhouette:
+
+* reference side: the logo's alpha mask (or its content against a uniform border),
+  indexed as one more view of the logo record, plus a small canonical mask kept with the
+  record's local features;
+* query side: each region is split into a few colour clusters (k-means in CIELAB); the
+  cluster least present on the region's border is the mark. Its silhouette is embedded
+  with the same embedder and searched like any region.
+
+Second, a geometric check for flat marks that SIFT cannot verify (a one-colour mark has
+few corners: median ~30 keypoints): :func:`aligned_iou` compares the canonical masks
+(centroid-centred, area-normalised) over a few rotations and a mirror, and the scorer
+adds ``weight * shape_bonus`` to the fused score (see :func:`shape_bonus`).
+
+Measured on benchmark seed 1 with the true box given (effnet-lite0, 1,000 brands):
+silhouette R@1 0.80 on large logos, 0.52 on small, 0.80 on recoloured, vs 0.44 / 0.44 /
+0.34 for the plain crop. Cost: k-means on a <=160 px crop ~3 ms; aligned IoU ~1 ms/pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from detector.errors import ConfigError, ImageLoadError
+
+CANONICAL_SIDE = 64
+# Share of the canonical canvas side taken by sqrt(mark area): 0.3 leaves room for wide
+# wordmarks (a 6:1 mark spans ~0.74 of the side) and for rotations.
+_AREA_SCALE = 0.3
+
+
+@dataclass(frozen=True)
+class SilhouetteConfig:
+    """Options of the silhouette channel (query side).
+
+    Attributes:
+        enabled: Embed silhouettes of the query's regions and check shapes of candidates.
+        max_regions: Regions (whole frame first, then by objectness) given a silhouette.
+        clusters: Colour clusters a region is split into; the mark is the one least on
+            the region's border.
+        work_side: Longer side a region is downscaled to before clustering.
+        min_fill: Marks covering less than this fraction of their region are ignored
+            (noise); more than ``max_fill``: no mark separated from a background.
+        max_fill: See ``min_fill``.
+        max_angle: Rotations tried by :func:`aligned_iou`, in degrees either way.
+        angle_step: Step between tried rotations, degrees.
+        mirror: Also try the mirrored query (counterfeits often flip a mark).
+        top_candidates: First-stage candidates (best cosine first) whose shapes are checked.
+        iou_floor: Aligned IoU at or below which the shape adds nothing.
+        weight: Largest shape bonus added to a candidate's score.
+    """
+
+    enabled: bool = False
+    max_regions: int = 5
+    clusters: int = 3
+    work_side: int = 160
+    min_fill: float = 0.02
+    max_fill: float = 0.9
+    max_angle: float = 30.0
+    angle_step: float = 5.0
+    mirror: bool = True
+    top_candidates: int = 10
+    iou_floor: float = 0.5
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_regions >= 1, f"max_regions must be >= 1, got {self.max_regions}"),
+            (2 <= self.clusters <= 8, f"clusters must be in [2, 8], got {self.clusters}"),
+            (self.work_side >= 16, f"work_side must be >= 16, got {self.work_side}"),
+            (0.0 <= self.min_fill < self.max_fill <= 1.0,
+             f"need 0 <= min_fill < max_fill <= 1, got {self.min_fill}, {self.max_fill}"),
+            (0.0 <= self.max_angle <= 180.0, f"max_angle must be in [0, 180], got {self.max_angle}"),
+            (self.angle_step > 0, f"angle_step must be > 0, got {self.angle_step}"),
+            (self.top_candidates >= 0, f"top_candidates must be >= 0, got {self.top_candidates}"),
+            (0.0 <= self.iou_floor < 1.0, f"iou_floor must be in [0, 1), got {self.iou_floor}"),
+            (0.0 <= self.weight <= 1.0, f"weight must be in [0, 1], got {self.weight}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def reference_mask(image: Image.Image, *, tolerance: int = 8) -> np.ndarray | None:
+    """Boolean mask of a logo reference's mark, or None when nothing stands out.
+
+    Transparent logos: opaque pixels. Otherwise: pixels that differ from the uniform
+    border colour by more than ``tolerance`` in some channel (no uniform border: None,
+    since a photo-like reference has no single silhouette).
+    """
+    _check_image(image)
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.int16)
+    alpha = rgba[..., 3]
+    if (alpha <= tolerance).any():
+        mask = alpha > 127
+    else:
+        frame = np.concatenate([rgba[0], rgba[-1], rgba[:, 0], rgba[:, -1]])[:, :3]
+        colour = np.median(frame, axis=0)
+        corners = rgba[[0, 0, -1, -1], [0, -1, 0, -1], :3]
+        if np.any(np.abs(corners - colour) > tolerance):
+            return None
+        mask = np.any(np.abs(rgba[..., :3] - colour) > tolerance, axis=-1)
+    return mask if mask.any() and not mask.all() else None
+
+
+def query_mask(crop: Image.Image, config: SilhouetteConfig) -> np.ndarray | None:
+    """Boolean mask of the mark in one query region (at <= ``work_side`` px), or None.
+
+    The region is split into ``clusters`` colour clusters (k-means in CIELAB, seeded so
+    results are reproducible); the mark is the cluster with the smallest share of its
+    pixels on the region's border, since a region is proposed around a mark.
+    """
+    import cv2  # deferred: opencv is an optional extra ("verify")
+
+    _check_image(crop)
+    small = crop.convert("RGB")
+    small.thumbnail((config.work_side, config.work_side), Image.Resampling.BILINEAR)
+    lab = cv2.cvtColor(np.asarray(small), cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w, _ = lab.shape
+    k = config.clusters
+    if h * w < 4 * k:
+        return None
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    _, labels, _ = cv2.kmeans(lab.reshape(-1, 3), k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    labels = labels.reshape(h, w)
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    sizes = np.bincount(labels.ravel(), minlength=k)
+    on_border = np.bincount(border, minlength=k) / np.maximum(sizes, 1)
+    on_border[sizes == 0] = np.inf
+    # Measured against "every cluster absent from the border" (keeps two-colour marks
+    # whole): that lost 8 points of R@1 on copies, whose added borders and price tags
+    # then join the mark.
+    mask = labels == int(np.argmin(on_border))
+    fill = float(mask.mean())
+    if not config.min_fill <= fill <= config.max_fill:
+        return None
+    return mask
+
+
+def silhouette_image(mask: np.ndarray, *, margin: float = 0.05) -> Image.Image:
+    """The mask as a black mark on white, trimmed to it and padded to a square (RGB)."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        raise ConfigError("empty silhouette mask")
+    tight = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = tight.shape
+    side = max(1, round(max(w, h) * (1.0 + 2.0 * margin)))
+    canvas = np.full((side, side), 255, dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w][tight] = 0
+    return Image.fromarray(canvas).convert("RGB")
+
+
+def canonical_mask(mask: np.ndarray, side: int = CANONICAL_SIDE) -> np.ndarray | None:
+    """uint8 0/1 (side, side) mask: centroid at the centre, sqrt(area) = 0.3 * side.
+
+    Translation- and scale-normalised, so two views of one mark differ only by rotation,
+    perspective and segmentation noise. None for an (almost) empty mask.
+    """
+    import cv2
+
+    m = mask.astype(np.float32)
+    moments = cv2.moments(m, binaryImage=True)
+    if moments["m00"] < 4:
+        return None
+    cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+    s = _AREA_SCALE * side / np.sqrt(moments["m00"])
+    centre = (side - 1) / 2  # pixel-centre convention: a flip of the array maps it to itself
+    affine = np.array([[s, 0, centre - s * cx], [0, s, centre - s * cy]], dtype=np.float32)
+    warped = cv2.warpAffine(m, affine, (side, side), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return (warped >= 0.5).astype(np.uint8)
+
+
+class QueryShapes:
+    """The canonical marks of one query image, pre-rotated once, to match many references.
+
+    Every mark is rotated by each angle of the config (and mirrored) once; matching a
+    reference is then one matrix-vector product over all those variants (coarse search),
+    followed by an affine refinement of the best one only (:func:`_refined_iou`).
+    """
+
+    def __init__(self, marks: list[np.ndarray], config: SilhouetteConfig) -> None:
+        import cv2
+
+        self.config = config
+        self.marks = marks
+        self._starts: list[tuple[int, np.ndarray, np.ndarray]] = []  # (mark, variant, warp)
+        stack = []
+        for i, mark in enumerate(marks):
+            side = mark.shape[0]
+            centre = ((side - 1) / 2, (side - 1) / 2)
+            variants = [mark, np.ascontiguousarray(mark[:, ::-1])] if config.mirror else [mark]
+            for variant in variants:
+                source = variant.astype(np.float32)
+                for angle in _angles(config):
+                    warp = cv2.getRotationMatrix2D(centre, float(angle), 1.0)
+                    stack.append((cv2.warpAffine(source, warp, (side, side)) >= 0.5).ravel())
+                    self._starts.append((i, variant, warp))
+        width = marks[0].size if marks else 0
+        self._stack = np.asarray(stack, dtype=np.float32).reshape(len(stack), width)
+        self._areas = self._stack.sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.marks)
+
+    def match(self, reference: np.ndarray) -> tuple[float, int]:
+        """(best aligned IoU, index of the mark that gave it) for one canonical reference.
+
+        A reference stored at another canonical size (an index built by another version) is
+        resampled: canonical masks are scale-normalised relative to their side.
+        """
+        import cv2
+
+        if not self.marks:
+            return 0.0, -1
+        side = self.marks[0].shape[0]
+        if reference.shape != (side, side):
+            reference = cv2.resize(reference.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+        ref = reference.astype(bool)
+        flat = ref.ravel().astype(np.float32)
+        inter = self._stack @ flat
+        union = self._areas + flat.sum() - inter
+        ious = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
+        best = int(np.argmax(ious))
+        mark, variant, warp = self._starts[best]
+        return max(float(ious[best]), _refined_iou(variant, ref, warp, cv2)), mark
+
+
+def aligned_iou(query: np.ndarray, reference: np.ndarray, config: SilhouetteConfig) -> float:
+    """Best IoU of two canonical masks after aligning the query onto the reference.
+
+    A coarse search over rotations (and a mirror) of the query finds the best start; an
+    affine refinement (OpenCV's ECC on lightly blurred masks) then absorbs perspective,
+    aspect and small centring errors of the segmentation. Measured on the benchmark with
+    true boxes: the refinement lifts the median IoU of true pairs from 0.61 to 0.76 (large
+    logos) while the best of 8 impostors stays at ~0.5, so it is what makes the check
+    discriminative. Returns the larger of the coarse and refined IoUs.
+
+    Example:
+        >>> m = np.zeros((40, 40), bool); m[10:30, 5:20] = True
+        >>> c = canonical_mask(m)
+        >>> round(aligned_iou(c, c, SilhouetteConfig()), 2)
+        1.0
+    """
+    return QueryShapes([query], config).match(reference)[0]
+
+
+def _refined_iou(query: np.ndarray, reference: np.ndarray, warp: np.ndarray, cv2: Any) -> float:
+    """IoU after an ECC affine refinement of ``warp`` (query -> reference); 0 if ECC fails."""
+    side = query.shape[0]
+    source = query.astype(np.float32)
+    # ECC follows intensity gradients: blur the binary masks so the gradients reach further.
+    template = cv2.GaussianBlur(reference.astype(np.float32), (0, 0), 1.5)
+    moving = cv2.GaussianBlur(source, (0, 0), 1.5)
+    # ECC estimates the inverse map (reference pixel -> query pixel).
+    inverse = cv2.invertAffineTransform(warp.astype(np.float32)).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    try:
+        _, inverse = cv2.findTransformECC(template, moving, inverse, cv2.MOTION_AFFINE, criteria, None, 1)
+    except cv2.error:  # no convergence: keep the coarse alignment's score
+        return 0.0
+    aligned = cv2.warpAffine(source, inverse, (side, side), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP)
+    return _iou(aligned >= 0.5, reference)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int(np.logical_or(a, b).sum())
+    return int(np.logical_and(a, b).sum()) / union if union else 0.0
+
+
+def shape_bonus(iou: float, config: SilhouetteConfig) -> float:
+    """``weight * (iou - floor) / (1 - floor)``, clipped to ``[0, weight]``.
+
+    Example:
+        >>> shape_bonus(0.75, SilhouetteConfig(iou_floor=0.5, weight=0.4))
+        0.2
+    """
+    if not config.enabled:
+        return 0.0
+    support = (iou - config.iou_floor) / (1.0 - config.iou_floor)
+    return config.weight * float(min(max(support, 0.0), 1.0))
+
+
+def _angles(config: SilhouetteConfig) -> list[float]:
+    steps = int(config.max_angle // config.angle_step)
+    return [i * config.angle_step for i in range(-steps, steps + 1)]
+
+
+def _check_image(image: Any) -> None:
+    if not isinstance(image, Image.Image):
+        raise ImageLoadError("<image>", f"expected a PIL image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ImageLoadError("<image>", f"empty image of size {image.size}")

@@ -1,0 +1,205 @@
+"""detector.silhouettes: masks of marks, canonical shapes, aligned IoU, and the scorer's channel."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from detector.errors import ConfigError, DetectorError
+from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.scoring import Detector
+from detector.silhouettes import (
+    SilhouetteConfig,
+    aligned_iou,
+    canonical_mask,
+    query_mask,
+    reference_mask,
+    shape_bonus,
+    silhouette_image,
+)
+from detector.verify import LocalFeatures, VerifyConfig, extract_features
+
+pytest.importorskip("cv2")
+
+CONFIG = SilhouetteConfig(enabled=True)
+
+
+def _mark(size: int = 200, colour=(200, 30, 30, 255)) -> Image.Image:
+    """An asymmetric mark (an 'L' with a dot) on transparency: mirror and rotation matter."""
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    s = size / 200
+    d.rectangle([20 * s, 20 * s, 60 * s, 180 * s], fill=colour)
+    d.rectangle([20 * s, 140 * s, 150 * s, 180 * s], fill=colour)
+    d.ellipse([120 * s, 30 * s, 175 * s, 85 * s], fill=colour)
+    return im
+
+
+def _disc(size: int = 200) -> Image.Image:
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(im).ellipse([10, 10, size - 10, size - 10], fill=(0, 90, 200, 255))
+    return im
+
+
+def _textured(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """A smooth, busy background: low-frequency colour noise, like a photo's surfaces."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(60, 200, size=(12, 16, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def _alpha_mask(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGBA"))[..., 3] > 127
+
+
+def test_reference_mask_from_transparency_and_from_a_uniform_border():
+    mark = _mark()
+    assert (reference_mask(mark) == _alpha_mask(mark)).all()
+    on_white = Image.new("RGB", mark.size, "white")
+    on_white.paste(mark, mask=mark)
+    from_border = reference_mask(on_white)
+    assert from_border is not None and np.mean(from_border == _alpha_mask(mark)) > 0.99
+
+
+def test_reference_mask_is_none_without_a_separable_mark():
+    assert reference_mask(_textured((120, 90))) is None  # a photo: no uniform border
+    assert reference_mask(Image.new("RGB", (50, 50), "white")) is None  # nothing at all
+
+
+def test_query_mask_finds_a_recoloured_mark_on_a_textured_background():
+    mark = _mark(120, colour=(250, 240, 20, 255))  # recoloured: yellow instead of red
+    crop = _textured((180, 170))
+    crop.paste(mark, (30, 25), mask=mark)
+    mask = query_mask(crop, CONFIG)
+    assert mask is not None
+    truth = np.zeros((170, 180), bool)
+    truth[25:145, 30:150] = _alpha_mask(mark)
+    truth = np.asarray(Image.fromarray(truth).resize(mask.shape[::-1]))
+    iou = np.logical_and(mask, truth).sum() / np.logical_or(mask, truth).sum()
+    assert iou > 0.8
+
+
+def test_query_mask_ignores_regions_without_a_mark():
+    assert query_mask(Image.new("RGB", (100, 80), (90, 120, 40)), CONFIG) is None
+
+
+def test_aligned_iou_is_invariant_to_scale_translation_and_small_rotation():
+    reference = canonical_mask(_alpha_mask(_mark()))
+    moved = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
+    small = _mark(90).rotate(20, expand=True, resample=Image.Resampling.BICUBIC)
+    moved.alpha_composite(small, (250, 40))
+    query = canonical_mask(_alpha_mask(moved))
+    assert aligned_iou(query, reference, CONFIG) > 0.85
+    other = canonical_mask(_alpha_mask(_disc()))
+    assert aligned_iou(other, reference, CONFIG) < 0.7
+
+
+def test_mirror_is_tried_only_when_configured():
+    reference = canonical_mask(_alpha_mask(_mark()))
+    mirrored = canonical_mask(_alpha_mask(_mark())[:, ::-1])
+    assert aligned_iou(mirrored, reference, CONFIG) > 0.95
+    no_mirror = SilhouetteConfig(enabled=True, mirror=False)
+    assert aligned_iou(mirrored, reference, no_mirror) < 0.8
+
+
+def test_canonical_mask_of_an_empty_mask_is_none_and_other_sizes_are_resampled():
+    assert canonical_mask(np.zeros((30, 30), bool)) is None
+    mask = _alpha_mask(_mark())
+    assert aligned_iou(canonical_mask(mask, 64), canonical_mask(mask, 48), CONFIG) > 0.85
+
+
+def test_shape_bonus_is_bounded_and_off_when_disabled():
+    cfg = SilhouetteConfig(enabled=True, iou_floor=0.5, weight=0.4)
+    assert shape_bonus(0.3, cfg) == 0.0
+    assert shape_bonus(0.75, cfg) == pytest.approx(0.2)
+    assert shape_bonus(1.0, cfg) == pytest.approx(0.4)
+    assert shape_bonus(1.0, SilhouetteConfig(enabled=False)) == 0.0
+
+
+def test_silhouette_image_is_a_black_mark_on_a_white_square():
+    image = silhouette_image(_alpha_mask(_mark()))
+    assert image.mode == "RGB" and image.width == image.height
+    pixels = np.asarray(image)
+    assert set(np.unique(pixels)) == {0, 255}
+    with pytest.raises(ConfigError):
+        silhouette_image(np.zeros((5, 5), bool))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"clusters": 1}, {"max_regions": 0}, {"min_fill": 0.5, "max_fill": 0.4}, {"iou_floor": 1.0},
+     {"weight": 2.0}, {"angle_step": 0}],
+)
+def test_invalid_config_raises(kwargs):
+    with pytest.raises(ConfigError):
+        SilhouetteConfig(**kwargs)
+
+
+def test_reference_views_add_a_silhouette_only_when_asked():
+    plain = reference_views(_mark(), "logo", ReferencePrepConfig())
+    with_silhouette = reference_views(_mark(), "logo", ReferencePrepConfig(logo_silhouette=True))
+    assert len(with_silhouette) == len(plain) + 1
+    assert set(np.unique(np.asarray(with_silhouette[-1]))) == {0, 255}
+    product = reference_views(_textured((200, 150)), "product", ReferencePrepConfig(logo_silhouette=True))
+    assert len(product) == 1
+
+
+def test_features_blob_carries_the_silhouette_and_old_blobs_have_none():
+    features = extract_features(_mark(), max_side=128, max_features=50)
+    assert LocalFeatures.from_bytes(features.to_bytes()).silhouette is None
+    canonical = canonical_mask(_alpha_mask(_mark()))
+    with_shape = LocalFeatures(**{**features.__dict__, "silhouette": canonical})
+    loaded = LocalFeatures.from_bytes(with_shape.to_bytes())
+    assert np.array_equal(loaded.silhouette, canonical)
+    bad = LocalFeatures(**{**features.__dict__, "silhouette": np.zeros((4, 5), np.uint8)})
+    with pytest.raises(DetectorError):
+        LocalFeatures.from_bytes(bad.to_bytes())
+
+
+# --- the scorer's silhouette channel (tiny preset) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def silhouette_index(sample_set, tmp_path_factory):
+    """The sample references indexed with silhouette views and stored canonical masks."""
+    from detector.indexing import run_indexing
+
+    index_dir = tmp_path_factory.mktemp("silhouette-index") / "tiny"
+    run_indexing(
+        sample_set.references_dir, index_dir, preset="tiny-clip-test",
+        embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True),
+    )
+    return index_dir
+
+
+def test_scorer_checks_shapes_and_reports_boxes_inside_the_image(silhouette_index, sample_set):
+    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    brand = logo_path.parent.name
+    logo = Image.open(logo_path).convert("RGBA")
+    logo.thumbnail((160, 160))
+    listing = _textured((480, 360), seed=3)
+    listing.paste(logo, (200, 120), mask=logo)
+    buffer = io.BytesIO()
+    listing.save(buffer, "PNG")
+    config = {"regions": {"enabled": True, "max_regions": 5}, "silhouettes": {"enabled": True}}
+    with Detector.open(silhouette_index, device="cpu", config=config) as det:
+        verdict = det.score(buffer.getvalue(), name="listing.png")
+    best = {m.brand: m for m in verdict.matches if m.shape_iou is not None}
+    assert brand in best and best[brand].shape_iou > CONFIG.iou_floor
+    assert best[brand].shape_iou == max(m.shape_iou for m in best.values())
+    assert best[brand].score > best[brand].cosine  # the shape added its bonus
+    for m in verdict.matches:
+        if m.box is not None:
+            x0, y0, x1, y1 = m.box
+            assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360
+
+
+def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
+    listings = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
+    base = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False}}
+    with Detector.open(silhouette_index, device="cpu", config=base) as det:
+        plain = det.score_many(listings)
+    assert all(m.shape_iou is None and m.score == m.cosine for v in plain for m in v.matches)

@@ -92,9 +92,9 @@ class ScoringConfig:
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {
-        "regions": {"enabled": True, "max_regions": 5},
+        "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
         "verify": {"enabled": True},
-        "silhouettes": {"enabled": True, "weight": 0.25},
+        "silhouettes": {"enabled": True},
     },
 }
 
@@ -333,6 +333,8 @@ class Detector:
         for img, regions in zip(images, regions_per_image):
             region_crops = crop_regions(img, regions)
             marks = self._marks(region_crops, regions)
+            if not cfg.regions.embed_crops:  # the regions only served to find marks
+                del regions[1:], region_crops[1:]
             regions += [Region(box, "silhouette", 0.0) for _, _, box in marks]  # box: the mark's
             crops += region_crops + [silhouette_image(mask) for mask, _, _ in marks]
             shapes_per_image.append(
@@ -363,10 +365,32 @@ class Detector:
         found = []
         for crop, region in zip(crops[: scfg.max_regions], regions):
             mask = query_mask(crop, scfg)
-            canonical = canonical_mask(mask) if mask is not None else None
+            if mask is None:
+                continue
+            box = _mask_box(mask, region.box)
+            if scfg.refine and mask.mean() < scfg.refine_below:
+                mask, box = self._refined_mark(crop, region.box, box, mask)
+            canonical = canonical_mask(mask)
             if canonical is not None:
-                found.append((mask, canonical, _mask_box(mask, region.box)))
+                found.append((mask, canonical, box))
         return found
+
+    def _refined_mark(
+        self, crop: Image.Image, region: Box, box: Box, mask: np.ndarray
+    ) -> tuple[np.ndarray, Box]:
+        """Segment again in a tight, padded crop around a small mark; keep the first pass
+        if the second finds nothing."""
+        x0, y0, x1, y1 = box
+        pad_x, pad_y = max(2, (x1 - x0) // 6), max(2, (y1 - y0) // 6)
+        tight = (
+            max(region[0], x0 - pad_x), max(region[1], y0 - pad_y),
+            min(region[2], x1 + pad_x), min(region[3], y1 + pad_y),
+        )
+        local = (tight[0] - region[0], tight[1] - region[1], tight[2] - region[0], tight[3] - region[1])
+        finer = query_mask(crop.crop(local), self.config.silhouettes)
+        if finer is None:
+            return mask, box
+        return finer, _mask_box(finer, tight)
 
     def _analyse_one(
         self,

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from detector.evaluation.labels import read_labels
-from detector.evaluation.runner import load_scores, run_evaluation, save_scores
+from detector.evaluation.runner import load_scores, run_evaluation, save_scores, scoring_context
 from detector.scoring import Detector
 
 FAST = {"verify": {"enabled": False}, "regions": {"max_regions": 4}}
@@ -28,6 +28,7 @@ def test_cache_is_used_and_invalidated(tiny_index_dir, sample_set, tmp_path):
     with Detector.open(tiny_index_dir, device="cpu", config=FAST) as det:
         calls = counting(det)
         first = run_evaluation(det, labels, cache_path=cache)
+        first_context = scoring_context(det)
         assert first.computed == len(labels.queries) and first.cached == 0 and calls
         calls.clear()
         second = run_evaluation(det, labels, cache_path=cache)
@@ -44,6 +45,8 @@ def test_cache_is_used_and_invalidated(tiny_index_dir, sample_set, tmp_path):
     # Other scoring options (or another model/index) are another context: nothing reused.
     with Detector.open(tiny_index_dir, device="cpu", config={**FAST, "search_k": 7}) as det:
         assert run_evaluation(det, labels, cache_path=cache).cached == 0
+    with Detector.open(tiny_index_dir, device="cpu", config={**FAST, "silhouettes": {"weight": 0.1}}) as det:
+        assert scoring_context(det) != first_context
 
 
 def test_scores_round_trip(tiny_index_dir, sample_set, tmp_path):

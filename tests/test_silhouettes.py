@@ -203,3 +203,19 @@ def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
     with Detector.open(silhouette_index, device="cpu", config=base) as det:
         plain = det.score_many(listings)
     assert all(m.shape_iou is None and m.score == m.cosine for v in plain for m in v.matches)
+
+
+def test_regions_can_feed_silhouettes_without_embedding_their_crops(silhouette_index, sample_set):
+    listing = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[0]
+    config = {"regions": {"enabled": True, "max_regions": 4, "embed_crops": False},
+              "silhouettes": {"enabled": True, "max_regions": 4}}
+    with Detector.open(silhouette_index, device="cpu", config=config) as det:
+        calls = []
+        original = det.embedder.embed
+        det.embedder.embed = lambda images: calls.append(list(images)) or original(images)
+        det.score(listing)
+    (embedded,) = calls
+    # The whole frame, then only black-on-white silhouettes (one per region with a mark).
+    assert 2 <= len(embedded) <= 1 + 4
+    for image in embedded[1:]:
+        assert set(np.unique(np.asarray(image))) <= {0, 255}

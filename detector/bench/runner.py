@@ -395,6 +395,7 @@ def _quality(
         ).to_dict()
         variants[name] = {
             "scoring": asdict(det.config),
+            "thresholds": det.thresholds.version,
             "n_scored": run.computed,
             "failed": [{"image": i, "error": e} for i, e in run.failed],
             "seconds": round(run.seconds, 3),

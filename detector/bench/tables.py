@@ -99,10 +99,11 @@ def _quality(data: dict[str, Any]) -> str:
         scoring = v.get("scoring", {})
         stages = ", ".join(
             f"{stage} {'on' if scoring.get(stage, {}).get('enabled') else 'off'}"
-            for stage in ("regions", "verify")
+            for stage in ("regions", "verify", "silhouettes")
         )
+        thresholds = f"; thresholds `{v['thresholds']}`" if v.get("thresholds") else ""
         title = (
-            f"#### Quality, variant `{name}` ({stages}; {_rate(v['images_per_second'])} images/s"
+            f"#### Quality, variant `{name}` ({stages}{thresholds}; {_rate(v['images_per_second'])} images/s"
             f"{', random weights: figures mean nothing' if random else ''})"
         )
         head = ["class", "n", "µAP", "R@1", f"R@P{target} (thr)", "P@thr", "R@thr", "FPR@thr"]

@@ -49,6 +49,7 @@ def scoring_context(detector: Any) -> str:
         "index": [str(Path(info.path).resolve()), info.created_at, info.generation],
         "regions": asdict(config.regions),
         "verify": asdict(config.verify),
+        "silhouettes": asdict(config.silhouettes),
         "search": [config.search_k, config.search_params],
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()

@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="sample set -> index -> score -> flagged listings")
     p.add_argument("--out", default="quickstart-out", metavar="DIR")
     p.add_argument("--model", default="effnet-lite0", metavar="PRESET")
+    _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_quickstart)
 
@@ -400,7 +401,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from detector.quickstart import run_quickstart
 
     options = _embedder_options(args)
-    return run_quickstart(Path(args.out), preset=args.model, embedder_options=options)
+    return run_quickstart(Path(args.out), preset=args.model, embedder_options=options, profile=args.profile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from detector.silhouettes import (
     QueryShapes,
     SilhouetteConfig,
     canonical_mask,
+    component_boxes,
     query_mask,
     shape_bonus,
     silhouette_image,
@@ -363,13 +364,17 @@ class Detector:
         if not scfg.enabled:
             return []
         found = []
-        for crop, region in zip(crops[: scfg.max_regions], regions):
+        pairs = list(zip(crops[: scfg.max_regions], (r.box for r in regions)))
+        if scfg.component_marks:
+            image = crops[0]  # region 0 is always the whole frame
+            pairs += [(image.crop(box), box) for box in component_boxes(image, scfg)]
+        for crop, region in pairs:
             mask = query_mask(crop, scfg)
             if mask is None:
                 continue
-            box = _mask_box(mask, region.box)
+            box = _mask_box(mask, region)
             if scfg.refine and mask.mean() < scfg.refine_below:
-                mask, box = self._refined_mark(crop, region.box, box, mask)
+                mask, box = self._refined_mark(crop, region, box, mask)
             canonical = canonical_mask(mask)
             if canonical is not None:
                 found.append((mask, canonical, box))

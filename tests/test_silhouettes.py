@@ -208,7 +208,7 @@ def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
 def test_regions_can_feed_silhouettes_without_embedding_their_crops(silhouette_index, sample_set):
     listing = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[0]
     config = {"regions": {"enabled": True, "max_regions": 4, "embed_crops": False},
-              "silhouettes": {"enabled": True, "max_regions": 4}}
+              "silhouettes": {"enabled": True, "max_regions": 4, "component_marks": 2}}
     with Detector.open(silhouette_index, device="cpu", config=config) as det:
         calls = []
         original = det.embedder.embed
@@ -216,6 +216,6 @@ def test_regions_can_feed_silhouettes_without_embedding_their_crops(silhouette_i
         det.score(listing)
     (embedded,) = calls
     # The whole frame, then only black-on-white silhouettes (one per region with a mark).
-    assert 2 <= len(embedded) <= 1 + 4
+    assert 2 <= len(embedded) <= 1 + 4 + 2
     for image in embedded[1:]:
         assert set(np.unique(np.asarray(image))) <= {0, 255}

@@ -15,6 +15,7 @@ from detector.silhouettes import (
     SilhouetteConfig,
     aligned_iou,
     canonical_mask,
+    component_boxes,
     query_mask,
     reference_mask,
     shape_bonus,
@@ -84,6 +85,23 @@ def test_query_mask_finds_a_recoloured_mark_on_a_textured_background():
 
 def test_query_mask_ignores_regions_without_a_mark():
     assert query_mask(Image.new("RGB", (100, 80), (90, 120, 40)), CONFIG) is None
+
+
+def test_component_boxes_find_a_flat_mark_on_a_photo():
+    photo = _textured((640, 480), seed=5)
+    mark = _mark(110, colour=(20, 20, 230, 255))
+    photo.paste(mark, (400, 260), mask=mark)
+    truth = (400 + 20 * 110 // 200, 260 + 20 * 110 // 200, 400 + 175 * 110 // 200, 260 + 180 * 110 // 200)
+    boxes = component_boxes(photo, CONFIG)
+    assert 1 <= len(boxes) <= CONFIG.component_marks
+    def covers(box):
+        inside = [max(0, min(box[i + 2], truth[i + 2]) - max(box[i], truth[i])) for i in (0, 1)]
+        area = (truth[2] - truth[0]) * (truth[3] - truth[1])
+        return inside[0] * inside[1] / area
+    assert max(covers(b) for b in boxes) > 0.9
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    assert component_boxes(photo, SilhouetteConfig(component_marks=0)) == []
 
 
 def test_aligned_iou_is_invariant_to_scale_translation_and_small_rotation():

@@ -213,7 +213,7 @@ def component_boxes(image: Image.Image, config: SilhouetteConfig) -> list[tuple[
             contrast = float(np.linalg.norm(centres[colour] - lab[Y0:Y1, X0:X1][ring].mean(axis=0)))
             score = contrast * min(1.0, 3.0 * area / (bw * bh)) * float(np.sqrt(fraction))
             box = (
-                max(0, int((X0) * scale)), max(0, int((Y0) * scale)),
+                max(0, int(X0 * scale)), max(0, int(Y0 * scale)),
                 min(image.width, int(np.ceil(X1 * scale))), min(image.height, int(np.ceil(Y1 * scale))),
             )
             ranked.append((score, box))

@@ -26,13 +26,18 @@ TMP_SUFFIX = ".tmp"
 _GENERATION_RE = re.compile(r"^vectors\.(\d{8,})\.faiss$")
 
 
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (rename, create, unlink) to disk."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (rename, create, unlink), to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (rename, create, unlink) to disk."""
+    fsync_path(directory)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -49,11 +54,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
     try:
         write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

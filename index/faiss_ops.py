@@ -55,21 +55,21 @@ def build_index(factory: str, dim: int, build_params: Mapping[str, Any] | None =
     return faiss.IndexIDMap(inner)
 
 
+def _without_transforms(idx: Any) -> Any:
+    """The index behind any IndexPreTransform layers (PCA, OPQ...), downcast to its class."""
+    while isinstance(idx, faiss.IndexPreTransform):
+        idx = faiss.downcast_index(idx.index)
+    return idx
+
+
 def _stores_ids(idx: Any) -> bool:
     """True for indexes that keep arbitrary ids themselves (IVF, possibly behind a transform)."""
-    if isinstance(idx, faiss.IndexIVF):
-        return True
-    if isinstance(idx, faiss.IndexPreTransform):
-        return _stores_ids(faiss.downcast_index(idx.index))
-    return False
+    return isinstance(_without_transforms(idx), faiss.IndexIVF)
 
 
 def _find_hnsw(idx: Any) -> Any:
-    if isinstance(idx, faiss.IndexHNSW):
-        return idx
-    if isinstance(idx, faiss.IndexPreTransform):
-        return _find_hnsw(faiss.downcast_index(idx.index))
-    return None
+    core = _without_transforms(idx)
+    return core if isinstance(core, faiss.IndexHNSW) else None
 
 
 def inner_index(index: Any) -> Any:

@@ -46,6 +46,7 @@ from index.atomic import (
     atomic_write,
     atomic_write_json,
     fsync_dir,
+    fsync_path,
     generation_file_name,
     list_generation_files,
     remove_temp_files,
@@ -889,7 +890,7 @@ class ReferenceIndex:
                 finally:
                     self._catalog.commit()
             for name in ("records.jsonl", "vectors.npy"):
-                _fsync_file(tmp / name)
+                fsync_path(tmp / name)
             atomic_write_json(tmp / "export.json", {
                 "format": EXPORT_FORMAT, "version": 1, "fingerprint": self.fingerprint.to_dict(),
                 "dim": self.dim, "factory": meta["factory"], "metric": self.metric, "count": count,
@@ -1110,14 +1111,6 @@ def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> Non
     manifest["count"] = count
     manifest["note"] = "mirror of the meta table in records.sqlite, which is authoritative"
     atomic_write_json(folder / MANIFEST_NAME, manifest)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_export(src: Path) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:

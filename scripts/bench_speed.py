@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from detector.bench.speed import markdown_table, run_speed_benchmark
+from index.atomic import atomic_write_bytes
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -71,12 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=args.out.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, args.out)
+        # Not atomic_write_json: it sorts keys, and the result's order is the run order.
+        atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
     print(markdown_table(result))
     return 0
 

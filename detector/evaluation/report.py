@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from detector.evaluation.metrics import (
 )
 from detector.evaluation.scores import EvalScores, EvaluationError, as_thresholds
 from detector.thresholds import Thresholds
+from index.atomic import atomic_write_bytes
 from index.records import KINDS
 
 _COLOURS = {"true": "tab:green", "wrong_brand": "tab:orange", "logo_free": "tab:red"}
@@ -494,13 +493,4 @@ def _save(fig: Any, path: str | Path) -> Path:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)

@@ -51,25 +51,13 @@ def bench_preset(name: str, args: argparse.Namespace, jpegs: list[bytes]) -> dic
     from detector.images import load_image
 
     random_weights = args.weights == "random"
+    options = {"device": args.device, "batch_size": args.batch_size, "precision": args.precision}
     try:
-        emb = create_embedder(
-            name,
-            device=args.device,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            random_weights=random_weights,
-            allow_download=False,
-        )
+        emb = create_embedder(name, random_weights=random_weights, allow_download=False, **options)
     except WeightsUnavailableError:
         if args.weights != "auto":
             raise
-        emb = create_embedder(
-            name,
-            device=args.device,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            random_weights=True,
-        )
+        emb = create_embedder(name, random_weights=True, **options)
     bs = args.batch_size
     batch = emb.preprocess_batch([load_image(j) for j in jpegs[:bs]])
 

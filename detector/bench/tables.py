@@ -12,17 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-# Row order of the per-class tables (the dataset's transformation classes).
-CLASS_ORDER: tuple[str, ...] = (
-    "copy",
-    "product_repost",
-    "logo_large",
-    "logo_small",
-    "mirrored",
-    "recoloured",
-    "neg_unindexed",
-    "neg_nologo",
-)
+from detector.bench.dataset import GROUPS
+
+# Row order of the per-class tables: the dataset's transformation classes, in its order.
+CLASS_ORDER: tuple[str, ...] = GROUPS
 
 
 def render_markdown(data: dict[str, Any]) -> str:

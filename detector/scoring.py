@@ -231,7 +231,7 @@ class Detector:
 
         index = ReferenceIndex.open(index_dir, writable=False)
         fp = index.fingerprint
-        try:
+        try:  # whatever fails below (model, options, thresholds), the index is closed
             embedder = create_embedder(
                 preset or fp.preset,
                 device=device,
@@ -240,11 +240,7 @@ class Detector:
                 batch_size=batch_size,
                 random_weights=fp.weights.startswith("random:") and checkpoint is None,
             )
-        except Exception:
-            index.close()
-            raise
-        profile = None
-        try:
+            profile = None
             if isinstance(config, ScoringConfig):
                 scoring = config
             else:
@@ -253,10 +249,6 @@ class Detector:
                 table = thresholds
             else:
                 table = load_thresholds(thresholds or default_thresholds_path(embedder.preset.name, profile))
-        except Exception:
-            index.close()
-            raise
-        try:
             return cls(index, embedder, thresholds=table, config=scoring)
         except Exception:
             index.close()
@@ -337,7 +329,10 @@ class Detector:
             marks = self._marks(region_crops, regions)
             if not cfg.regions.embed_crops:  # the regions only served to find marks
                 del regions[1:], region_crops[1:]
-            regions += [Region(box, "silhouette", 0.0) for _, _, box in marks]  # box: the mark's
+            short = min(img.size)
+            regions += [  # the mark's own box
+                Region(box, "silhouette", max(box[2] - box[0], box[3] - box[1]) / short) for _, _, box in marks
+            ]
             crops += region_crops + [silhouette_image(mask) for mask, _, _ in marks]
             shapes_per_image.append(
                 _Marks(QueryShapes([c for _, c, _ in marks], cfg.silhouettes), [box for _, _, box in marks])

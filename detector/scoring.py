@@ -25,7 +25,7 @@ from PIL import Image
 
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
-from detector.regions import Region, RegionConfig, crop_regions, propose_regions
+from detector.regions import FRAME_SOURCES, Region, RegionConfig, crop_regions, propose_regions
 from detector.silhouettes import (
     QueryShapes,
     SilhouetteConfig,
@@ -327,8 +327,9 @@ class Detector:
         for img, regions in zip(images, regions_per_image):
             region_crops = crop_regions(img, regions)
             marks = self._marks(region_crops, regions)
-            if not cfg.regions.embed_crops:  # the regions only served to find marks
-                del regions[1:], region_crops[1:]
+            if not cfg.regions.embed_crops:  # the other regions only served to find marks
+                frames = sum(r.source in FRAME_SOURCES for r in regions)
+                del regions[frames:], region_crops[frames:]
             short = min(img.size)
             regions += [  # the mark's own box
                 Region(box, "silhouette", max(box[2] - box[0], box[3] - box[1]) / short) for _, _, box in marks
@@ -436,11 +437,15 @@ class Detector:
         if ref.kind != "product":
             score, region_idx = best[rid]
             return score, region_idx
-        # Product photos are matched by the whole frame only (region 0 is always the full frame).
-        hits = np.nonzero(ref_ids[0] == rid)[0]
-        if len(hits) == 0:
-            return None, 0
-        return float(scores[0][hits[0]]), 0
+        # Product photos are matched by the whole frame only (full, or trimmed of its border).
+        found: tuple[float | None, int] = (None, 0)
+        for r, region in enumerate(regions):
+            if region.source not in FRAME_SOURCES:
+                continue
+            hits = np.nonzero(ref_ids[r] == rid)[0]
+            if len(hits) and (found[0] is None or scores[r][hits[0]] > found[0]):
+                found = (float(scores[r][hits[0]]), r)
+        return found
 
     def _verify(
         self,

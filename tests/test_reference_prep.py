@@ -146,3 +146,21 @@ def test_logo_crops_add_zoomed_views():
     assert views[1].size == (128, 128)
     with pytest.raises(ConfigError):
         ReferencePrepConfig(logo_crops=(0.6,))
+
+
+def test_jpeg_views_follow_every_base_view_and_the_product_frame():
+    logo = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    logo.paste((200, 0, 0, 255), (20, 10, 180, 90))
+    config = ReferencePrepConfig(logo_margins=(0.05, 0.3), jpeg_qualities=(40, 75))
+    plain = reference_views(logo, "logo", ReferencePrepConfig(logo_margins=(0.05, 0.3)))
+    views = reference_views(logo, "logo", config)
+    assert len(views) == 2 + 2 * 2
+    # Each JPEG view is its base view re-encoded: same size, close but not equal pixels.
+    for base, jpeg in zip([plain[0], plain[0], plain[1], plain[1]], views[2:]):
+        assert jpeg.size == base.size and jpeg.mode == "RGB"
+        diff = np.abs(np.asarray(jpeg, dtype=np.int16) - np.asarray(base, dtype=np.int16))
+        assert 0 < diff.mean() < 10
+    photo = Image.new("RGB", (120, 90), (30, 90, 160))
+    assert len(reference_views(photo, "product", config)) == 3
+    with pytest.raises(ConfigError):
+        ReferencePrepConfig(jpeg_qualities=(0,))

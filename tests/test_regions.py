@@ -143,3 +143,42 @@ def test_max_regions_caps_proposals_too(cap):
     image = Image.fromarray(data.astronaut()).resize((640, 480))
     regions = propose_regions(image, RegionConfig(max_regions=cap, max_proposals=16))
     assert 1 <= len(regions) <= cap and regions[0].source == "full"
+
+
+def _padded_photo(pad_colour=(40, 200, 90), tag: bool = False) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """A noisy 300x200 'photo' pasted on a flat canvas, JPEG-compressed like a re-post."""
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    canvas = Image.new("RGB", (420, 300), pad_colour)
+    canvas.paste(photo, (70, 40))
+    if tag:  # a price tag on the canvas, in the corner, as re-posters add
+        ImageDraw.Draw(canvas).rectangle((0, 280, 90, 299), fill=(220, 20, 20))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), (70, 40, 370, 240)
+
+
+@pytest.mark.parametrize("tag", [False, True])
+def test_trimmed_frame_drops_a_uniform_border(tag):
+    image, truth = _padded_photo(tag=tag)
+    for config in (RegionConfig(enabled=False), RegionConfig()):
+        regions = propose_regions(image, config)
+        assert [r.source for r in regions[:2]] == ["full", "trimmed"]
+        _check_boxes(regions, image.size)
+        trimmed = regions[1].box
+        # The photo plus a small margin: all of it kept, most of the canvas gone.
+        assert trimmed[0] <= truth[0] and trimmed[1] <= truth[1]
+        assert trimmed[2] >= truth[2] and trimmed[3] >= truth[3]
+        # A tag spanning a fifth of the bottom rows keeps them (rows are peeled only while
+        # 90 % is canvas); the other sides are still trimmed.
+        assert box_iou(trimmed, truth) > (0.6 if tag else 0.75)
+        assert trimmed[1] > 20 and trimmed[2] < 400
+    assert [r.source for r in propose_regions(image, RegionConfig(trim_frame=False, enabled=False))] == ["full"]
+
+
+def test_no_trimmed_frame_without_a_border():
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    assert [r.source for r in propose_regions(photo, RegionConfig(enabled=False))] == ["full"]
+    blank = Image.new("RGB", (320, 240), "white")  # nothing but border: nothing to trim to
+    assert [r.source for r in propose_regions(blank, RegionConfig(enabled=False))] == ["full"]

@@ -81,17 +81,25 @@ def test_thresholds_decide_and_report_their_source(tiny_index_dir, sample_set):
 
 
 def test_product_references_match_the_whole_frame_only(detector):
-    # Region 1 hits a product reference, region 0 (full frame) does not: no candidate.
+    # Region 1 (a window) hits a product reference, region 0 (full frame) does not: no
+    # candidate; a logo reference may be matched by any region.
+    from detector.regions import Region
     from index.records import Reference
 
     ref = Reference(id=7, brand="b", kind="product", product_id=None, source="s", sha256="x", added_at="t")
     scores = np.array([[0.2, 0.1], [0.99, 0.1]], dtype=np.float32)
     ids = np.array([[3, 4], [7, 4]])
     best = {7: (0.99, 1)}
-    cosine, _ = Detector._best_allowed(ref, 7, [None, None], scores, ids, best)
-    assert cosine is None
+    full = Region((0, 0, 100, 100), "full", 1.0)
+    for source, expected in (("window", None), ("trimmed", 0.99)):
+        regions = [full, Region((10, 10, 90, 90), source, 0.8)]
+        cosine, region_idx = Detector._best_allowed(ref, 7, regions, scores, ids, best)
+        assert cosine == (None if expected is None else pytest.approx(expected))
+        if expected is not None:  # the frame without its border counts as the whole frame
+            assert region_idx == 1
     logo = Reference(id=7, brand="b", kind="logo", product_id=None, source="s", sha256="x", added_at="t")
-    assert Detector._best_allowed(logo, 7, [None, None], scores, ids, best)[0] == pytest.approx(0.99)
+    regions = [full, Region((10, 10, 90, 90), "window", 0.8)]
+    assert Detector._best_allowed(logo, 7, regions, scores, ids, best)[0] == pytest.approx(0.99)
 
 
 def test_bad_images(detector, sample_set):

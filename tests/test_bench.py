@@ -150,6 +150,7 @@ def test_variants_give_per_class_rows(small_run) -> None:
                 assert 0.0 <= m["micro_ap"] <= 1.0 and 0.0 <= m["top1_accuracy"] <= 1.0
     # The variants really scored differently: whole-image has one region, default several.
     assert variants["whole-image"]["scoring"]["regions"]["enabled"] is False
+    assert variants["whole-image"]["scoring"]["regions"]["trim_frame"] is False  # one vector
     assert variants["default"]["scoring"]["regions"]["enabled"] is True
     side = result.markdown.split("#### Variants side by side")[1].split("####")[0]
     rows = [line for line in side.splitlines() if line.startswith("| ")][1:]

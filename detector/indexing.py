@@ -270,10 +270,13 @@ def _prepare_chunk(
             views = reference_views(image, item.kind, prep)
             features = None
             if verify_config is not None:
-                features = _features_blob(image, item.kind, views[0], verify_config)
+                logo_box = _logo_box(item, image, views[0])
+                features = _features_blob(image, item.kind, views[0], verify_config, logo_box)
             return _Prepared(item, sha, views, features)
         except ImageLoadError as e:
             return Failure(str(item.path), e.reason)
+        except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
+            return Failure(str(item.path), str(e))
 
     prepared = []
     for result in pool.map(prepare, fresh):
@@ -284,15 +287,39 @@ def _prepare_chunk(
     return prepared
 
 
-def _features_blob(image: Any, kind: str, view: Any, config: VerifyConfig) -> bytes:
+def _features_blob(
+    image: Any, kind: str, view: Any, config: VerifyConfig, logo_box: tuple[int, int, int, int] | None = None
+) -> bytes:
     """Local features of a reference's first view, with the mark's canonical silhouette
-    for logos (the scorer's shape check; see :mod:`detector.silhouettes`)."""
-    features = reference_features(view, config)
+    for logos (the scorer's shape check; see :mod:`detector.silhouettes`) and the logo's
+    box on a product photo (its logo-area check)."""
+    features = replace(reference_features(view, config), logo_box=logo_box)
     if kind == "logo":
         mask = reference_mask(image)
         silhouette = canonical_mask(mask) if mask is not None else None
         features = replace(features, silhouette=silhouette)
     return features.to_bytes()
+
+
+def _logo_box(item: ReferenceItem, image: Any, view: Any) -> tuple[int, int, int, int] | None:
+    """A product photo's ``logo_box`` attribute (x0, y0, x1, y1 in the uploaded image's
+    pixels) in the pixels of its first view, where its features are found.
+
+    Raises:
+        ValueError: The attribute is not four numbers making a non-empty box in the image.
+    """
+    raw = item.attributes.get("logo_box")
+    if raw is None or item.kind != "product":
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"logo_box must be four numbers [x0, y0, x1, y1], got {raw!r}") from None
+    width, height = image.size
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"logo_box {raw!r} is not a non-empty box inside the {width}x{height} image")
+    sx, sy = view.width / width, view.height / height  # the view may be downscaled
+    return (int(x0 * sx), int(y0 * sy), max(int(x0 * sx) + 1, round(x1 * sx)), max(int(y0 * sy) + 1, round(y1 * sy)))
 
 
 def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:

@@ -37,7 +37,7 @@ from detector.silhouettes import (
 )
 from detector.thresholds import Thresholds, load_thresholds
 from detector.verdict import Box, ScoredMatch, Verdict
-from detector.verify import LocalFeatures, VerifyConfig, fuse_scores, query_features, verify
+from detector.verify import LocalFeatures, VerifyConfig, fuse_scores, logo_area_verdict, query_features, verify
 from index.records import Fingerprint, Reference
 from index.store import ReferenceIndex
 
@@ -456,7 +456,9 @@ class Detector:
     ) -> list[ScoredMatch]:
         """Second stage on the top candidates: local features + RANSAC, and the shape check.
 
-        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``.
+        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``; a
+        product photo that knows its logo's box instead gets ``cosine ± logo_weight`` when
+        its logo area is matched / missing (:func:`detector.verify.logo_area_verdict`).
         """
         vcfg, scfg = self.config.verify, self.config.silhouettes
         check_shapes = scfg.enabled and len(shapes.query) > 0
@@ -466,7 +468,9 @@ class Detector:
         top = vcfg.top_candidates if vcfg.enabled else 0
         top = max(top, scfg.top_candidates if check_shapes else 0)
         chosen = sorted(eligible, key=lambda m: -m.cosine)[:top]
-        aux = index.get_aux(m.ref_id for m in chosen)
+        products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
+        products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
+        aux = index.get_aux(m.ref_id for m in chosen + products)
         features: LocalFeatures | None = None  # extracted once, only if some candidate has features
         verified: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
@@ -489,6 +493,22 @@ class Detector:
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
             verified[m.ref_id] = replace(m, score=score, inliers=inliers, box=box, shape_iou=iou)
+        for m in products:  # the product photo's logo area must be in the listing, not only its scene
+            blob = aux.get(m.ref_id)
+            reference = LocalFeatures.from_bytes(blob) if blob else None
+            if reference is None or reference.logo_box is None:
+                continue
+            if features is None:
+                features = query_features(image, vcfg)
+            result = verify(features, reference, vcfg)
+            outcome = logo_area_verdict(result, vcfg)
+            verified[m.ref_id] = replace(
+                m,
+                score=m.cosine + vcfg.logo_weight * outcome,
+                inliers=result.inliers,
+                box=result.logo_box if outcome > 0 and result.logo_box else m.box,
+                logo_area=_LOGO_AREA[outcome],
+            )
         return [verified.get(m.ref_id, m) for m in candidates]
 
     def _decide(
@@ -523,6 +543,9 @@ class _Marks:
 
     query: QueryShapes
     boxes: list[Box]
+
+
+_LOGO_AREA = {1: "matched", -1: "missing", 0: "undecided"}
 
 
 def _match(ref: Reference, score: float, cosine: float, inliers: int | None, box: Box | None) -> ScoredMatch:

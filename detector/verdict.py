@@ -22,6 +22,9 @@ class ScoredMatch:
         shape_iou: Aligned IoU of the query's best mark silhouette with the reference's
             (:mod:`detector.silhouettes`), or None when shapes were not compared.
         box: Where the evidence lies in the listing image (x0, y0, x1, y1), or None.
+        logo_area: For a product photo whose logo box is known: ``"matched"`` (the logo's
+            area is in the listing, not only the scene), ``"missing"`` or ``"undecided"``;
+            None when not checked.
     """
 
     ref_id: int
@@ -34,6 +37,7 @@ class ScoredMatch:
     inliers: int | None = None
     box: Box | None = None
     shape_iou: float | None = None
+    logo_area: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -73,7 +73,7 @@ def test_other_seed_gives_other_data(bench, tmp_path: Path) -> None:
 
 def test_layout_and_counts(bench) -> None:
     rows = _manifest(bench.manifest_path)
-    assert list(rows[0]) == ["path", "brand", "kind", "product_id"]
+    assert list(rows[0]) == ["path", "brand", "kind", "product_id", "attributes"]
     assert len(rows) == bench.n_references
     logo_rows = [r for r in rows if r["kind"] == "logo"]
     product_rows = [r for r in rows if r["kind"] == "product"]
@@ -83,6 +83,12 @@ def test_layout_and_counts(bench) -> None:
         assert (bench.manifest_path.parent / row["path"]).is_file()
         assert row["path"].startswith(f"references/{row['brand']}/")
         assert bool(row["product_id"]) == (row["kind"] == "product")
+        if row["kind"] == "product":  # where the logo is on the photo, inside the photo
+            x0, y0, x1, y1 = json.loads(row["attributes"])["logo_box"]
+            width, height = Image.open(bench.manifest_path.parent / row["path"]).size
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        else:
+            assert row["attributes"] == ""
     labels = read_labels(bench.labels_path)
     assert bench.group_counts == {g: TINY["queries_per_class"] for g in GROUPS}
     assert len(labels) == bench.n_queries == len(GROUPS) * TINY["queries_per_class"]

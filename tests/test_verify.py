@@ -217,3 +217,61 @@ def test_fuse_is_monotone_bounded_and_saturates():
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ConfigError):
         VerifyConfig(**kwargs)
+
+
+# --- a product photo's logo area ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def product_photo():
+    """An official product photo: a real photo with the starbucks logo on it, and the box."""
+    return _paste(_photo(), _reference("starbucks"), 0.35, 0, (380, 200))
+
+
+def _product_features(photo: Image.Image, box, config: VerifyConfig) -> LocalFeatures:
+    features = reference_features(photo, config)
+    return LocalFeatures(**{**features.__dict__, "logo_box": box})
+
+
+def test_logo_area_matched_in_a_repost_missing_in_the_bare_scene(product_photo, config):
+    from detector.verify import logo_area_verdict
+
+    photo, box = product_photo
+    reference = _product_features(photo, box, config)
+    assert LocalFeatures.from_bytes(reference.to_bytes()).logo_box == box
+    # A re-post: the same photo, smaller, recompressed.
+    buffer = io.BytesIO()
+    photo.resize((480, 360)).save(buffer, "JPEG", quality=60)
+    repost = verify(query_features(Image.open(buffer), config), reference, config)
+    assert repost.logo_keypoints >= config.logo_min_keypoints
+    assert repost.logo_inliers >= config.logo_confirm_share * repost.logo_keypoints
+    assert logo_area_verdict(repost, config) == 1
+    expected = tuple(round(v * 0.75) for v in box)
+    assert repost.logo_box is not None and box_iou(repost.logo_box, expected) > 0.8
+    # The same scene without the logo: the scene matches, the logo's area does not.
+    bare = verify(query_features(_photo(), config), reference, config)
+    assert bare.accepted and bare.inliers > 50
+    assert logo_area_verdict(bare, config) == -1
+    # Without a known box nothing is decided.
+    plain = verify(query_features(_photo(), config), reference_features(photo, config), config)
+    assert plain.logo_keypoints == 0 and logo_area_verdict(plain, config) == 0
+
+
+def test_logo_area_verdict_needs_enough_keypoints(config):
+    from detector.verify import Verification, logo_area_verdict
+
+    h = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=5, logo_inliers=0), config) == 0
+    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=1), config) == -1
+    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=5), config) == 0
+    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=6), config) == 1
+    assert logo_area_verdict(Verification(0, 3, None, None, False, logo_keypoints=20), config) == 0
+    with pytest.raises(ConfigError):
+        VerifyConfig(logo_missing_share=0.5, logo_confirm_share=0.3)
+
+
+def test_bad_logo_box_in_a_blob_is_rejected(product_photo, config):
+    photo, _ = product_photo
+    bad = _product_features(photo, (50, 50, 40, 60), config)
+    with pytest.raises(DetectorError):
+        LocalFeatures.from_bytes(bad.to_bytes())

@@ -4,7 +4,9 @@ Layout of a built set (``ROOT``)::
 
     references/<brand-slug>/logo.png        tight logo, transparent background   (kind=logo)
     references/<brand-slug>/product_1.jpg   logo on a shared "scene" photo       (kind=product)
-    references.csv                          path,brand,kind,product_id (paths relative to it)
+    references.csv                          path,brand,kind,product_id,attributes (paths
+                                            relative to it; a product's attributes give its
+                                            logo's box: {"logo_box": [x0, y0, x1, y1]})
     listings/*.jpg  (sample) | queries/*.jpg (benchmark)
     labels.jsonl                            one QueryLabel per image, in a fixed order
     dataset.json                            the parameters and counts it was built with
@@ -79,7 +81,7 @@ _REFERENCE_JPEG_QUALITY = 92
 _LABELS = "labels.jsonl"
 _MANIFEST = "references.csv"
 _INFO = "dataset.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: product rows carry their logo box
 
 # Stage codes mixed into every item's seed so items of different stages never share streams.
 _STAGE_SCENE, _STAGE_PRODUCT, _STAGE_QUERY, _STAGE_PICK = 1, 2, 3, 4
@@ -270,12 +272,12 @@ def _rng(*key: int) -> np.random.Generator:
 # --- references -------------------------------------------------------------------------
 
 
-def _logo_reference(ctx: _Context, slug: str) -> tuple[str, str, str, str]:
+def _logo_reference(ctx: _Context, slug: str) -> tuple[str, str, str, str, str]:
     rel = f"references/{slug}/logo.png"
     target = ctx.root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     logos.render_logo(slug, ctx.params.reference_size).save(target, format="PNG")
-    return (rel, slug, "logo", "")
+    return (rel, slug, "logo", "", "")
 
 
 def _scene(params: _Params, scene: int) -> Image.Image:
@@ -563,7 +565,11 @@ def _build_into(
         ]
         products, product_errors = _run_all(ctx, "product", jobs, workers)
         errors += product_errors
-        rows += [(p.path, p.slug, "product", p.product_id) for p in products]
+        # Brands mark where the logo is on their product photo (the scorer checks that area).
+        rows += [
+            (p.path, p.slug, "product", p.product_id, json.dumps({"logo_box": [int(v) for v in p.box]}))
+            for p in products
+        ]
     ctx = _Context(root, params, tuple(products))
 
     query_jobs = [
@@ -593,10 +599,10 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _write_manifest(path: Path, rows: Iterable[tuple[str, str, str, str]]) -> None:
+def _write_manifest(path: Path, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "brand", "kind", "product_id"])
+    writer.writerow(["path", "brand", "kind", "product_id", "attributes"])
     writer.writerows(rows)
     _write_text(path, buffer.getvalue())
 

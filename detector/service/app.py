@@ -181,6 +181,7 @@ class MatchModel(BaseModel):
     inliers: int | None
     box: list[int] | None
     shape_iou: float | None = None
+    logo_area: str | None = None
 
 
 class VerdictModel(BaseModel):

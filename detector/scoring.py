@@ -37,7 +37,14 @@ from detector.silhouettes import (
 )
 from detector.thresholds import Thresholds, load_thresholds
 from detector.verdict import Box, ScoredMatch, Verdict
-from detector.verify import LocalFeatures, VerifyConfig, fuse_scores, logo_area_verdict, query_features, verify
+from detector.verify import (
+    LocalFeatures,
+    VerifyConfig,
+    fuse_scores,
+    logo_area_verdict,
+    query_features,
+    verify,
+)
 from index.records import Fingerprint, Reference
 from index.store import ReferenceIndex
 

@@ -264,7 +264,7 @@ def test_logo_area_verdict_needs_enough_keypoints(config):
     assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=5, logo_inliers=0), config) == 0
     assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=1), config) == -1
     assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=5), config) == 0
-    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=6), config) == 1
+    assert logo_area_verdict(Verification(40, 50, h, None, True, logo_keypoints=20, logo_inliers=10), config) == 1
     assert logo_area_verdict(Verification(0, 3, None, None, False, logo_keypoints=20), config) == 0
     with pytest.raises(ConfigError):
         VerifyConfig(logo_missing_share=0.5, logo_confirm_share=0.3)

@@ -207,15 +207,9 @@ def _trimmed_box(image: Image.Image, config: RegionConfig) -> tuple[int, int, in
     The border colour is the median of the outermost pixels; rows and columns are peeled
     from each side while nearly all of their pixels are that colour.
     """
-    from detector.reference_prep import composite_on_white
-
     width, height = image.size
-    factor = min(1.0, _TRIM_SIDE / max(width, height))
-    small = composite_on_white(image)
-    if factor < 1.0:
-        small = small.resize((max(1, round(width * factor)), max(1, round(height * factor))),
-                             Image.Resampling.BILINEAR)
-    rgb = np.asarray(small, dtype=np.int16)
+    small, factor = _small_rgb(image, _TRIM_SIDE)
+    rgb = small.astype(np.int16)
     frame = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     border = np.abs(rgb - np.median(frame, axis=0)).max(axis=2) <= _TRIM_TOLERANCE
     rows = np.flatnonzero(border.mean(axis=1) < _TRIM_ROW_SHARE)
@@ -240,10 +234,17 @@ def _work_lab(image: Image.Image, work_side: int, cv2: Any) -> tuple[np.ndarray,
     Colour matters: a recoloured logo (red on brown leather) can have the same luminance as
     its background and be invisible in greyscale.
     """
+    rgb, factor = _small_rgb(image, work_side)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), factor
+
+
+def _small_rgb(image: Image.Image, side: int) -> tuple[np.ndarray, float]:
+    """RGB copy (uint8, HxWx3, transparency on white) with longer side <= ``side``, and the
+    factor small/original."""
     from detector.reference_prep import composite_on_white
 
     width, height = image.size
-    factor = min(1.0, work_side / max(width, height))
+    factor = min(1.0, side / max(width, height))
     small = image
     if factor < 1.0:
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
@@ -251,8 +252,7 @@ def _work_lab(image: Image.Image, work_side: int, cv2: Any) -> tuple[np.ndarray,
         if factor < 0.5:
             small = image.reduce(max(1, int(1 / factor) // 2))
         small = small.resize(size, Image.Resampling.BILINEAR)
-    rgb = np.asarray(composite_on_white(small))
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), factor
+    return np.asarray(composite_on_white(small)), factor
 
 
 def _edges(lab: np.ndarray, cv2: Any) -> np.ndarray:

@@ -319,7 +319,8 @@ def _logo_box(item: ReferenceItem, image: Any, view: Any) -> tuple[int, int, int
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise ValueError(f"logo_box {raw!r} is not a non-empty box inside the {width}x{height} image")
     sx, sy = view.width / width, view.height / height  # the view may be downscaled
-    return (int(x0 * sx), int(y0 * sy), max(int(x0 * sx) + 1, round(x1 * sx)), max(int(y0 * sy) + 1, round(y1 * sy)))
+    left, top = int(x0 * sx), int(y0 * sy)
+    return left, top, max(left + 1, round(x1 * sx)), max(top + 1, round(y1 * sy))
 
 
 def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:

@@ -4,6 +4,7 @@ Scoring flow for one listing image::
 
     load ──► regions (whole frame + windows + proposals) [+ their mark silhouettes]
          ──► embed (one batch) ──► index search per region ──► best allowed region per reference
+         [+ references the photo's local descriptors vote for (detector.local_search)]
          ──► verify the top candidates (local features + RANSAC; silhouette shape check)
          ──► fuse ──► thresholds ──► Verdict
 
@@ -25,6 +26,7 @@ from PIL import Image
 
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
+from detector.local_search import LocalFeatureIndex
 from detector.regions import FRAME_SOURCES, Region, RegionConfig, crop_regions, propose_regions
 from detector.silhouettes import (
     QueryShapes,
@@ -204,6 +206,8 @@ class Detector:
         # the service batches concurrent requests into one call anyway.
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._local: tuple[int, LocalFeatureIndex] | None = None  # (index generation, its descriptors)
+        self._local_lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -354,9 +358,9 @@ class Detector:
         start = 0
         for img, name, regions, shapes in zip(images, names, regions_per_image, shapes_per_image):
             stop = start + len(regions)
-            out.append(
-                self._analyse_one(index, img, name, regions, scores[start:stop], ref_ids[start:stop], shapes)
-            )
+            out.append(self._analyse_one(
+                index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop], shapes
+            ))
             start = stop
         return out
 
@@ -407,6 +411,7 @@ class Detector:
         image: Image.Image,
         name: str,
         regions: list[Region],
+        vectors: np.ndarray,
         scores: np.ndarray,
         ref_ids: np.ndarray,
         shapes: _Marks,
@@ -425,7 +430,14 @@ class Detector:
                 continue
             box = regions[region_idx].box
             candidates.append(_match(ref, cosine, cosine, None, box))
-        candidates = self._verify(index, image, candidates, shapes)
+        vcfg = self.config.verify
+        features: LocalFeatures | None = None
+        voted: set[int] = set()
+        if vcfg.enabled and vcfg.local_candidates > 0:
+            features = query_features(image, vcfg)
+            added, voted = self._voted(index, features, regions, vectors, candidates)
+            candidates += added
+        candidates = self._verify(index, image, candidates, shapes, features, voted)
         candidates.sort(key=lambda m: (-m.score, m.ref_id))
         brand_scores = _best_per_brand(candidates)
         verdict = self._decide(name, image, candidates, brand_scores)
@@ -454,14 +466,50 @@ class Detector:
                 found = (float(scores[r][hits[0]]), r)
         return found
 
+    def _local_index(self, index: ReferenceIndex) -> LocalFeatureIndex:
+        """The local descriptors of ``index``'s current generation, gathered on first use."""
+        with self._local_lock:
+            if self._local is None or self._local[0] != index.generation:
+                self._local = (index.generation, LocalFeatureIndex.from_index(index, self.config.verify.kinds))
+            return self._local[1]
+
+    def _voted(
+        self,
+        index: ReferenceIndex,
+        features: LocalFeatures,
+        regions: list[Region],
+        vectors: np.ndarray,
+        candidates: list[ScoredMatch],
+    ) -> tuple[list[ScoredMatch], set[int]]:
+        """References the listing's local descriptors vote for (:mod:`detector.local_search`):
+        those not yet candidates, scored by their best allowed region's cosine, and all voted ids."""
+        vcfg = self.config.verify
+        voted = {rid for rid, _ in self._local_index(index).vote(features, vcfg.local_candidates, vcfg.local_ratio)}
+        refs = index.get_references(voted - {m.ref_id for m in candidates})
+        stored = index.get_vectors(refs)
+        added = []
+        for rid, ref in refs.items():
+            allowed = [r for r, region in enumerate(regions) if ref.kind != "product" or region.source in FRAME_SOURCES]
+            if rid not in stored or not allowed:
+                continue
+            similarity = (vectors[allowed] @ stored[rid].T).max(axis=1)  # best view per region
+            best = int(similarity.argmax())
+            cosine = float(similarity[best])
+            added.append(_match(ref, cosine, cosine, None, regions[allowed[best]].box))
+        return added, voted
+
     def _verify(
         self,
         index: ReferenceIndex,
         image: Image.Image,
         candidates: list[ScoredMatch],
         shapes: _Marks,
+        features: LocalFeatures | None = None,
+        voted: set[int] | None = None,
     ) -> list[ScoredMatch]:
-        """Second stage on the top candidates: local features + RANSAC, and the shape check.
+        """Second stage on the top candidates (and those ``voted`` for by local descriptors):
+        local features + RANSAC, and the shape check. The query's ``features`` are given when
+        the local search already extracted them, else extracted once, on first need.
 
         ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``; a
         product photo that knows its logo's box instead gets ``cosine ± logo_weight`` when
@@ -474,11 +522,12 @@ class Detector:
         eligible = [m for m in candidates if m.kind in vcfg.kinds]
         top = vcfg.top_candidates if vcfg.enabled else 0
         top = max(top, scfg.top_candidates if check_shapes else 0)
-        chosen = sorted(eligible, key=lambda m: -m.cosine)[:top]
+        voted = voted or set()
+        ranked = sorted(eligible, key=lambda m: -m.cosine)
+        chosen = ranked[:top] + [m for m in ranked[top:] if m.ref_id in voted]
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
         aux = index.get_aux(m.ref_id for m in chosen + products)
-        features: LocalFeatures | None = None  # extracted once, only if some candidate has features
         verified: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
             blob = aux.get(m.ref_id)
@@ -486,7 +535,7 @@ class Detector:
                 continue
             reference = LocalFeatures.from_bytes(blob)
             score, inliers, box, iou, located = m.cosine, m.inliers, m.box, None, False
-            if vcfg.enabled and rank < vcfg.top_candidates:
+            if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
                 result = verify(features, reference, vcfg)

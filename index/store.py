@@ -830,6 +830,12 @@ class ReferenceIndex:
             self._check_open()
             return self._catalog.get_aux(ref_ids)
 
+    def get_vectors(self, ref_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored ``(n_views, dim)`` float32 vectors by ref id (ids not stored are absent)."""
+        with self._lock:
+            self._check_open()
+            return self._catalog.get_vectors(ref_ids, self.dim)
+
     def references(self, brand: str | None = None) -> Iterator[Reference]:
         """All references (of one brand if given), in id order, fetched in pages."""
         self._check_open()

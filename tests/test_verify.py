@@ -209,6 +209,16 @@ def test_fuse_is_monotone_bounded_and_saturates():
     assert fuse_scores(0.5, 20, config) == pytest.approx(0.7)
 
 
+def test_fuse_floor_lifts_only_verified_candidates():
+    config = VerifyConfig(weight=0.5, inlier_cap=50, cosine_floor=0.75)
+    assert fuse_scores(0.3, 0, config) == 0.3  # no geometric support: the cosine as it is
+    assert fuse_scores(0.3, 10, config) == pytest.approx(0.75 + 0.1)
+    assert fuse_scores(0.9, 10, config) == pytest.approx(0.9 + 0.1)  # above the floor: unchanged
+    scores, counts = np.linspace(-1, 1, 21), range(0, 80, 3)
+    table = np.array([[fuse_scores(s, n, config) for n in counts] for s in scores])
+    assert np.all(np.diff(table, axis=0) >= 0) and np.all(np.diff(table, axis=1) >= 0)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0},

@@ -1,0 +1,133 @@
+"""Local-descriptor search: references the embedding missed are found by their SIFT votes."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from PIL import Image
+
+from detector.errors import ConfigError, DetectorError
+from detector.local_search import LocalFeatureIndex
+from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.verify import VerifyConfig, query_features, reference_features
+
+pytest.importorskip("cv2")
+
+SLUGS = ("starbucks", "ferrari", "mastercard", "nike")
+
+
+def _logo(slug: str) -> Image.Image:
+    cairosvg = pytest.importorskip("cairosvg")
+    sip = pytest.importorskip("simple_icons_pack")
+    icon = sip.get_icon(slug)
+    svg = icon.svg.replace("<svg ", f'<svg fill="#{icon.hex}" ', 1)
+    png = cairosvg.svg2png(bytestring=svg.encode(), output_width=400, output_height=400)
+    return Image.open(io.BytesIO(png)).convert("RGBA")
+
+
+def _scene_with(slug: str, scale: float = 0.45, angle: float = 15) -> Image.Image:
+    """The logo, scaled and rotated, on a photo (what an embedding of the whole frame misses)."""
+    data = pytest.importorskip("skimage.data")
+    photo = Image.fromarray(data.coffee()).resize((640, 480)).convert("RGBA")
+    logo = _logo(slug)
+    logo = logo.resize((round(logo.width * scale), round(logo.height * scale)), Image.Resampling.LANCZOS)
+    photo.alpha_composite(logo.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC), (330, 150))
+    return photo.convert("RGB")
+
+
+def _distractors(n: int) -> list[str]:
+    """Other real logos, spread over simple-icons' alphabet (a library is never 4 logos:
+    the vote's ratio test across references needs neighbours to compare with)."""
+    sip = pytest.importorskip("simple_icons_pack")
+    return [name[3:].lower() for name in dir(sip) if name.startswith("SI_")][::60][:n]
+
+
+@pytest.fixture(scope="module")
+def features():
+    config = VerifyConfig()
+    prep = ReferencePrepConfig(logo_margins=(0.0,))
+    slugs = list(SLUGS) + _distractors(30)
+    return {i: reference_features(reference_views(_logo(s), "logo", prep)[0], config) for i, s in enumerate(slugs)}
+
+
+def test_votes_bring_the_pasted_logo_to_the_top(features):
+    index = LocalFeatureIndex.from_features(features)
+    assert len(index) == sum(len(f) for f in features.values())
+    for ref_id, slug in [(0, "starbucks"), (1, "ferrari")]:
+        votes = index.vote(query_features(_scene_with(slug), VerifyConfig()), top=3)
+        assert ref_id in [rid for rid, _ in votes], (slug, votes)
+        assert [v for _, v in votes] == sorted((v for _, v in votes), reverse=True)
+
+
+def test_large_libraries_search_an_inverted_file_with_the_same_outcome(features, monkeypatch):
+    import detector.local_search as local_search
+
+    monkeypatch.setattr(local_search, "EXACT_UP_TO", 1000)
+    index = LocalFeatureIndex.from_features(features)
+    assert type(index._index).__name__ == "IndexIVFFlat"
+    votes = index.vote(query_features(_scene_with("starbucks"), VerifyConfig()), top=3)
+    assert 0 in [rid for rid, _ in votes], votes
+
+
+def test_the_logo_brings_its_votes(features):
+    data = pytest.importorskip("skimage.data")
+    bare = Image.fromarray(data.coffee()).resize((640, 480))
+    index = LocalFeatureIndex.from_features(features)
+    with_logo = dict(index.vote(query_features(_scene_with("starbucks"), VerifyConfig()), top=len(features)))
+    without = dict(index.vote(query_features(bare, VerifyConfig()), top=len(features)))
+    assert with_logo[0] >= 5 and without.get(0, 0) <= with_logo[0] / 3
+
+
+def test_empty_index_and_bad_arguments(features):
+    empty = LocalFeatureIndex.from_features({})
+    assert len(empty) == 0
+    assert empty.vote(features[0], top=5) == []
+    assert LocalFeatureIndex.from_features(features).vote(features[0], top=0) == []
+    orb = VerifyConfig(method="orb")
+    with pytest.raises(DetectorError, match="SIFT"):
+        LocalFeatureIndex.from_features({0: reference_features(_logo("nike"), orb)})
+    with pytest.raises(ConfigError, match="sift"):
+        VerifyConfig(method="orb", local_candidates=5)
+    with pytest.raises(ConfigError, match="local_ratio"):
+        VerifyConfig(local_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def logo_index(tmp_path_factory):
+    from detector.indexing import run_indexing
+
+    root = tmp_path_factory.mktemp("local-search")
+    with open(root / "refs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "brand", "kind"])
+        for slug in SLUGS:
+            _logo(slug).save(root / f"{slug}.png")
+            writer.writerow([f"{slug}.png", slug, "logo"])
+    index_dir = root / "index"
+    report = run_indexing(root / "refs.csv", index_dir, preset="tiny-clip-test", embedder_options={"device": "cpu"})
+    assert report.added == len(SLUGS)
+    return index_dir
+
+
+def test_scorer_verifies_the_voted_reference_beyond_the_embedding_top(logo_index):
+    """With no embedding candidate verified (top_candidates 0), only the local vote can bring
+    the pasted logo to RANSAC; its score is then the fused one, and the box is on the logo."""
+    from detector.scoring import Detector
+
+    listing = _scene_with("starbucks")
+    base = {"verify": {"top_candidates": 0}, "regions": {"enabled": False}}
+    scores = {}
+    for local in (0, 3):
+        config = {**base, "verify": {"top_candidates": 0, "local_candidates": local}}
+        with Detector.open(logo_index, config=config, device="cpu") as det:
+            (match,) = [m for m in det.score(listing).matches if m.brand == "starbucks"] or [None]
+            scores[local] = (match, det.config.verify)
+    without, _ = scores[0]
+    assert without is None or without.inliers is None  # never verified
+    voted, vcfg = scores[3]
+    assert voted is not None and voted.inliers is not None and voted.inliers >= vcfg.min_inliers
+    assert voted.score > voted.cosine
+    x0, y0, x1, y1 = voted.box
+    assert 300 <= x0 < x1 <= 640 and 120 <= y0 < y1 <= 480  # around the pasted logo at (330, 150)

@@ -62,7 +62,7 @@ def test_votes_bring_the_pasted_logo_to_the_top(features):
 
 
 def test_large_libraries_search_an_inverted_file_with_the_same_outcome(features, monkeypatch):
-    import detector.local_search as local_search
+    from detector import local_search
 
     monkeypatch.setattr(local_search, "EXACT_UP_TO", 1000)
     index = LocalFeatureIndex.from_features(features)

@@ -3,7 +3,7 @@
 A logo that fills a tenth of a busy photo rarely brings its reference into the embedding's
 top candidates, yet its corners and strokes still match the reference's SIFT descriptors.
 :class:`LocalFeatureIndex` holds the descriptors of every reference of the verified kinds
-(read from the index's features blobs) in an exact FAISS index. For a listing photo each
+(the scorer reads them from the index's features blobs) in a FAISS index. For a listing photo each
 query descriptor votes for a reference when its nearest reference descriptor is clearly
 closer than the nearest one of any *other* reference (Lowe's ratio test across references);
 the most-voted references then go through the same RANSAC verification as the
@@ -19,13 +19,11 @@ descriptors. Building (k-means included) takes a few seconds, once per index gen
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 
 import numpy as np
 
 from detector.errors import DetectorError
 from detector.verify import LocalFeatures, root_sift
-from index.store import ReferenceIndex
 
 # Nearest reference descriptors fetched per query descriptor: enough to find the nearest
 # descriptor of another reference behind a reference's own near-duplicates.
@@ -77,21 +75,6 @@ class LocalFeatureIndex:
         owners = np.concatenate([np.full(len(f), rid, dtype=np.int64) for rid, f in kept.items()])
         descriptors = np.concatenate([root_sift(f.descriptors) for f in kept.values()])
         return cls(owners, descriptors, "sift")
-
-    @classmethod
-    def from_index(cls, index: ReferenceIndex, kinds: Iterable[str]) -> LocalFeatureIndex:
-        """Index the stored features of every reference of ``kinds`` (blobs that fail to
-        load are skipped: the scorer skips them too)."""
-        wanted = set(kinds)
-        ids = [r.id for r in index.references() if r.kind in wanted]
-        features: dict[int, LocalFeatures] = {}
-        for start in range(0, len(ids), 1000):
-            for rid, blob in index.get_aux(ids[start : start + 1000]).items():
-                try:
-                    features[rid] = LocalFeatures.from_bytes(blob)
-                except DetectorError:
-                    continue
-        return cls.from_features(features)
 
     def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8) -> list[tuple[int, int]]:
         """The ``top`` references with the most votes from ``query``'s descriptors.

@@ -53,6 +53,7 @@ from index.store import ReferenceIndex
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURES_CACHE_BYTES = 256 * 2**20  # decoded reference descriptors kept between calls
 THRESHOLDS_DIR = REPO_ROOT / "configs" / "thresholds"
 
 
@@ -208,6 +209,10 @@ class Detector:
         self._index_lock = threading.Lock()
         self._local: tuple[int, LocalFeatureIndex] | None = None  # (index generation, its descriptors)
         self._local_lock = threading.Lock()
+        # Decoded reference features of the current index generation (decoding costs ~1 ms).
+        self._features: dict[int, LocalFeatures] = {}
+        self._features_generation = -1
+        self._features_lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -470,8 +475,34 @@ class Detector:
         """The local descriptors of ``index``'s current generation, gathered on first use."""
         with self._local_lock:
             if self._local is None or self._local[0] != index.generation:
-                self._local = (index.generation, LocalFeatureIndex.from_index(index, self.config.verify.kinds))
+                kinds = set(self.config.verify.kinds)
+                ids = [r.id for r in index.references() if r.kind in kinds]
+                self._local = (index.generation, LocalFeatureIndex.from_features(self._reference_features(index, ids)))
             return self._local[1]
+
+    def _reference_features(self, index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:
+        """Stored local features by ref id, decoded once per index generation (up to
+        :data:`FEATURES_CACHE_BYTES` of descriptors kept). A corrupt blob is logged and
+        treated as absent: that candidate is not verified, the listing is still scored."""
+        with self._features_lock:
+            if self._features_generation != index.generation:
+                self._features, self._features_generation = {}, index.generation
+            found = {rid: self._features[rid] for rid in ref_ids if rid in self._features}
+        decoded: dict[int, LocalFeatures] = {}
+        missing = [rid for rid in dict.fromkeys(ref_ids) if rid not in found]
+        for start in range(0, len(missing), 1000):
+            for rid, blob in index.get_aux(missing[start : start + 1000]).items():
+                try:
+                    decoded[rid] = LocalFeatures.from_bytes(blob)
+                except DetectorError as e:
+                    log.warning("reference %d: unreadable local features, not verified (%s)", rid, e)
+        with self._features_lock:
+            if self._features_generation == index.generation:
+                held = sum(f.descriptors.nbytes for f in self._features.values())
+                if held + sum(f.descriptors.nbytes for f in decoded.values()) > FEATURES_CACHE_BYTES:
+                    self._features = {}
+                self._features.update(decoded)
+        return {**found, **decoded}
 
     def _voted(
         self,
@@ -527,13 +558,12 @@ class Detector:
         chosen = ranked[:top] + [m for m in ranked[top:] if m.ref_id in voted]
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
-        aux = index.get_aux(m.ref_id for m in chosen + products)
+        stored = self._reference_features(index, [m.ref_id for m in chosen + products])
         verified: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
-            blob = aux.get(m.ref_id)
-            if not blob:
+            reference = stored.get(m.ref_id)
+            if reference is None:
                 continue
-            reference = LocalFeatures.from_bytes(blob)
             score, inliers, box, iou, located = m.cosine, m.inliers, m.box, None, False
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
@@ -550,8 +580,7 @@ class Detector:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
             verified[m.ref_id] = replace(m, score=score, inliers=inliers, box=box, shape_iou=iou)
         for m in products:  # the product photo's logo area must be in the listing, not only its scene
-            blob = aux.get(m.ref_id)
-            reference = LocalFeatures.from_bytes(blob) if blob else None
+            reference = stored.get(m.ref_id)
             if reference is None or reference.logo_box is None:
                 continue
             if features is None:

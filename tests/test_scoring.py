@@ -174,3 +174,23 @@ def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_pat
     (tmp_path / "m-thorough.json").write_text("{}")
     assert default_thresholds_path("m", "thorough").name == "m-thorough.json"
     assert default_thresholds_path("m").name == "m.json"
+
+
+def test_a_corrupt_features_blob_skips_verification_of_that_reference_only(tiny_index_copy, sample_set, caplog):
+    import sqlite3
+
+    from index.store import ReferenceIndex
+
+    logo = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    with ReferenceIndex.open(tiny_index_copy) as index:
+        (ref,) = [r for r in index.references(logo.parent.name) if r.kind == "logo"]
+    with sqlite3.connect(tiny_index_copy / "records.sqlite") as conn:
+        conn.execute("UPDATE ref_aux SET data = ? WHERE ref_id = ?", (b"not an npz", ref.id))
+    config = {"verify": {"top_candidates": 30, "local_candidates": 5}}
+    with Detector.open(tiny_index_copy, device="cpu", config=config) as det, caplog.at_level("WARNING"):
+        verdict = det.score(logo)
+    assert verdict.error is None
+    by_ref = {m.ref_id: m for m in verdict.matches}
+    assert by_ref[ref.id].inliers is None and by_ref[ref.id].score == by_ref[ref.id].cosine
+    assert any(m.inliers is not None for m in verdict.matches if m.ref_id != ref.id)
+    assert f"reference {ref.id}: unreadable local features" in caplog.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 
 import pytest
 from PIL import Image
@@ -19,15 +18,13 @@ SLUGS = ("starbucks", "ferrari", "mastercard", "nike")
 
 
 def _logo(slug: str) -> Image.Image:
-    cairosvg = pytest.importorskip("cairosvg")
-    sip = pytest.importorskip("simple_icons_pack")
-    icon = sip.get_icon(slug)
-    svg = icon.svg.replace("<svg ", f'<svg fill="#{icon.hex}" ', 1)
-    png = cairosvg.svg2png(bytestring=svg.encode(), output_width=400, output_height=400)
-    return Image.open(io.BytesIO(png)).convert("RGBA")
+    pytest.importorskip("cairosvg")
+    from detector.bench.logos import render_logo
+
+    return render_logo(slug, 400)
 
 
-def _scene_with(slug: str, scale: float = 0.45, angle: float = 15) -> Image.Image:
+def _scene_with(slug: str, scale: float = 0.6, angle: float = 15) -> Image.Image:
     """The logo, scaled and rotated, on a photo (what an embedding of the whole frame misses)."""
     data = pytest.importorskip("skimage.data")
     photo = Image.fromarray(data.coffee()).resize((640, 480)).convert("RGBA")
@@ -40,8 +37,10 @@ def _scene_with(slug: str, scale: float = 0.45, angle: float = 15) -> Image.Imag
 def _distractors(n: int) -> list[str]:
     """Other real logos, spread over simple-icons' alphabet (a library is never 4 logos:
     the vote's ratio test across references needs neighbours to compare with)."""
-    sip = pytest.importorskip("simple_icons_pack")
-    return [name[3:].lower() for name in dir(sip) if name.startswith("SI_")][::60][:n]
+    pytest.importorskip("simple_icons_pack")
+    from detector.bench.logos import list_icons
+
+    return [info.slug for info in list_icons()[::60] if info.slug not in SLUGS][:n]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
@@ -41,6 +41,7 @@ from detector.thresholds import Thresholds, load_thresholds
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import (
     LocalFeatures,
+    Verification,
     VerifyConfig,
     fuse_scores,
     logo_area_verdict,
@@ -105,7 +106,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {
         "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
-        "verify": {"enabled": True},
+        "verify": {"enabled": True, "mirrored": True},
         "silhouettes": {"enabled": True},
     },
 }
@@ -436,13 +437,18 @@ class Detector:
             box = regions[region_idx].box
             candidates.append(_match(ref, cosine, cosine, None, box))
         vcfg = self.config.verify
-        features: LocalFeatures | None = None
-        voted: set[int] = set()
+        local = _LocalSearch()
         if vcfg.enabled and vcfg.local_candidates > 0:
             features = query_features(image, vcfg)
             added, voted = self._voted(index, features, regions, vectors, candidates)
             candidates += added
-        candidates = self._verify(index, image, candidates, shapes, features, voted)
+            local = _LocalSearch(features, frozenset(voted))
+            if vcfg.mirrored:  # a mirrored logo is still the brand's; SIFT alone cannot see it
+                flipped = query_features(ImageOps.mirror(image), vcfg)
+                added, voted = self._voted(index, flipped, regions, vectors, candidates)
+                candidates += added
+                local = replace(local, mirrored=flipped, mirrored_voted=frozenset(voted))
+        candidates = self._verify(index, image, candidates, shapes, local)
         candidates.sort(key=lambda m: (-m.score, m.ref_id))
         brand_scores = _best_per_brand(candidates)
         verdict = self._decide(name, image, candidates, brand_scores)
@@ -535,12 +541,13 @@ class Detector:
         image: Image.Image,
         candidates: list[ScoredMatch],
         shapes: _Marks,
-        features: LocalFeatures | None = None,
-        voted: set[int] | None = None,
+        local: _LocalSearch | None = None,
     ) -> list[ScoredMatch]:
-        """Second stage on the top candidates (and those ``voted`` for by local descriptors):
-        local features + RANSAC, and the shape check. The query's ``features`` are given when
-        the local search already extracted them, else extracted once, on first need.
+        """Second stage on the top candidates (and those voted for by local descriptors):
+        local features + RANSAC, and the shape check. The query's features come from the
+        ``local`` search when it ran, else are extracted once, on first need. References
+        voted for by the mirrored listing are also verified against it; the better
+        verification counts, and a mirrored one reports ``mirrored`` and an unmirrored box.
 
         ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``; a
         product photo that knows its logo's box instead gets ``cosine ± logo_weight`` when
@@ -553,7 +560,8 @@ class Detector:
         eligible = [m for m in candidates if m.kind in vcfg.kinds]
         top = vcfg.top_candidates if vcfg.enabled else 0
         top = max(top, scfg.top_candidates if check_shapes else 0)
-        voted = voted or set()
+        local = local or _LocalSearch()
+        features, voted = local.features, local.voted | local.mirrored_voted
         ranked = sorted(eligible, key=lambda m: -m.cosine)
         chosen = ranked[:top] + [m for m in ranked[top:] if m.ref_id in voted]
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
@@ -564,11 +572,15 @@ class Detector:
             reference = stored.get(m.ref_id)
             if reference is None:
                 continue
-            score, inliers, box, iou, located = m.cosine, m.inliers, m.box, None, False
+            score, inliers, box, iou, located, mirrored = m.cosine, m.inliers, m.box, None, False, False
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
                 result = verify(features, reference, vcfg)
+                if local.mirrored is not None and m.ref_id in local.mirrored_voted:
+                    flipped = verify(local.mirrored, reference, vcfg)
+                    if flipped.accepted_inliers > result.accepted_inliers:
+                        result, mirrored = _unmirrored(flipped, image.width), True
                 score, inliers = fuse_scores(m.cosine, result.accepted_inliers, vcfg), result.inliers
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box
@@ -578,7 +590,9 @@ class Detector:
                 score += bonus
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
-            verified[m.ref_id] = replace(m, score=score, inliers=inliers, box=box, shape_iou=iou)
+            verified[m.ref_id] = replace(
+                m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored
+            )
         for m in products:  # the product photo's logo area must be in the listing, not only its scene
             reference = stored.get(m.ref_id)
             if reference is None or reference.logo_box is None:
@@ -628,6 +642,25 @@ class _Marks:
 
     query: QueryShapes
     boxes: list[Box]
+
+
+@dataclass(frozen=True)
+class _LocalSearch:
+    """What the local-descriptor search found for one listing (empty when it did not run)."""
+
+    features: LocalFeatures | None = None  # the listing's
+    voted: frozenset[int] = frozenset()  # references its descriptors voted for
+    mirrored: LocalFeatures | None = None  # the mirrored listing's (verify.mirrored)
+    mirrored_voted: frozenset[int] = frozenset()
+
+
+def _unmirrored(result: Verification, width: int) -> Verification:
+    """A verification against the mirrored listing, with its boxes back in the listing's pixels."""
+
+    def flip(box: Box | None) -> Box | None:
+        return None if box is None else (width - box[2], box[1], width - box[0], box[3])
+
+    return replace(result, box=flip(result.box), logo_box=flip(result.logo_box))
 
 
 _LOGO_AREA = {1: "matched", -1: "missing", 0: "undecided"}

@@ -25,6 +25,7 @@ class ScoredMatch:
         logo_area: For a product photo whose logo box is known: ``"matched"`` (the logo's
             area is in the listing, not only the scene), ``"missing"`` or ``"undecided"``;
             None when not checked.
+        mirrored: True when RANSAC confirmed the reference mirrored in the listing.
     """
 
     ref_id: int
@@ -38,6 +39,7 @@ class ScoredMatch:
     box: Box | None = None
     shape_iou: float | None = None
     logo_area: str | None = None
+    mirrored: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

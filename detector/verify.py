@@ -193,6 +193,10 @@ class VerifyConfig:
             the embedding's top candidates; 0 turns the search off. Measured on the tuning
             set it brings logos the embedding ranks low (small, recoloured, busy scenes).
         local_ratio: Ratio test of that vote, across references.
+        mirrored: Also run that search on the mirrored listing and verify its candidates
+            against it (a mirrored logo is still the brand's, and SIFT does not match
+            mirror images); costs a second feature extraction and vote. Ignored while
+            ``local_candidates`` is 0.
         cosine_floor: An accepted verification counts the embedding score as at least this
             (see :func:`fuse_scores`); -1 leaves it as it is.
     """
@@ -223,6 +227,7 @@ class VerifyConfig:
     logo_min_keypoints: int = 10
     local_candidates: int = 0
     local_ratio: float = 0.8
+    mirrored: bool = False
     cosine_floor: float = -1.0
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from detector.errors import ConfigError, DetectorError
 from detector.local_search import LocalFeatureIndex
@@ -24,11 +24,11 @@ def _logo(slug: str) -> Image.Image:
     return render_logo(slug, 400)
 
 
-def _scene_with(slug: str, scale: float = 0.6, angle: float = 15) -> Image.Image:
+def _scene_with(slug: str, scale: float = 0.6, angle: float = 15, mirrored: bool = False) -> Image.Image:
     """The logo, scaled and rotated, on a photo (what an embedding of the whole frame misses)."""
     data = pytest.importorskip("skimage.data")
     photo = Image.fromarray(data.coffee()).resize((640, 480)).convert("RGBA")
-    logo = _logo(slug)
+    logo = ImageOps.mirror(_logo(slug)) if mirrored else _logo(slug)
     logo = logo.resize((round(logo.width * scale), round(logo.height * scale)), Image.Resampling.LANCZOS)
     photo.alpha_composite(logo.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC), (330, 150))
     return photo.convert("RGB")
@@ -130,3 +130,20 @@ def test_scorer_verifies_the_voted_reference_beyond_the_embedding_top(logo_index
     assert voted.score > voted.cosine
     x0, y0, x1, y1 = voted.box
     assert 300 <= x0 < x1 <= 640 and 120 <= y0 < y1 <= 480  # around the pasted logo at (330, 150)
+
+
+def test_a_mirrored_logo_is_verified_against_the_mirrored_listing(logo_index):
+    from detector.scoring import Detector
+
+    listing = _scene_with("ferrari", mirrored=True)  # the prancing horse is not symmetric
+    found = {}
+    for mirrored in (False, True):
+        config = {"regions": {"enabled": False}, "verify": {"top_candidates": 0, "local_candidates": 3, "mirrored": mirrored}}
+        with Detector.open(logo_index, config=config, device="cpu") as det:
+            found[mirrored] = [m for m in det.score(listing).matches if m.brand == "ferrari"]
+            min_inliers = det.config.verify.min_inliers
+    assert not any(m.mirrored or (m.inliers or 0) >= min_inliers for m in found[False])
+    (match,) = found[True]
+    assert match.mirrored and match.inliers >= min_inliers and match.score > match.cosine
+    x0, y0, x1, y1 = match.box  # in the listing's own (unmirrored) pixels
+    assert 300 <= x0 < x1 <= 640 and 120 <= y0 < y1 <= 480

@@ -182,6 +182,7 @@ class MatchModel(BaseModel):
     box: list[int] | None
     shape_iou: float | None = None
     logo_area: str | None = None
+    mirrored: bool = False
 
 
 class VerdictModel(BaseModel):

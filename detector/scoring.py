@@ -101,7 +101,7 @@ class ScoringConfig:
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
 # logos inside photos (a few regions and colour components, their mark silhouettes, shape
 # and RANSAC checks) at about a quarter of the default's speed (effnet-lite0, 2-core CPU:
-# 2.6 vs 10.8 images/s); see README "Benchmarks" for measured figures.
+# 2.3 vs 10.1 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {

@@ -181,7 +181,7 @@ def test_a_corrupt_features_blob_skips_verification_of_that_reference_only(tiny_
 
     from index.store import ReferenceIndex
 
-    logo = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    logo = min(sample_set.references_dir.glob("*/logo.png"))
     with ReferenceIndex.open(tiny_index_copy) as index:
         (ref,) = [r for r in index.references(logo.parent.name) if r.kind == "logo"]
     with sqlite3.connect(tiny_index_copy / "records.sqlite") as conn:

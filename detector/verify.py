@@ -254,6 +254,7 @@ class VerifyConfig:
              f"method must be one of {', '.join(_METHODS)}, got {self.method!r}"),
             (0.0 < self.ratio <= 1.0, f"ratio must be in (0, 1], got {self.ratio}"),
             (0.0 < self.local_ratio <= 1.0, f"local_ratio must be in (0, 1], got {self.local_ratio}"),
+            (-1.0 <= self.cosine_floor <= 1.0, f"cosine_floor must be in [-1, 1], got {self.cosine_floor}"),
             (self.local_candidates == 0 or self.method == "sift",
              "local_candidates needs method 'sift' (ORB descriptors are binary)"),
             (0.0 <= self.weight <= 1.0, f"weight must be in [0, 1], got {self.weight}"),

@@ -91,6 +91,8 @@ def test_empty_index_and_bad_arguments(features):
         VerifyConfig(method="orb", local_candidates=5)
     with pytest.raises(ConfigError, match="local_ratio"):
         VerifyConfig(local_ratio=0.0)
+    with pytest.raises(ConfigError, match="cosine_floor"):
+        VerifyConfig(cosine_floor=1.5)
 
 
 @pytest.fixture(scope="module")

@@ -661,3 +661,13 @@ def test_real_reload_picks_up_an_external_writer(real_server, tmp_path):
         metrics = c.get("/metrics").text
     assert 'counterfeit_index_reloads_total{result="changed"} 1' in metrics
     assert "counterfeit_index_references 4" in metrics
+
+
+def test_match_model_carries_every_scored_match_field():
+    """The HTTP schema mirrors ScoredMatch by hand; a field added to one must reach the other."""
+    from dataclasses import fields
+
+    from detector.service.app import MatchModel
+    from detector.verdict import ScoredMatch
+
+    assert set(MatchModel.model_fields) == {f.name for f in fields(ScoredMatch)}

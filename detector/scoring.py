@@ -212,6 +212,7 @@ class Detector:
         self._local_lock = threading.Lock()
         # Decoded reference features of the current index generation (decoding costs ~1 ms).
         self._features: dict[int, LocalFeatures] = {}
+        self._features_bytes = 0  # descriptor bytes held in self._features
         self._features_generation = -1
         self._features_lock = threading.Lock()
 
@@ -492,7 +493,8 @@ class Detector:
         treated as absent: that candidate is not verified, the listing is still scored."""
         with self._features_lock:
             if self._features_generation != index.generation:
-                self._features, self._features_generation = {}, index.generation
+                self._features, self._features_bytes = {}, 0
+                self._features_generation = index.generation
             found = {rid: self._features[rid] for rid in ref_ids if rid in self._features}
         decoded: dict[int, LocalFeatures] = {}
         missing = [rid for rid in dict.fromkeys(ref_ids) if rid not in found]
@@ -502,12 +504,15 @@ class Detector:
                     decoded[rid] = LocalFeatures.from_bytes(blob)
                 except DetectorError as e:
                     log.warning("reference %d: unreadable local features, not verified (%s)", rid, e)
-        with self._features_lock:
-            if self._features_generation == index.generation:
-                held = sum(f.descriptors.nbytes for f in self._features.values())
-                if held + sum(f.descriptors.nbytes for f in decoded.values()) > FEATURES_CACHE_BYTES:
-                    self._features = {}
-                self._features.update(decoded)
+        if decoded:
+            with self._features_lock:
+                if self._features_generation == index.generation:
+                    fresh = {rid: f for rid, f in decoded.items() if rid not in self._features}
+                    added = sum(f.descriptors.nbytes for f in fresh.values())
+                    if self._features_bytes + added > FEATURES_CACHE_BYTES:
+                        self._features, self._features_bytes = {}, 0
+                    self._features.update(fresh)
+                    self._features_bytes += added
         return {**found, **decoded}
 
     def _voted(

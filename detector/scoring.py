@@ -37,7 +37,7 @@ from detector.silhouettes import (
     shape_bonus,
     silhouette_image,
 )
-from detector.thresholds import Thresholds, load_thresholds
+from detector.thresholds import Thresholds, load_thresholds, threshold_key
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import (
     LocalFeatures,
@@ -157,6 +157,12 @@ class BrandScore:
     score: float
     kind: str
     ref_id: int
+    verified: bool = False
+
+    @property
+    def threshold_key(self) -> str:
+        """Which thresholds entry this evidence is held to (:func:`threshold_key`)."""
+        return threshold_key(self.kind, self.verified)
 
 
 @dataclass(frozen=True)
@@ -577,7 +583,7 @@ class Detector:
             reference = stored.get(m.ref_id)
             if reference is None:
                 continue
-            score, inliers, box, iou, located, mirrored = m.cosine, m.inliers, m.box, None, False, False
+            score, inliers, box, iou, located, mirrored, accepted = m.cosine, m.inliers, m.box, None, False, False, False
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
@@ -587,7 +593,8 @@ class Detector:
                     if flipped.accepted_inliers > result.accepted_inliers:
                         result, mirrored = _unmirrored(flipped, image.width), True
                 score, inliers = fuse_scores(m.cosine, result.accepted_inliers, vcfg), result.inliers
-                located = result.accepted and result.box is not None
+                accepted = result.accepted
+                located = accepted and result.box is not None
                 box = result.box if located else m.box
             if check_shapes and rank < scfg.top_candidates and reference.silhouette is not None:
                 iou, mark = shapes.query.match(reference.silhouette)
@@ -596,7 +603,7 @@ class Detector:
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
             verified[m.ref_id] = replace(
-                m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored
+                m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored, verified=accepted
             )
         for m in products:  # the product photo's logo area must be in the listing, not only its scene
             reference = stored.get(m.ref_id)
@@ -624,10 +631,10 @@ class Detector:
         by_ref = {m.ref_id: m for m in candidates}
         chosen, flagged = brand_scores[0], False
         for bs in brand_scores:  # highest-scoring brand that reaches its own threshold wins
-            if bs.score >= self.thresholds.for_match(bs.brand, bs.kind).value:
+            if bs.score >= self.thresholds.for_match(bs.brand, bs.threshold_key).value:
                 chosen, flagged = bs, True
                 break
-        applied = self.thresholds.for_match(chosen.brand, chosen.kind)
+        applied = self.thresholds.for_match(chosen.brand, chosen.threshold_key)
         evidence = by_ref[chosen.ref_id]
         return Verdict(
             image=name,
@@ -690,7 +697,7 @@ def _best_per_brand(candidates: Sequence[ScoredMatch]) -> list[BrandScore]:
     seen: dict[str, BrandScore] = {}
     for m in candidates:
         if m.brand not in seen:
-            seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id)
+            seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id, m.verified)
     return list(seen.values())
 
 

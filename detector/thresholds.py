@@ -6,11 +6,20 @@ Format (JSON, or YAML when the file ends in .yaml/.yml)::
       "version": "effnet-lite0-2026-11-28",   # free text, reported by the service
       "score": "fused",                        # which score the thresholds apply to
       "default": 0.80,                         # global threshold
-      "kinds": {"logo": 0.75, "product": 0.85},
+      "kinds": {"logo": 0.75, "logo:verified": 0.70, "product": 0.85},
       "brands": {"acme": 0.70, "globex": {"default": 0.72, "logo": 0.68}}
     }
 
-Resolution order, most specific first: brand+kind, brand, kind, default. The verdict records
+A key is a reference kind, or ``<kind>:verified`` for matches whose geometric verification
+was accepted (RANSAC found the reference in the listing). The two kinds of evidence fail
+differently: an embedding-only match of a flat mark can reach a high cosine on any similar
+shape, while a verified one rarely happens by chance, so each may need its own threshold
+(measured on the benchmark's tuning set, effnet-lite0 ``thorough``: one logo threshold had
+to sit at 0.98 to keep logo-free listings out, which most verified logos never reach).
+
+Resolution order, most specific first: brand+key, brand+kind, brand, key, kind, default
+(``key`` = ``<kind>:verified`` for a verified match; for others key and kind are the same).
+A brand's own threshold thus still wins over a verified-evidence one. The verdict records
 which one applied (``source``), so an analyst can see why a listing was flagged.
 """
 
@@ -24,6 +33,27 @@ from typing import Any
 from detector.errors import ConfigError
 from index.atomic import atomic_write_bytes
 from index.records import KINDS
+
+VERIFIED = "verified"
+# Every key a kinds/brands table may hold: the kinds, and each kind's verified evidence.
+THRESHOLD_KEYS: tuple[str, ...] = KINDS + tuple(f"{k}:{VERIFIED}" for k in KINDS)
+
+
+def threshold_key(kind: str, verified: bool) -> str:
+    """The table key of a match: its reference kind, or ``<kind>:verified``.
+
+    Example:
+        >>> threshold_key("logo", True), threshold_key("logo", False)
+        ('logo:verified', 'logo')
+    """
+    return f"{kind}:{VERIFIED}" if verified else kind
+
+
+def key_fallbacks(key: str) -> list[str]:
+    """The table keys that may govern a match with ``key``, most specific first: ``key``,
+    then (for a verified key) its plain kind."""
+    kind = key.split(":", 1)[0]
+    return [key] if kind == key else [key, kind]
 
 
 @dataclass(frozen=True)
@@ -44,17 +74,24 @@ class Thresholds:
     version: str = "unversioned"
     score: str = "fused"
 
-    def for_match(self, brand: str, kind: str) -> AppliedThreshold:
-        """Threshold for a match of ``brand`` on a reference of ``kind``."""
+    def for_match(self, brand: str, key: str) -> AppliedThreshold:
+        """Threshold for a match of ``brand`` with table key ``key`` (:func:`threshold_key`)."""
         per_brand = self.brands.get(brand)
         if per_brand is not None:
-            if kind in per_brand:
-                return AppliedThreshold(per_brand[kind], f"brand:{brand}:{kind}")
+            for k in key_fallbacks(key):
+                if k in per_brand:
+                    return AppliedThreshold(per_brand[k], f"brand:{brand}:{k}")
             if "default" in per_brand:
                 return AppliedThreshold(per_brand["default"], f"brand:{brand}")
-        if kind in self.kinds:
-            return AppliedThreshold(self.kinds[kind], f"kind:{kind}")
+        for k in key_fallbacks(key):
+            if k in self.kinds:
+                return AppliedThreshold(self.kinds[k], f"kind:{k}")
         return AppliedThreshold(self.default, "default")
+
+    def keys_in_use(self) -> tuple[str, ...]:
+        """The kinds, plus each verified key some entry of the table sets (for reports)."""
+        used = set(self.kinds).union(*(set(v) for v in self.brands.values()))
+        return KINDS + tuple(k for k in THRESHOLD_KEYS if k not in KINDS and k in used)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,18 +110,18 @@ class Thresholds:
         default = _threshold(data["default"], f"{origin}: default")
         kinds = {}
         for kind, value in (data.get("kinds") or {}).items():
-            if kind not in KINDS:
-                raise ConfigError(f"{origin}: unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+            if kind not in THRESHOLD_KEYS:
+                raise ConfigError(f"{origin}: unknown kind {kind!r}; known: {', '.join(THRESHOLD_KEYS)}")
             kinds[kind] = _threshold(value, f"{origin}: kinds.{kind}")
         brands: dict[str, dict[str, float]] = {}
         for brand, value in (data.get("brands") or {}).items():
             if isinstance(value, dict):
                 entry = {}
                 for key, v in value.items():
-                    if key != "default" and key not in KINDS:
+                    if key != "default" and key not in THRESHOLD_KEYS:
                         raise ConfigError(
                             f"{origin}: brands.{brand}: unknown key {key!r}; "
-                            f"use 'default' or one of {', '.join(KINDS)}"
+                            f"use 'default' or one of {', '.join(THRESHOLD_KEYS)}"
                         )
                     entry[key] = _threshold(v, f"{origin}: brands.{brand}.{key}")
                 brands[str(brand)] = entry

@@ -26,6 +26,9 @@ class ScoredMatch:
             area is in the listing, not only the scene), ``"missing"`` or ``"undecided"``;
             None when not checked.
         mirrored: True when RANSAC confirmed the reference mirrored in the listing.
+        verified: True when geometric verification accepted this reference (RANSAC found it
+            in the listing); such a match is held to the ``<kind>:verified`` threshold when
+            the table has one (:mod:`detector.thresholds`).
     """
 
     ref_id: int
@@ -40,6 +43,7 @@ class ScoredMatch:
     shape_iou: float | None = None
     logo_area: str | None = None
     mirrored: bool = False
+    verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

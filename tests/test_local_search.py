@@ -149,3 +149,23 @@ def test_a_mirrored_logo_is_verified_against_the_mirrored_listing(logo_index):
     assert match.mirrored and match.inliers >= min_inliers and match.score > match.cosine
     x0, y0, x1, y1 = match.box  # in the listing's own (unmirrored) pixels
     assert 300 <= x0 < x1 <= 640 and 120 <= y0 < y1 <= 480
+
+
+def test_a_verified_match_is_held_to_the_verified_threshold(logo_index):
+    """A table whose plain logo threshold nothing reaches still flags the RANSAC-verified
+    logo through its ``logo:verified`` entry; a logo-free photo (nothing verified) stays clear."""
+    from detector.scoring import Detector
+    from detector.thresholds import Thresholds
+
+    data = pytest.importorskip("skimage.data")
+    # The tiny random model's cosines are arbitrary: any verified match passes, nothing else.
+    table = Thresholds.from_dict({"default": 2.0, "kinds": {"logo:verified": -1.0}})
+    config = {"verify": {"top_candidates": 0, "local_candidates": 3}, "regions": {"enabled": False}}
+    with Detector.open(logo_index, config=config, thresholds=table, device="cpu") as det:
+        flagged = det.score(_scene_with("starbucks"))
+        clear = det.score(Image.fromarray(data.coffee()).resize((640, 480)))
+    assert [m.brand for m in flagged.matches if m.verified] == ["starbucks"]
+    assert flagged.flagged and flagged.brand == "starbucks"
+    assert (flagged.threshold, flagged.threshold_source) == (-1.0, "kind:logo:verified")
+    assert not any(m.verified for m in clear.matches)
+    assert not clear.flagged and clear.threshold_source == "default"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from detector.errors import ConfigError
-from detector.thresholds import Thresholds, load_thresholds, save_thresholds
+from detector.thresholds import Thresholds, load_thresholds, save_thresholds, threshold_key
 
 TABLE = {
     "version": "v1",
@@ -27,6 +27,23 @@ def test_most_specific_entry_applies():
     assert (t.for_match("other", "product").value, t.for_match("other", "product").source) == (0.8, "default")
 
 
+def test_verified_evidence_has_its_own_entry_and_falls_back_to_its_kind():
+    t = Thresholds.from_dict(
+        {"default": 0.9, "kinds": {"logo": 0.95, "logo:verified": 0.7}, "brands": {"acme": {"logo": 0.8}}}
+    )
+    assert (t.for_match("x", "logo:verified").value, t.for_match("x", "logo:verified").source) == (
+        0.7, "kind:logo:verified"
+    )
+    assert t.for_match("x", "logo").value == 0.95
+    assert t.for_match("acme", "logo:verified").source == "brand:acme:logo"  # the brand's own wins
+    assert t.for_match("x", "product:verified").source == "default"  # no product entry at all
+    plain = Thresholds.from_dict(TABLE)
+    assert plain.for_match("other", "logo:verified").source == "kind:logo"  # old tables keep working
+    assert t.keys_in_use() == ("logo", "product", "logo:verified")
+    assert plain.keys_in_use() == ("logo", "product")
+    assert threshold_key("logo", True) == "logo:verified" and threshold_key("product", False) == "product"
+
+
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_round_trip(tmp_path, suffix):
     t = Thresholds.from_dict(TABLE)
@@ -44,6 +61,7 @@ def test_round_trip(tmp_path, suffix):
         ({"default": 5}, "outside the score range"),
         ({"default": 0.5, "kinds": {"banner": 0.5}}, "unknown kind 'banner'"),
         ({"default": 0.5, "brands": {"a": {"video": 0.5}}}, "unknown key 'video'"),
+        ({"default": 0.5, "kinds": {"logo:maybe": 0.5}}, "unknown kind 'logo:maybe'"),
     ],
 )
 def test_invalid_tables_name_the_field(tmp_path, data, message):

@@ -90,6 +90,37 @@ def test_quiet_brand_gets_its_own_lower_threshold() -> None:
     assert r.expected.recall == pytest.approx(1.0, abs=0.02)
 
 
+def test_verified_matches_get_their_own_lower_threshold() -> None:
+    """Unverified logo matches of logo-free listings reach 0.95; verified ones never happen on
+    them, so verified logos (0.75-0.85) need their own entry to be flagged at all."""
+    rng = np.random.default_rng(1)
+    queries, preds = [], []
+    for i in range(60):
+        queries.append(Query(f"v{i}", f"b{i % 6}"))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.75, 0.85)), "logo:verified"))
+        queries.append(Query(f"u{i}", f"b{i % 6}"))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.96, 0.99)), "logo"))
+        queries.append(Query(f"n{i}", None))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.5, 0.95)), "logo"))
+    s = EvalScores.from_predictions(queries, preds)
+    r = tune_thresholds(s, target_precision=0.95, max_fpr=0.01, min_support=20, per_brand=False, n_boot=0)
+    assert r.met
+    assert r.thresholds.kinds["logo:verified"] <= 0.76
+    assert r.thresholds.for_match("b0", "logo").value > 0.94
+    assert r.expected.recall == pytest.approx(1.0, abs=0.02)
+    assert r.global_only.recall == pytest.approx(0.5, abs=0.02)
+
+
+def test_verified_predictions_fall_back_to_their_kinds_entry() -> None:
+    s = EvalScores.from_predictions(
+        [Query("a", "x"), Query("b", "x"), Query("c", "x")],
+        [Prediction(0, "x", 0.9, "logo:verified"), Prediction(1, "x", 0.8, "logo"), Prediction(2, "x", 0.7, "product")],
+    )
+    assert list(s.governing_kind({"logo"})) == ["logo", "logo", ""]
+    assert list(s.governing_kind({"logo", "logo:verified"})) == ["logo:verified", "logo", ""]
+    assert list(s.governing_kind(set())) == ["", "", ""]
+
+
 def test_low_support_brands_inherit(scores: EvalScores) -> None:
     support = scores.support()
     r = tune_thresholds(scores, target_precision=0.95, min_support=20, n_boot=0)

@@ -40,7 +40,6 @@ import numpy as np
 
 from detector.evaluation.scores import EvalScores, EvaluationError, as_thresholds, group_indices
 from detector.thresholds import Thresholds
-from index.records import KINDS
 
 NEG_INF = float("-inf")
 
@@ -453,7 +452,7 @@ def _brand_metrics(
                 rng=_rng(seed, f"brand:{b}"),
                 confidence=confidence,
             )
-            for k in KINDS:
+            for k in table.keys_in_use():
                 a = table.for_match(b, k)
                 applied[k] = {"value": a.value, "source": a.source}
         out[b] = SliceMetrics(

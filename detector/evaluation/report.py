@@ -29,7 +29,6 @@ from detector.evaluation.metrics import (
 from detector.evaluation.scores import EvalScores, EvaluationError, as_thresholds
 from detector.thresholds import Thresholds
 from index.atomic import atomic_write_bytes
-from index.records import KINDS
 
 _COLOURS = {"true": "tab:green", "wrong_brand": "tab:orange", "logo_free": "tab:red"}
 _LABELS = {
@@ -119,7 +118,7 @@ def brand_threshold_data(
     ranked = sorted(support, key=lambda b: (-support[b], b))[:top_n]
     rows = []
     for b in ranked:
-        applied = {k: table.for_match(b, k) for k in KINDS}
+        applied = {k: table.for_match(b, k) for k in table.keys_in_use()}
         rows.append(
             BrandThresholdRow(
                 brand=b,
@@ -239,9 +238,10 @@ def plot_brand_thresholds(
     ax = fig.add_subplot()
     if not rows:
         ax.text(0.5, 0.5, "no labelled brands", ha="center", va="center", transform=ax.transAxes)
-    markers = dict(zip(KINDS, ("o", "s", "^", "D")))
+    keys = table.keys_in_use()
+    markers = dict(zip(keys, ("o", "s", "^", "D", "v", "P")))
     y = np.arange(len(rows))[::-1]  # largest support on top
-    for kind in KINDS:
+    for kind in keys:
         for own in (True, False):
             pts = [
                 (r.values[kind], yy)
@@ -250,7 +250,7 @@ def plot_brand_thresholds(
             ]
             if pts:
                 xs, ys = zip(*pts)
-                offset = 0.12 if kind == KINDS[0] else -0.12
+                offset = 0.12 if kind == keys[0] else -0.12
                 ax.scatter(
                     xs,
                     np.array(ys) + offset,
@@ -361,6 +361,7 @@ def summary_markdown(
 ) -> str:
     """The text of summary.md: counts, overall/group/kind table, top brands table, definitions."""
     d = scores.describe()
+    keys = thresholds.keys_in_use()
     pct = round(metrics.confidence * 100)
     tp = f"{metrics.target_precision:g}"
     lines = [
@@ -403,7 +404,7 @@ def summary_markdown(
         f"## Per brand (top {len(ranked)} of {len(support)} by support)",
         "",
         (
-            f"| brand | support | flagged | threshold logo / product | source | precision [{pct}% CI] "
+            f"| brand | support | flagged | threshold {' / '.join(keys)} | source | precision [{pct}% CI] "
             f"| recall [{pct}% CI] | wrong-brand FP | logo-free FP | µAP | top-1 |"
         ),
         "|---|---:|---:|---|---|---|---|---:|---:|---:|---:|",
@@ -411,7 +412,7 @@ def summary_markdown(
     for b in ranked:
         m = metrics.by_brand[b]
         dm = m.decision
-        thr = " / ".join(f"{m.thresholds[k]['value']:.3f}" for k in KINDS if k in m.thresholds)
+        thr = " / ".join(f"{m.thresholds[k]['value']:.3f}" for k in keys if k in m.thresholds)
         sources = sorted({m.thresholds[k]["source"] for k in m.thresholds})
         lines.append(
             f"| {b} | {m.n_positive} | {dm.n_flagged if dm else '-'} | {thr} | {', '.join(sources)} "

@@ -23,6 +23,7 @@ from detector.errors import ImageLoadError
 from detector.evaluation.labels import LabelSet
 from detector.evaluation.scores import EvalScores, Prediction, Query
 from detector.images import read_bytes, sha256_bytes
+from detector.thresholds import threshold_key
 from index.atomic import atomic_write_bytes
 from index.records import canonical_json
 
@@ -51,6 +52,7 @@ def scoring_context(detector: Any) -> str:
         "verify": asdict(config.verify),
         "silhouettes": asdict(config.silhouettes),
         "search": [config.search_k, config.search_params],
+        "result_format": 2,  # brand scores carry "verified" since format 2
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
@@ -144,7 +146,7 @@ def run_evaluation(
         if cache:
             cache.close()
     predictions = [
-        Prediction(query_idx=q, brand=bs["brand"], score=float(bs["score"]), ref_kind=bs["kind"])
+        Prediction(q, bs["brand"], float(bs["score"]), threshold_key(bs["kind"], bs["verified"]))
         for q, brand_scores in enumerate(per_query)
         for bs in brand_scores
     ]

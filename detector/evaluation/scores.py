@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from detector.errors import DetectorError
-from detector.thresholds import Thresholds
+from detector.thresholds import Thresholds, key_fallbacks, threshold_key
 
 
 class EvaluationError(DetectorError):
@@ -48,7 +48,8 @@ class Query:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The best score of one brand for one query, and the kind of the reference that gave it."""
+    """The best score of one brand for one query, and the thresholds key of the match that
+    gave it: its reference kind, or ``<kind>:verified`` (:func:`detector.thresholds.threshold_key`)."""
 
     query_idx: int
     brand: str
@@ -95,7 +96,8 @@ class EvalScores:
         query_idx: int64 index into ``queries`` per prediction.
         brand: Object array of brand names per prediction.
         score: float64 score per prediction (higher = more similar).
-        ref_kind: Object array, kind of the matched reference per prediction.
+        ref_kind: Object array, thresholds key of the match per prediction (the reference's
+            kind, or ``<kind>:verified`` when geometric verification accepted it).
         score_name: Which score the values are ("fused", "cosine"); copied into tuned thresholds.
 
     Example:
@@ -157,7 +159,8 @@ class EvalScores:
         *,
         score_name: str = "fused",
     ) -> EvalScores:
-        """Build from each query's retrieved matches (``Match``/``ScoredMatch``: brand, kind, score).
+        """Build from each query's retrieved matches (``Match``/``ScoredMatch``: brand, kind,
+        score, and ``verified`` where the match has it).
 
         Keeps the best-scoring match per brand, as the scorer does.
 
@@ -174,7 +177,10 @@ class EvalScores:
             for m in ms:
                 if m.brand not in best or m.score > best[m.brand].score:
                     best[m.brand] = m
-            preds.extend(Prediction(qi, b, float(m.score), m.kind) for b, m in best.items())
+            preds.extend(
+                Prediction(qi, b, float(m.score), threshold_key(m.kind, getattr(m, "verified", False)))
+                for b, m in best.items()
+            )
         return cls.from_predictions(queries, preds, score_name=score_name)
 
     # ---- derived arrays ----------------------------------------------------------------
@@ -234,10 +240,15 @@ class EvalScores:
         index = {b: i for i, b in enumerate(self.brands)}
         return np.isin(self.brand_code, [index[n] for n in names if n in index])
 
-    def has_ref_kind(self, names: Iterable[str]) -> np.ndarray:
-        """Bool per prediction: its reference kind is one of ``names``."""
-        index = {k: i for i, k in enumerate(self.ref_kinds)}
-        return np.isin(self.kind_code, [index[n] for n in names if n in index])
+    def governing_kind(self, entries: Iterable[str]) -> np.ndarray:
+        """Str per prediction: which of a table's kind ``entries`` governs it ("" = none).
+
+        A ``<kind>:verified`` prediction falls back to its plain kind's entry
+        (:func:`detector.thresholds.key_fallbacks`).
+        """
+        entries = set(entries)
+        per_kind = [next((k for k in key_fallbacks(kind) if k in entries), "") for kind in self.ref_kinds]
+        return np.array(per_kind + [""], dtype=object)[self.kind_code] if self.n_predictions else np.zeros(0, object)
 
     def predictions_by_brand(self) -> dict[str, np.ndarray]:
         """Prediction indices of every brand in :attr:`brands` (one pass, for per-brand loops)."""

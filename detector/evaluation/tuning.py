@@ -44,8 +44,7 @@ from detector.evaluation.metrics import (
     query_pr_curve,
 )
 from detector.evaluation.scores import EvalScores, EvaluationError
-from detector.thresholds import Thresholds
-from index.records import KINDS
+from detector.thresholds import THRESHOLD_KEYS, Thresholds
 
 
 @dataclass(frozen=True)
@@ -436,9 +435,9 @@ def _kind_candidates(
 ) -> list[tuple[str, int, float]]:
     out = []
     for k in sorted({str(k) for k in scores.ref_kind}):
-        if k not in KINDS:
+        if k not in THRESHOLD_KEYS:
             notes.append(
-                f"reference kind {k!r} is not a thresholds kind ({', '.join(KINDS)}); not tuned"
+                f"reference kind {k!r} is not a thresholds kind ({', '.join(THRESHOLD_KEYS)}); not tuned"
             )
             continue
         sel = scores.ref_kind == k
@@ -580,14 +579,14 @@ def _refit_shared(
     removed: list[str] = []
     for _ in range(2):
         for kind in sorted(table.kinds):
-            governed = (scores.ref_kind == kind) & ~overridden
+            governed = (scores.governing_kind(table.kinds) == kind) & ~overridden
             if _support(scores, governed) < min_support:
                 kinds = {k: v for k, v in table.kinds.items() if k != kind}
                 table = _table(table.default, kinds, table.brands, table.version, table.score)
                 removed.append(kind)
                 continue
             table = _refit_one(scores, table, governed, kind, target_precision, max_fpr)
-        governed = ~scores.has_ref_kind(table.kinds) & ~overridden
+        governed = (scores.governing_kind(table.kinds) == "") & ~overridden
         if _support(scores, governed) > 0:
             table = _refit_one(scores, table, governed, None, target_precision, max_fpr)
     if removed:
@@ -613,7 +612,7 @@ def _raise_default(
     table unchanged when even flagging none of them does not help.
     """
     overridden = scores.has_brand(table.brands)
-    governed = ~scores.has_ref_kind(table.kinds) & ~overridden
+    governed = (scores.governing_kind(table.kinds) == "") & ~overridden
     cands = np.unique(scores.score[governed & (scores.score > table.default)])
     top = np.nextafter(float(scores.score.max()), np.inf)  # flags none of them
     cands = np.append(cands, top)

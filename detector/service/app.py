@@ -183,6 +183,7 @@ class MatchModel(BaseModel):
     shape_iou: float | None = None
     logo_area: str | None = None
     mirrored: bool = False
+    verified: bool = False
 
 
 class VerdictModel(BaseModel):

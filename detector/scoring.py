@@ -219,6 +219,7 @@ class Detector:
         # Decoded reference features of the current index generation (decoding costs ~1 ms).
         self._features: dict[int, LocalFeatures] = {}
         self._features_bytes = 0  # descriptor bytes held in self._features
+        self._unreadable: set[int] = set()  # refs whose blob failed to decode (logged once)
         self._features_generation = -1
         self._features_lock = threading.Lock()
 
@@ -496,23 +497,28 @@ class Detector:
     def _reference_features(self, index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:
         """Stored local features by ref id, decoded once per index generation (up to
         :data:`FEATURES_CACHE_BYTES` of descriptors kept). A corrupt blob is logged and
-        treated as absent: that candidate is not verified, the listing is still scored."""
+        treated as absent: that candidate is not verified, the listing is still scored (logged
+        once per index generation, not for every listing that meets it)."""
         with self._features_lock:
             if self._features_generation != index.generation:
-                self._features, self._features_bytes = {}, 0
+                self._features, self._features_bytes, self._unreadable = {}, 0, set()
                 self._features_generation = index.generation
             found = {rid: self._features[rid] for rid in ref_ids if rid in self._features}
+            skip = set(found) | self._unreadable
         decoded: dict[int, LocalFeatures] = {}
-        missing = [rid for rid in dict.fromkeys(ref_ids) if rid not in found]
+        unreadable: set[int] = set()
+        missing = [rid for rid in dict.fromkeys(ref_ids) if rid not in skip]
         for start in range(0, len(missing), 1000):
             for rid, blob in index.get_aux(missing[start : start + 1000]).items():
                 try:
                     decoded[rid] = LocalFeatures.from_bytes(blob)
                 except DetectorError as e:
+                    unreadable.add(rid)
                     log.warning("reference %d: unreadable local features, not verified (%s)", rid, e)
-        if decoded:
+        if decoded or unreadable:
             with self._features_lock:
                 if self._features_generation == index.generation:
+                    self._unreadable |= unreadable
                     fresh = {rid: f for rid, f in decoded.items() if rid not in self._features}
                     added = sum(f.descriptors.nbytes for f in fresh.values())
                     if self._features_bytes + added > FEATURES_CACHE_BYTES:

@@ -188,9 +188,11 @@ def test_a_corrupt_features_blob_skips_verification_of_that_reference_only(tiny_
         conn.execute("UPDATE ref_aux SET data = ? WHERE ref_id = ?", (b"not an npz", ref.id))
     config = {"verify": {"top_candidates": 30, "local_candidates": 5}}
     with Detector.open(tiny_index_copy, device="cpu", config=config) as det, caplog.at_level("WARNING"):
-        verdict = det.score(logo)
-    assert verdict.error is None
-    by_ref = {m.ref_id: m for m in verdict.matches}
-    assert by_ref[ref.id].inliers is None and by_ref[ref.id].score == by_ref[ref.id].cosine
-    assert any(m.inliers is not None for m in verdict.matches if m.ref_id != ref.id)
-    assert f"reference {ref.id}: unreadable local features" in caplog.text
+        verdicts = [det.score(logo), det.score(logo)]
+    for verdict in verdicts:
+        assert verdict.error is None
+        by_ref = {m.ref_id: m for m in verdict.matches}
+        assert by_ref[ref.id].inliers is None and by_ref[ref.id].score == by_ref[ref.id].cosine
+        assert any(m.inliers is not None for m in verdict.matches if m.ref_id != ref.id)
+    # Logged once, not for every listing that meets the reference.
+    assert caplog.text.count(f"reference {ref.id}: unreadable local features") == 1

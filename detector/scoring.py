@@ -584,12 +584,13 @@ class Detector:
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
         stored = self._reference_features(index, [m.ref_id for m in chosen + products])
-        verified: dict[int, ScoredMatch] = {}
+        checked: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
             reference = stored.get(m.ref_id)
             if reference is None:
                 continue
-            score, inliers, box, iou, located, mirrored, accepted = m.cosine, m.inliers, m.box, None, False, False, False
+            score, inliers, box, iou = m.cosine, m.inliers, m.box, None
+            located = mirrored = accepted = False
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
@@ -608,7 +609,7 @@ class Detector:
                 score += bonus
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
-            verified[m.ref_id] = replace(
+            checked[m.ref_id] = replace(
                 m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored, verified=accepted
             )
         for m in products:  # the product photo's logo area must be in the listing, not only its scene
@@ -619,14 +620,14 @@ class Detector:
                 features = query_features(image, vcfg)
             result = verify(features, reference, vcfg)
             outcome = logo_area_verdict(result, vcfg)
-            verified[m.ref_id] = replace(
+            checked[m.ref_id] = replace(
                 m,
                 score=m.cosine + vcfg.logo_weight * outcome,
                 inliers=result.inliers,
                 box=result.logo_box if outcome > 0 and result.logo_box else m.box,
                 logo_area=_LOGO_AREA[outcome],
             )
-        return [verified.get(m.ref_id, m) for m in candidates]
+        return [checked.get(m.ref_id, m) for m in candidates]
 
     def _decide(
         self, name: str, image: Image.Image, candidates: list[ScoredMatch], brand_scores: list[BrandScore]

@@ -25,7 +25,7 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.silhouettes import canonical_mask, reference_mask
-from detector.verify import VerifyConfig, reference_features
+from detector.verify import VerifyConfig, appearance_thumbnail, reference_features
 from index.atomic import atomic_write_json
 from index.records import KINDS, NewReference
 from index.store import ReferenceIndex
@@ -290,14 +290,15 @@ def _prepare_chunk(
 def _features_blob(
     image: Any, kind: str, view: Any, config: VerifyConfig, logo_box: tuple[int, int, int, int] | None = None
 ) -> bytes:
-    """Local features of a reference's first view, with the mark's canonical silhouette
-    for logos (the scorer's shape check; see :mod:`detector.silhouettes`) and the logo's
-    box on a product photo (its logo-area check)."""
+    """Local features of a reference's first view, with the mark's canonical silhouette and
+    appearance thumbnail for logos (the scorer's shape check, see :mod:`detector.silhouettes`,
+    and verification's appearance check) and the logo's box on a product photo (its
+    logo-area check)."""
     features = replace(reference_features(view, config), logo_box=logo_box)
     if kind == "logo":
         mask = reference_mask(image)
         silhouette = canonical_mask(mask) if mask is not None else None
-        features = replace(features, silhouette=silhouette)
+        features = replace(features, silhouette=silhouette, appearance=appearance_thumbnail(features))
     return features.to_bytes()
 
 

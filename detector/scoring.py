@@ -590,7 +590,7 @@ class Detector:
             if reference is None:
                 continue
             score, inliers, box, iou = m.cosine, m.inliers, m.box, None
-            located = mirrored = accepted = False
+            located = mirrored = confirmed = False
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
@@ -600,8 +600,8 @@ class Detector:
                     if flipped.accepted_inliers > result.accepted_inliers:
                         result, mirrored = _unmirrored(flipped, image.width), True
                 score, inliers = fuse_scores(m.cosine, result.accepted_inliers, vcfg), result.inliers
-                accepted = result.accepted
-                located = accepted and result.box is not None
+                confirmed = result.confirmed
+                located = result.accepted and result.box is not None
                 box = result.box if located else m.box
             if check_shapes and rank < scfg.top_candidates and reference.silhouette is not None:
                 iou, mark = shapes.query.match(reference.silhouette)
@@ -610,7 +610,7 @@ class Detector:
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
             checked[m.ref_id] = replace(
-                m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored, verified=accepted
+                m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored, verified=confirmed
             )
         for m in products:  # the product photo's logo area must be in the listing, not only its scene
             reference = stored.get(m.ref_id)

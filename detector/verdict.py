@@ -26,9 +26,10 @@ class ScoredMatch:
             area is in the listing, not only the scene), ``"missing"`` or ``"undecided"``;
             None when not checked.
         mirrored: True when RANSAC confirmed the reference mirrored in the listing.
-        verified: True when geometric verification accepted this reference (RANSAC found it
-            in the listing); such a match is held to the ``<kind>:verified`` threshold when
-            the table has one (:mod:`detector.thresholds`).
+        verified: True when geometric verification accepted this reference and, where the
+            index holds its appearance, the listing's rectified region looks like it
+            (:attr:`detector.verify.Verification.confirmed`); such a match is held to the
+            ``<kind>:verified`` threshold when the table has one (:mod:`detector.thresholds`).
     """
 
     ref_id: int

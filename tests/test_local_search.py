@@ -169,3 +169,14 @@ def test_a_verified_match_is_held_to_the_verified_threshold(logo_index):
     assert (flagged.threshold, flagged.threshold_source) == (-1.0, "kind:logo:verified")
     assert not any(m.verified for m in clear.matches)
     assert not clear.flagged and clear.threshold_source == "default"
+
+
+def test_indexed_logos_carry_their_appearance_thumbnail(logo_index):
+    from detector.verify import APPEARANCE_SIDE, LocalFeatures
+    from index.store import ReferenceIndex
+
+    with ReferenceIndex.open(logo_index) as index:
+        blobs = index.get_aux([r.id for r in index.references()])
+    thumbs = [LocalFeatures.from_bytes(b).appearance for b in blobs.values()]
+    assert len(thumbs) == len(SLUGS)
+    assert all(t is not None and t.shape == (APPEARANCE_SIDE, APPEARANCE_SIDE) and t.std() > 10 for t in thumbs)

@@ -79,3 +79,14 @@ def test_repost_matches_the_logo_area_and_the_bare_scene_misses_it(product_index
     assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360 and x0 >= 0.7 * LOGO_AT[0] * 0.75
     assert seen["bare"].logo_area == "missing"
     assert seen["bare"].score == pytest.approx(seen["bare"].cosine - weight)
+
+
+def test_product_photos_carry_no_appearance_thumbnail(product_index):
+    """The appearance check is for logos; a product photo's area is checked by its keypoints."""
+    from detector.verify import LocalFeatures
+    from index.store import ReferenceIndex
+
+    _, index_dir, _ = product_index
+    with ReferenceIndex.open(index_dir) as index:
+        blobs = index.get_aux([r.id for r in index.references()])
+    assert blobs and all(LocalFeatures.from_bytes(b).appearance is None for b in blobs.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,9 +18,11 @@ from detector.verify import (
     VerifyConfig,
     _degenerate,
     _project_outline,
+    appearance_thumbnail,
     extract_features,
     fuse_scores,
     query_features,
+    rectified_similarity,
     reference_features,
     verify,
 )
@@ -127,6 +130,37 @@ def test_features_round_trip_through_bytes_exactly(starbucks_scene):
     assert len(ref.to_bytes()) < 140 * len(ref) + 2000
 
 
+def test_the_appearance_of_a_true_match_agrees_and_a_misplaced_one_does_not(starbucks_scene, config):
+    """The rectified listing region lines up with the reference's edges only where RANSAC
+    put it: shifting the same homography by a sixth of the logo lands on coffee texture."""
+    ref, query, _ = starbucks_scene
+    ref = replace(ref, appearance=appearance_thumbnail(ref))
+    result = verify(query, ref, config)
+    assert result.accepted and result.confirmed and result.appearance >= config.min_appearance
+    homography = np.asarray(result.homography)
+    shift = ref.image_size[0] / 6
+    misplaced = homography @ np.array([[1.0, 0.0, shift], [0.0, 1.0, shift], [0.0, 0.0, 1.0]])
+    assert rectified_similarity(query, ref, misplaced) < 0.2 < result.appearance - 0.3
+    # An unmet bar leaves the verification accepted (its inliers still count) but unconfirmed.
+    strict = verify(query, ref, replace(config, min_appearance=0.99))
+    assert strict.accepted and not strict.confirmed and strict.inliers == result.inliers
+    # Without a thumbnail (an older index) or with the check off, acceptance confirms.
+    assert verify(query, replace(ref, appearance=None), config).confirmed
+    assert verify(query, ref, replace(config, min_appearance=-1)).appearance is None
+
+
+def test_appearance_round_trips_and_is_never_stored_for_queries(starbucks_scene):
+    ref, query, _ = starbucks_scene
+    thumb = appearance_thumbnail(ref)
+    assert thumb.shape == (64, 64) and thumb.dtype == np.uint8
+    back = LocalFeatures.from_bytes(replace(ref, appearance=thumb).to_bytes())
+    assert np.array_equal(back.appearance, thumb) and back.pixels is None
+    assert LocalFeatures.from_bytes(query.to_bytes()).pixels is None  # the working copy stays in memory
+    buffer = io.BytesIO(replace(ref, appearance=np.zeros((4, 8), np.uint8)).to_bytes())
+    with pytest.raises(DetectorError, match="appearance"):
+        LocalFeatures.from_bytes(buffer.getvalue())
+
+
 def test_from_bytes_never_unpickles_and_rejects_garbage():
     buffer = io.BytesIO()
     np.savez(buffer, keypoints=np.array([object()], dtype=object))
@@ -222,7 +256,8 @@ def test_fuse_floor_lifts_only_verified_candidates():
 @pytest.mark.parametrize(
     "kwargs",
     [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0},
-     {"min_area_fraction": 2.0}, {"max_distortion": 0.5}, {"min_corner_angle": 90}],
+     {"min_area_fraction": 2.0}, {"max_distortion": 0.5}, {"min_corner_angle": 90},
+     {"min_appearance": 1.5}],
 )
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ConfigError):

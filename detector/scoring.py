@@ -54,7 +54,7 @@ from index.store import ReferenceIndex
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FEATURES_CACHE_BYTES = 256 * 2**20  # decoded reference descriptors kept between calls
+FEATURES_CACHE_BYTES = 256 * 2**20  # decoded reference features (LocalFeatures.nbytes) kept between calls
 THRESHOLDS_DIR = REPO_ROOT / "configs" / "thresholds"
 
 
@@ -218,7 +218,7 @@ class Detector:
         self._local_lock = threading.Lock()
         # Decoded reference features of the current index generation (decoding costs ~1 ms).
         self._features: dict[int, LocalFeatures] = {}
-        self._features_bytes = 0  # descriptor bytes held in self._features
+        self._features_bytes = 0  # LocalFeatures.nbytes held in self._features
         self._unreadable: set[int] = set()  # refs whose blob failed to decode (logged once)
         self._features_generation = -1
         self._features_lock = threading.Lock()
@@ -496,7 +496,7 @@ class Detector:
 
     def _reference_features(self, index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:
         """Stored local features by ref id, decoded once per index generation (up to
-        :data:`FEATURES_CACHE_BYTES` of descriptors kept). A corrupt blob is logged and
+        :data:`FEATURES_CACHE_BYTES` of them kept). A corrupt blob is logged and
         treated as absent: that candidate is not verified, the listing is still scored (logged
         once per index generation, not for every listing that meets it)."""
         with self._features_lock:
@@ -520,7 +520,7 @@ class Detector:
                 if self._features_generation == index.generation:
                     self._unreadable |= unreadable
                     fresh = {rid: f for rid, f in decoded.items() if rid not in self._features}
-                    added = sum(f.descriptors.nbytes for f in fresh.values())
+                    added = sum(f.nbytes for f in fresh.values())
                     if self._features_bytes + added > FEATURES_CACHE_BYTES:
                         self._features, self._features_bytes = {}, 0
                     self._features.update(fresh)

@@ -95,6 +95,12 @@ class LocalFeatures:
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays a stored blob decodes to (``pixels`` excluded)."""
+        arrays = (self.keypoints, self.descriptors, self.silhouette, self.appearance)
+        return sum(a.nbytes for a in arrays if a is not None)
+
     def to_bytes(self) -> bytes:
         """Serialise to a compact ``.npz`` (no pickle); inverse of :meth:`from_bytes`."""
         buffer = io.BytesIO()

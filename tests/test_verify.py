@@ -155,6 +155,7 @@ def test_appearance_round_trips_and_is_never_stored_for_queries(starbucks_scene)
     assert thumb.shape == (64, 64) and thumb.dtype == np.uint8
     back = LocalFeatures.from_bytes(replace(ref, appearance=thumb).to_bytes())
     assert np.array_equal(back.appearance, thumb) and back.pixels is None
+    assert back.nbytes == ref.keypoints.nbytes + ref.descriptors.nbytes + thumb.nbytes  # the cache's budget
     assert LocalFeatures.from_bytes(query.to_bytes()).pixels is None  # the working copy stays in memory
     buffer = io.BytesIO(replace(ref, appearance=np.zeros((4, 8), np.uint8)).to_bytes())
     with pytest.raises(DetectorError, match="appearance"):

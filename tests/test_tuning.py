@@ -19,7 +19,7 @@ from detector.evaluation.tuning import (
     split_random,
     tune_thresholds,
 )
-from detector.thresholds import load_thresholds, save_thresholds
+from detector.thresholds import Thresholds, load_thresholds, save_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,38 @@ def test_verified_matches_get_their_own_lower_threshold() -> None:
     assert r.thresholds.for_match("b0", "logo").value > 0.94
     assert r.expected.recall == pytest.approx(1.0, abs=0.02)
     assert r.global_only.recall == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_kind_and_its_verified_entry_share_the_bounds_at_their_best() -> None:
+    """Each slot alone spends the one allowed false flag; the table must choose where it buys
+    the most recall. The tuned table matches a brute-force search over both entries."""
+    rng = np.random.default_rng(3)
+    queries, preds = [], []
+
+    def add(brand, score, key, truth):
+        queries.append(Query(f"q{len(queries)}", truth))
+        preds.append(Prediction(len(queries) - 1, brand, float(score), key))
+
+    for i in range(30):
+        add(f"b{i % 5}", rng.uniform(0.90, 0.99), "logo", f"b{i % 5}")
+        add(f"b{i % 5}", rng.uniform(0.70, 0.85), "logo:verified", f"b{i % 5}")
+    for score in rng.uniform(0.5, 0.97, 40):
+        add("b0", score, "logo", None)
+    add("b1", 0.72, "logo:verified", None)
+    s = EvalScores.from_predictions(queries, preds)
+    bounds = {"target_precision": 0.9, "max_fpr": 1 / 41}
+    r = tune_thresholds(s, min_support=10, per_brand=False, n_boot=0, **bounds)
+    assert r.met
+    values = {k: np.unique(s.score[s.ref_kind == k]) for k in ("logo", "logo:verified")}
+    best = 0.0
+    for plain in values["logo"]:
+        for verified in values["logo:verified"]:
+            table = Thresholds.from_dict({"default": 2.0, "kinds": {"logo": plain, "logo:verified": verified}})
+            d = evaluate_decisions(s, table, n_boot=0)
+            if d.precision >= bounds["target_precision"] and d.fpr <= bounds["max_fpr"]:
+                best = max(best, d.recall)
+    assert r.expected.recall == pytest.approx(best)
+    assert r.expected.fpr <= bounds["max_fpr"]
 
 
 def test_verified_predictions_fall_back_to_their_kinds_entry() -> None:

@@ -145,6 +145,9 @@ def tune_thresholds(
 ) -> TuningResult:
     """Pick the thresholds with the most recall that keep precision (and FPR) within bounds.
 
+    A global threshold first, then kind and brand overrides slot by slot, then a joint search
+    of the kind entries and the default against the whole table (:func:`_polish_shared`).
+
     Args:
         scores: Labelled predictions (``scores.score_name`` becomes the table's ``score``).
         target_precision: Minimum query-level precision, in (0, 1]; None for no precision bound.
@@ -787,8 +790,9 @@ def _polish_shared(
     Slot-by-slot tuning gives each entry its own share of the bounds; once a kind's verified
     evidence has an entry of its own, the table with the most recall often spends the bounds
     unevenly between them (measured on the benchmark's tuning sets, effnet-lite0
-    ``thorough``: the slot-wise table flagged 0.403 of branded listings, while logo 0.986 /
-    logo:verified 0.83 flagged 0.455 within the same bounds). So each kind and its verified
+    ``thorough``, seeds 0 and 2: the slot-wise table, logo 1.065 / logo:verified 0.76,
+    flagged 0.403 of branded listings; this search found logo 0.995 / logo:verified 0.76,
+    0.468, within the same bounds). So each kind and its verified
     entry (both with ``min_support`` positives) are first searched jointly, ``pair_candidates``
     values each; then every entry in turn, holding the others. Candidate thresholds are the
     scores that can change a decision (true matches and each query's three best wrong ones),

@@ -83,6 +83,7 @@ def load_image(
     name: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: int | None = None,
+    keep_alpha: bool = False,
 ) -> Image.Image:
     """Open any supported image and return it as a fully decoded 8-bit RGB ``PIL.Image``.
 
@@ -98,9 +99,13 @@ def load_image(
             as long as the shorter side stays >= ``draft_size``. The pixels then differ
             slightly from a full decode followed by a resize, so use it for every image of a
             vector set or for none.
+        keep_alpha: Return an image with transparency as 8-bit ``RGBA``, not composited on
+            white (a logo's alpha channel is its exact mark; see :mod:`detector.silhouettes`).
+            Images without transparency still come back RGB.
 
     Returns:
-        A new (or, for an RGB ``PIL.Image`` input, possibly the same) loaded RGB image.
+        A new (or, for an RGB ``PIL.Image`` input, possibly the same) loaded RGB (or, with
+        ``keep_alpha``, RGBA) image.
 
     Raises:
         ImageLoadError: The item is missing, empty, truncated, not a supported image, or
@@ -114,7 +119,7 @@ def load_image(
         raise ValueError(f"max_pixels must be > 0, got {max_pixels}")
     if isinstance(source, Image.Image):
         item = name or getattr(source, "filename", None) or "<image>"
-        return _normalise(source, item, max_pixels, draft_size)
+        return _normalise(source, item, max_pixels, draft_size, keep_alpha)
 
     item, stream, owned = _open_stream(source, name)
     try:
@@ -126,7 +131,7 @@ def load_image(
             except (OSError, SyntaxError, ValueError) as e:
                 raise ImageLoadError(item, f"cannot read image header: {e}") from e
             with img:
-                rgb = _normalise(img, item, max_pixels, draft_size)
+                rgb = _normalise(img, item, max_pixels, draft_size, keep_alpha)
                 # Detach the result from the file we are about to close (RGB input comes back
                 # as the very same object).
                 return rgb.copy() if rgb is img else rgb
@@ -265,8 +270,10 @@ def _bomb_errors(item: str) -> Iterator[None]:
             raise ImageLoadError(item, f"refused as a decompression bomb: {e}") from e
 
 
-def _normalise(img: Image.Image, item: str, max_pixels: int, draft_size: int | None) -> Image.Image:
-    """Check size, decode the first frame, convert to RGB and apply EXIF orientation."""
+def _normalise(
+    img: Image.Image, item: str, max_pixels: int, draft_size: int | None, keep_alpha: bool = False
+) -> Image.Image:
+    """Check size, decode the first frame, convert to RGB (or RGBA) and apply EXIF orientation."""
     if img.format is not None and img.format not in SUPPORTED_FORMATS:
         raise ImageLoadError(
             item, f"unsupported format {img.format}; supported: {sorted(SUPPORTED_FORMATS)}"
@@ -285,7 +292,7 @@ def _normalise(img: Image.Image, item: str, max_pixels: int, draft_size: int | N
         # Image.open leaves animated and multi-page images on their first frame; load() decodes
         # only that one (asking for n_frames would scan the whole file).
         img.load()
-        rgb = to_rgb(img)
+        rgb = to_rgb(img, keep_alpha=keep_alpha)
         # Read after load(): a PNG may keep its eXIf chunk after the image data.
         orientation = _orientation(img)
     except ImageLoadError:
@@ -312,11 +319,12 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image, *, keep_alpha: bool = False) -> Image.Image:
     """Convert an already decoded image of any PIL mode to 8-bit RGB.
 
-    Transparency (alpha channels and palette/RGB/L transparency keys) is composited on white;
-    16-bit and float greyscale are scaled, not clipped. RGB input is returned as is.
+    Transparency (alpha channels and palette/RGB/L transparency keys) is composited on white,
+    or with ``keep_alpha`` kept as 8-bit RGBA; 16-bit and float greyscale are scaled, not
+    clipped. RGB input is returned as is.
     """
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
@@ -327,6 +335,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")
+        if keep_alpha:
+            return rgba
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")

@@ -266,7 +266,9 @@ def _prepare_chunk(
     def prepare(entry: tuple[ReferenceItem, bytes, str]) -> _Prepared | Failure:
         item, data, sha = entry
         try:
-            image = load_image(data, name=str(item.path))
+            # RGBA when transparent: trimming and a logo's silhouette read its alpha channel
+            # (composited on white, a mark that touches the image's corners has no border).
+            image = load_image(data, name=str(item.path), keep_alpha=True)
             views = reference_views(image, item.kind, prep)
             features = None
             if verify_config is not None:

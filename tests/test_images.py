@@ -141,6 +141,17 @@ def test_rgba_transparent_pixels_become_white():
     assert img.getpixel((8, 8)) == WHITE
 
 
+def test_keep_alpha_returns_rgba_only_for_transparent_images():
+    arr = np.zeros((10, 10, 4), np.uint8)
+    arr[:, :5] = (255, 0, 0, 255)
+    kept = load_image(encode(Image.fromarray(arr, "RGBA"), "PNG"), keep_alpha=True)
+    assert kept.mode == "RGBA" and kept.getpixel((8, 8)) == (0, 0, 0, 0)  # not composited
+    pal = Image.new("P", (6, 6), 0)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
+    assert load_image(encode(pal, "GIF", transparency=0), keep_alpha=True).getpixel((0, 0)) == (0, 0, 0, 0)
+    assert load_image(encode(red_left_blue_right(), "PNG"), keep_alpha=True).mode == "RGB"
+
+
 def test_half_transparent_pixels_blend_with_white():
     img = load_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
     assert close_to(img.getpixel((0, 0)), (127, 127, 127), 2)

@@ -177,6 +177,33 @@ def test_features_blob_carries_the_silhouette_and_old_blobs_have_none():
         LocalFeatures.from_bytes(bad.to_bytes())
 
 
+def test_indexing_takes_the_silhouette_from_the_alpha_of_a_mark_that_touches_its_corners(tmp_path):
+    """Tight logos (e.g. rendered SVGs) fill their corners: composited on white they have no
+    uniform border, so only the alpha channel separates the mark (23 % of the benchmark's
+    logos had no silhouette when indexing read the composited image)."""
+    from detector.indexing import run_indexing
+    from index.store import ReferenceIndex
+
+    tight = Image.new("RGBA", (160, 120), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(tight)
+    draw.rectangle([0, 60, 159, 119], fill=(40, 160, 60, 255))  # a bar along the bottom edge
+    draw.ellipse([40, 0, 120, 80], fill=(40, 160, 60, 255))
+    assert reference_mask(tight.convert("RGB")) is None  # what compositing used to leave
+    (tmp_path / "refs" / "acme").mkdir(parents=True)
+    tight.save(tmp_path / "refs" / "acme" / "logo.png")
+    run_indexing(
+        tmp_path / "refs", tmp_path / "index", preset="tiny-clip-test", default_kind="logo",
+        embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True),
+    )
+    with ReferenceIndex.open(tmp_path / "index", writable=False) as index:
+        (ref,) = index.references()
+        stored = LocalFeatures.from_bytes(index.get_aux([ref.id])[ref.id])
+        vectors = index.info().vectors
+    assert np.array_equal(stored.silhouette, canonical_mask(_alpha_mask(tight)))
+    plain_views = len(reference_views(tight, "logo", ReferencePrepConfig()))
+    assert vectors == plain_views + 1  # the silhouette view is indexed too
+
+
 # --- the scorer's silhouette channel (tiny preset) -------------------------------------------
 
 

@@ -456,6 +456,16 @@ class Detector:
                 added, voted = self._voted(index, flipped, regions, vectors, candidates)
                 candidates += added
                 local = replace(local, mirrored=flipped, mirrored_voted=frozenset(voted))
+        if len(shapes.query):
+            per_mark = self.config.silhouettes.per_mark_candidates
+            shapes = replace(
+                shapes,
+                picks=frozenset(
+                    rid for r, region in enumerate(regions) if region.source == "silhouette"
+                    for rid in ref_ids[r][:per_mark].tolist() if rid >= 0
+                ),
+                unconfirmed=self._silhouette_matched(index, regions, vectors, candidates),
+            )
         candidates = self._verify(index, image, candidates, shapes, local)
         candidates.sort(key=lambda m: (-m.score, m.ref_id))
         brand_scores = _best_per_brand(candidates)
@@ -483,6 +493,24 @@ class Detector:
             hits = np.nonzero(ref_ids[r] == rid)[0]
             if len(hits) and (found[0] is None or scores[r][hits[0]] > found[0]):
                 found = (float(scores[r][hits[0]]), r)
+        return found
+
+    def _silhouette_matched(
+        self, index: ReferenceIndex, regions: list[Region], vectors: np.ndarray, candidates: list[ScoredMatch]
+    ) -> dict[int, float]:
+        """Candidates whose best similarity comes from a mark's silhouette, with their best
+        similarity over the other regions (what counts unless the shape confirms them)."""
+        marks = [r for r, region in enumerate(regions) if region.source == "silhouette"]
+        others = [r for r, region in enumerate(regions) if region.source != "silhouette"]
+        if not marks or self.config.silhouettes.confirm_iou <= 0:
+            return {}
+        stored = index.get_vectors(m.ref_id for m in candidates if m.kind != "product")
+        found = {}
+        for rid, views in stored.items():
+            similarity = vectors @ views.T  # (regions, views)
+            plain = float(similarity[others].max())  # region 0, the whole frame, is never a mark
+            if float(similarity[marks].max()) > plain:
+                found[rid] = plain
         return found
 
     def _local_index(self, index: ReferenceIndex) -> LocalFeatureIndex:
@@ -566,7 +594,9 @@ class Detector:
         voted for by the mirrored listing are also verified against it; the better
         verification counts, and a mirrored one reports ``mirrored`` and an unmirrored box.
 
-        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``; a
+        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``,
+        where a cosine that comes from a mark's silhouette counts only when the shape
+        confirms it (``silhouettes.confirm_iou``; else the best over the other regions); a
         product photo that knows its logo's box instead gets ``cosine ± logo_weight`` when
         its logo area is matched / missing (:func:`detector.verify.logo_area_verdict`).
         """
@@ -580,7 +610,7 @@ class Detector:
         local = local or _LocalSearch()
         features, voted = local.features, local.voted | local.mirrored_voted
         ranked = sorted(eligible, key=lambda m: -m.cosine)
-        chosen = ranked[:top] + [m for m in ranked[top:] if m.ref_id in voted]
+        chosen = ranked[:top] + [m for m in ranked[top:] if m.ref_id in voted or m.ref_id in shapes.picks]
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
         stored = self._reference_features(index, [m.ref_id for m in chosen + products])
@@ -589,8 +619,14 @@ class Detector:
             reference = stored.get(m.ref_id)
             if reference is None:
                 continue
-            score, inliers, box, iou = m.cosine, m.inliers, m.box, None
+            cosine, inliers, box, iou, mark = m.cosine, m.inliers, m.box, None, -1
             located = mirrored = confirmed = False
+            shape_candidate = rank < scfg.top_candidates or m.ref_id in shapes.picks
+            if check_shapes and shape_candidate and reference.silhouette is not None:
+                iou, mark = shapes.query.match(reference.silhouette)
+            if m.ref_id in shapes.unconfirmed and (iou is None or iou < scfg.confirm_iou):
+                cosine = shapes.unconfirmed[m.ref_id]
+            score = cosine
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
                 if features is None:
                     features = query_features(image, vcfg)
@@ -599,12 +635,11 @@ class Detector:
                     flipped = verify(local.mirrored, reference, vcfg)
                     if flipped.accepted_inliers > result.accepted_inliers:
                         result, mirrored = _unmirrored(flipped, image.width), True
-                score, inliers = fuse_scores(m.cosine, result.accepted_inliers, vcfg), result.inliers
+                score, inliers = fuse_scores(cosine, result.accepted_inliers, vcfg), result.inliers
                 confirmed = result.confirmed
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box
-            if check_shapes and rank < scfg.top_candidates and reference.silhouette is not None:
-                iou, mark = shapes.query.match(reference.silhouette)
+            if iou is not None:
                 bonus = shape_bonus(iou, scfg)
                 score += bonus
                 if bonus > 0 and not located:
@@ -627,6 +662,9 @@ class Detector:
                 box=result.logo_box if outcome > 0 and result.logo_box else m.box,
                 logo_area=_LOGO_AREA[outcome],
             )
+        for m in candidates:  # never checked: a silhouette's similarity is unconfirmed
+            if m.ref_id not in checked and m.ref_id in shapes.unconfirmed:
+                checked[m.ref_id] = replace(m, score=shapes.unconfirmed[m.ref_id])
         return [checked.get(m.ref_id, m) for m in candidates]
 
     def _decide(
@@ -661,6 +699,9 @@ class _Marks:
 
     query: QueryShapes
     boxes: list[Box]
+    picks: frozenset[int] = frozenset()  # each mark's own best references (per_mark_candidates)
+    # References matched best by a mark's silhouette -> their similarity over the other regions.
+    unconfirmed: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,34 @@ def test_scorer_checks_shapes_and_reports_boxes_inside_the_image(silhouette_inde
             assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360
 
 
+def test_a_silhouette_similarity_counts_only_when_the_shape_confirms_it(silhouette_index, sample_set):
+    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    brand = logo_path.parent.name
+    logo = Image.open(logo_path).convert("RGBA")
+    logo.thumbnail((160, 160))
+    listing = _textured((480, 360), seed=3)
+    listing.paste(logo, (200, 120), mask=logo)
+    config = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False},
+              "silhouettes": {"enabled": True, "top_candidates": 50}}
+
+    def scores(confirm_iou: float) -> dict[str, tuple[float, float | None]]:
+        options = {**config, "silhouettes": {**config["silhouettes"], "confirm_iou": confirm_iou}}
+        with Detector.open(silhouette_index, device="cpu", config=options) as det:
+            (analysis,) = det.analyse_images([listing], ["listing.png"])
+        matches = {m.ref_id: m for m in analysis.verdict.matches}
+        return {b.brand: (b.score, matches[b.ref_id].shape_iou if b.ref_id in matches else None)
+                for b in analysis.brand_scores}
+
+    ungated, default, strict = scores(0.0), scores(CONFIG.confirm_iou), scores(1.0)
+    assert ungated[brand][1] is not None and ungated[brand][1] >= CONFIG.confirm_iou
+    assert default[brand][0] == pytest.approx(ungated[brand][0])  # its shape confirms it
+    assert default[brand][0] == max(score for score, _ in default.values())
+    # Nothing aligns perfectly: silhouette similarities fall back to the other regions'.
+    assert all(strict[b][0] <= ungated[b][0] + 1e-6 for b in ungated)
+    assert sum(strict[b][0] < ungated[b][0] - 1e-6 for b in ungated) >= 1
+    assert strict[brand][0] < ungated[brand][0]
+
+
 def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
     listings = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
     base = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False}}

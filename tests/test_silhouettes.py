@@ -270,6 +270,24 @@ def test_a_silhouette_similarity_counts_only_when_the_shape_confirms_it(silhouet
     assert strict[brand][0] < ungated[brand][0]
 
 
+def test_each_mark_gets_its_own_best_references_shape_checked(silhouette_index, sample_set):
+    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
+    logo = Image.open(logo_path).convert("RGBA")
+    logo.thumbnail((160, 160))
+    listing = _textured((480, 360), seed=3)
+    listing.paste(logo, (200, 120), mask=logo)
+
+    def checked(per_mark: int) -> set[str]:
+        options = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False},
+                   "silhouettes": {"enabled": True, "top_candidates": 0, "per_mark_candidates": per_mark}}
+        with Detector.open(silhouette_index, device="cpu", config=options) as det:
+            (analysis,) = det.analyse_images([listing], ["listing.png"])
+        return {m.brand for m in analysis.verdict.matches if m.shape_iou is not None}
+
+    assert checked(0) == set()  # no global top candidates, no per-mark ones: nothing checked
+    assert logo_path.parent.name in checked(3)
+
+
 def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
     listings = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
     base = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False}}

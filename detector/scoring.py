@@ -35,6 +35,7 @@ from detector.silhouettes import (
     component_boxes,
     query_mask,
     shape_bonus,
+    shape_floor,
     silhouette_image,
 )
 from detector.thresholds import Thresholds, load_thresholds, threshold_key
@@ -622,9 +623,11 @@ class Detector:
             cosine, inliers, box, iou, mark = m.cosine, m.inliers, m.box, None, -1
             located = mirrored = confirmed = False
             shape_candidate = rank < scfg.top_candidates or m.ref_id in shapes.picks
+            floor = 1.0
             if check_shapes and shape_candidate and reference.silhouette is not None:
                 iou, mark = shapes.query.match(reference.silhouette)
-            if m.ref_id in shapes.unconfirmed and (iou is None or iou < scfg.confirm_iou):
+                floor = shape_floor(reference.silhouette, scfg)
+            if m.ref_id in shapes.unconfirmed and (iou is None or iou < max(scfg.confirm_iou, floor)):
                 cosine = shapes.unconfirmed[m.ref_id]
             score = cosine
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
@@ -640,7 +643,7 @@ class Detector:
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box
             if iou is not None:
-                bonus = shape_bonus(iou, scfg)
+                bonus = shape_bonus(iou, scfg, floor)
                 score += bonus
                 if bonus > 0 and not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not

@@ -84,6 +84,8 @@ class SilhouetteConfig:
             matches of logo-free listings had cosine 0.93-0.98 at aligned IoU 0.3-0.6; true
             logos in photos 0.64-0.78 at 0.8-0.9). 0 lets every silhouette match count.
         weight: Largest shape bonus added to a candidate's score.
+        solidity_floor: A reference's floor (for the bonus and ``confirm_iou``) is at least
+            its mark's solidity (:func:`shape_floor`): a convex blob confirms nothing.
     """
 
     enabled: bool = False
@@ -104,6 +106,7 @@ class SilhouetteConfig:
     iou_floor: float = 0.6
     confirm_iou: float = 0.6
     weight: float = 0.4
+    solidity_floor: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -372,16 +375,47 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return int(np.logical_and(a, b).sum()) / union if union else 0.0
 
 
-def shape_bonus(iou: float, config: SilhouetteConfig) -> float:
-    """``weight * (iou - floor) / (1 - floor)``, clipped to ``[0, weight]``.
+def shape_floor(reference: np.ndarray, config: SilhouetteConfig) -> float:
+    """The aligned IoU above which a reference's shape is evidence: ``iou_floor``, or with
+    ``solidity_floor`` the mark's solidity (its area over its convex hull's) when higher.
+
+    A convex mark (a disc, a square, a shield) aligns with any blob-like mark about as well
+    as its solidity, so only an alignment beyond it says something about *this* mark.
+    Measured on benchmark seed 0 (thorough): the wrong logos that outranked true copies and
+    re-posts through their shape had solidity 0.82-0.91 (median logo 0.59).
 
     Example:
-        >>> shape_bonus(0.75, SilhouetteConfig(iou_floor=0.5, weight=0.4))
+        >>> square = np.zeros((64, 64), np.uint8); square[16:48, 16:48] = 1
+        >>> round(shape_floor(square, SilhouetteConfig(solidity_floor=True)), 2)
+        1.0
+    """
+    import cv2
+
+    if not config.solidity_floor:
+        return config.iou_floor
+    points = cv2.findNonZero(reference.astype(np.uint8))
+    if points is None:
+        return config.iou_floor
+    hull = np.zeros(reference.shape, np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    solidity = float(np.count_nonzero(reference)) / max(int(hull.sum()), 1)
+    return max(config.iou_floor, min(solidity, 1.0))
+
+
+def shape_bonus(iou: float, config: SilhouetteConfig, floor: float | None = None) -> float:
+    """``weight * (iou - floor) / (1 - floor)``, clipped to ``[0, weight]``; ``floor``
+    defaults to ``iou_floor`` (see :func:`shape_floor`).
+
+    Example:
+        >>> shape_bonus(0.75, SilhouetteConfig(enabled=True, iou_floor=0.5, weight=0.4))
         0.2
     """
     if not config.enabled:
         return 0.0
-    support = (iou - config.iou_floor) / (1.0 - config.iou_floor)
+    floor = config.iou_floor if floor is None else floor
+    if floor >= 1.0:
+        return 0.0
+    support = (iou - floor) / (1.0 - floor)
     return config.weight * float(min(max(support, 0.0), 1.0))
 
 

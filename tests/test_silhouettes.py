@@ -19,6 +19,7 @@ from detector.silhouettes import (
     query_mask,
     reference_mask,
     shape_bonus,
+    shape_floor,
     silhouette_image,
 )
 from detector.verify import LocalFeatures, VerifyConfig, extract_features
@@ -135,6 +136,16 @@ def test_shape_bonus_is_bounded_and_off_when_disabled():
     assert shape_bonus(0.75, cfg) == pytest.approx(0.2)
     assert shape_bonus(1.0, cfg) == pytest.approx(0.4)
     assert shape_bonus(1.0, SilhouetteConfig(enabled=False)) == 0.0
+
+
+def test_a_convex_mark_raises_its_own_floor_to_its_solidity():
+    cfg = SilhouetteConfig(enabled=True, iou_floor=0.6, weight=0.4)
+    disc, mark = canonical_mask(_alpha_mask(_disc())), canonical_mask(_alpha_mask(_mark()))
+    assert shape_floor(disc, cfg) > 0.95  # a disc aligns with any round blob
+    assert shape_floor(mark, cfg) == pytest.approx(0.6)  # the L with a dot is far from convex
+    assert shape_bonus(0.9, cfg, shape_floor(disc, cfg)) == 0.0
+    assert shape_bonus(0.9, cfg, shape_floor(mark, cfg)) == pytest.approx(0.3)
+    assert shape_floor(disc, SilhouetteConfig(enabled=True, iou_floor=0.6, solidity_floor=False)) == 0.6
 
 
 def test_silhouette_image_is_a_black_mark_on_a_white_square():

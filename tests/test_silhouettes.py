@@ -231,13 +231,18 @@ def silhouette_index(sample_set, tmp_path_factory):
     return index_dir
 
 
-def test_scorer_checks_shapes_and_reports_boxes_inside_the_image(silhouette_index, sample_set):
-    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
-    brand = logo_path.parent.name
+def _pasted_logo(sample_set) -> tuple[str, Image.Image]:
+    """(brand, a textured 480x360 listing with that brand's sample logo pasted on it)."""
+    logo_path = min(sample_set.references_dir.glob("*/logo.png"))
     logo = Image.open(logo_path).convert("RGBA")
     logo.thumbnail((160, 160))
     listing = _textured((480, 360), seed=3)
     listing.paste(logo, (200, 120), mask=logo)
+    return logo_path.parent.name, listing
+
+
+def test_scorer_checks_shapes_and_reports_boxes_inside_the_image(silhouette_index, sample_set):
+    brand, listing = _pasted_logo(sample_set)
     buffer = io.BytesIO()
     listing.save(buffer, "PNG")
     config = {"regions": {"enabled": True, "max_regions": 5}, "silhouettes": {"enabled": True}}
@@ -254,12 +259,7 @@ def test_scorer_checks_shapes_and_reports_boxes_inside_the_image(silhouette_inde
 
 
 def test_a_silhouette_similarity_counts_only_when_the_shape_confirms_it(silhouette_index, sample_set):
-    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
-    brand = logo_path.parent.name
-    logo = Image.open(logo_path).convert("RGBA")
-    logo.thumbnail((160, 160))
-    listing = _textured((480, 360), seed=3)
-    listing.paste(logo, (200, 120), mask=logo)
+    brand, listing = _pasted_logo(sample_set)
     config = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False},
               "silhouettes": {"enabled": True, "top_candidates": 50}}
 
@@ -282,11 +282,7 @@ def test_a_silhouette_similarity_counts_only_when_the_shape_confirms_it(silhouet
 
 
 def test_each_mark_gets_its_own_best_references_shape_checked(silhouette_index, sample_set):
-    logo_path = sorted(sample_set.references_dir.glob("*/logo.png"))[0]
-    logo = Image.open(logo_path).convert("RGBA")
-    logo.thumbnail((160, 160))
-    listing = _textured((480, 360), seed=3)
-    listing.paste(logo, (200, 120), mask=logo)
+    brand, listing = _pasted_logo(sample_set)
 
     def checked(per_mark: int) -> set[str]:
         options = {"regions": {"enabled": True, "max_regions": 5}, "verify": {"enabled": False},
@@ -296,7 +292,7 @@ def test_each_mark_gets_its_own_best_references_shape_checked(silhouette_index, 
         return {m.brand for m in analysis.verdict.matches if m.shape_iou is not None}
 
     assert checked(0) == set()  # no global top candidates, no per-mark ones: nothing checked
-    assert logo_path.parent.name in checked(3)
+    assert brand in checked(3)
 
 
 def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):

@@ -5,7 +5,8 @@ so all of them agree on what an image *is*:
 
 * sources: a path, raw bytes, a binary file object or an already opened ``PIL.Image``;
 * EXIF orientation is applied (phone photos are stored sideways with a rotation tag);
-* every mode becomes 8-bit RGB: palette, CMYK, 16-bit and float greyscale, ``1``, ``LA``,
+* every mode becomes 8-bit RGB (or, on request, RGBA when the image has transparency):
+  palette, CMYK, 16-bit and float greyscale, ``1``, ``LA``,
   ``RGBA`` and palette/RGB/L images with a transparency key; transparent pixels are
   composited on **white**, because brand logos are often transparent PNGs meant for a
   white page (black would turn a dark logo into a black square);

@@ -379,8 +379,9 @@ def shape_floor(reference: np.ndarray, config: SilhouetteConfig) -> float:
     """The aligned IoU above which a reference's shape is evidence: ``iou_floor``, or with
     ``solidity_floor`` the mark's solidity (its area over its convex hull's) when higher.
 
-    A convex mark (a disc, a square, a shield) aligns with any blob-like mark about as well
-    as its solidity, so only an alignment beyond it says something about *this* mark.
+    A convex mark (solidity near 1: a disc, a square, a shield) aligns well with any blob
+    a photo segments into (a text block, a price tag), so its alignment says little; with
+    the floor at its solidity only aligned concave detail (holes, notches, strokes) counts.
     Measured on benchmark seed 0 (thorough): the wrong logos that outranked true copies and
     re-posts through their shape had solidity 0.82-0.91 (median logo 0.59).
 

@@ -22,7 +22,7 @@ from detector.silhouettes import (
     shape_floor,
     silhouette_image,
 )
-from detector.verify import LocalFeatures, VerifyConfig, extract_features
+from detector.verify import LocalFeatures, extract_features
 
 pytest.importorskip("cv2")
 
@@ -304,7 +304,7 @@ def test_silhouettes_off_leave_scores_unchanged(silhouette_index, sample_set):
 
 
 def test_regions_can_feed_silhouettes_without_embedding_their_crops(silhouette_index, sample_set):
-    listing = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[0]
+    listing = min((sample_set.labels_path.parent / "listings").glob("*.jpg"))
     config = {"regions": {"enabled": True, "max_regions": 4, "embed_crops": False},
               "silhouettes": {"enabled": True, "max_regions": 4, "component_marks": 2}}
     with Detector.open(silhouette_index, device="cpu", config=config) as det:

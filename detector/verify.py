@@ -159,14 +159,9 @@ class LocalFeatures:
                 f"invalid local-features blob: keypoints {keypoints.dtype}{keypoints.shape}, "
                 f"descriptors {descriptors.dtype}{descriptors.shape}"
             )
-        if silhouette is not None and (
-            silhouette.dtype != np.uint8 or silhouette.ndim != 2 or silhouette.shape[0] != silhouette.shape[1]
-        ):
-            raise DetectorError(f"invalid local-features blob: silhouette {silhouette.dtype}{silhouette.shape}")
-        if appearance is not None and (
-            appearance.dtype != np.uint8 or appearance.ndim != 2 or appearance.shape[0] != appearance.shape[1]
-        ):
-            raise DetectorError(f"invalid local-features blob: appearance {appearance.dtype}{appearance.shape}")
+        for name, square in (("silhouette", silhouette), ("appearance", appearance)):
+            if square is not None and (square.dtype != np.uint8 or square.ndim != 2 or square.shape[0] != square.shape[1]):
+                raise DetectorError(f"invalid local-features blob: {name} {square.dtype}{square.shape}")
         if logo_box is not None and (len(logo_box) != 4 or not (logo_box[0] < logo_box[2] and logo_box[1] < logo_box[3])):
             raise DetectorError(f"invalid local-features blob: logo_box {logo_box}")
         return cls(

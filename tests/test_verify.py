@@ -171,6 +171,47 @@ def test_from_bytes_never_unpickles_and_rejects_garbage():
         LocalFeatures.from_bytes(b"not an npz")
 
 
+def _colour_only_scene(scale: float = 0.4, at: tuple[int, int] = (300, 150)):
+    """Starbucks's mark recoloured red on a grey photo of the same brightness (luma 104):
+    in greyscale the mark all but vanishes, in colour it is plain to see."""
+    rng = np.random.default_rng(0)
+    grey = np.clip(104 + rng.normal(0, 3, (480, 640, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
+    mark = _reference("starbucks").convert("L").point(lambda v: 255 if v < 128 else 0)  # the mark's pixels
+    red = Image.new("RGBA", mark.size, (255, 40, 40, 255))
+    red.putalpha(mark)
+    return _paste(Image.fromarray(grey), red, scale, 10, at)
+
+
+def test_chroma_features_find_a_mark_that_differs_only_in_colour():
+    query, true_box = _colour_only_scene()
+    assert abs(np.asarray(query.convert("L"), dtype=float)[true_box[1]:true_box[3], true_box[0]:true_box[2]].mean() - 104) < 15
+    reference = _reference("starbucks")  # as indexed: green on white
+    luma_only = replace(VerifyConfig(), chroma=False)
+    blind = verify(query_features(query, luma_only), reference_features(reference, luma_only), luma_only)
+    assert not blind.accepted
+
+    config = VerifyConfig()
+    assert config.chroma
+    features = query_features(query, config)
+    result = verify(features, reference_features(reference, config), config)
+    assert result.accepted, result.reason
+    assert box_iou(result.box, true_box) >= 0.7
+    # The half-resolution channel's keypoints are mapped back onto the mark, in original pixels.
+    x0, y0, x1, y1 = true_box
+    inside = (features.keypoints[:, 0] > x0 - 4) & (features.keypoints[:, 0] < x1 + 4)
+    inside &= (features.keypoints[:, 1] > y0 - 4) & (features.keypoints[:, 1] < y1 + 4)
+    assert len(features) > 20 and inside.mean() > 0.9
+
+
+def test_chroma_features_share_the_keypoint_budget():
+    photo = _photo()
+    both = extract_features(photo, max_side=640, max_features=300, chroma=True)
+    assert len(both) == 300
+    assert len(extract_features(photo, max_side=640, max_features=5000, chroma=True)) > len(
+        extract_features(photo, max_side=640, max_features=5000)
+    )
+
+
 def test_keypoints_are_in_original_coordinates(config):
     photo = _photo()
     big = photo.resize((1280, 960), Image.Resampling.LANCZOS)

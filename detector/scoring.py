@@ -638,7 +638,7 @@ class Detector:
                     flipped = verify(local.mirrored, reference, vcfg)
                     if flipped.accepted_inliers > result.accepted_inliers:
                         result, mirrored = _unmirrored(flipped, image.width), True
-                score, inliers = fuse_scores(cosine, result.accepted_inliers, vcfg), result.inliers
+                score, inliers = fuse_scores(cosine, result.accepted_inliers, vcfg, result.confirmed), result.inliers
                 confirmed = result.confirmed
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box

@@ -160,11 +160,17 @@ def test_a_verified_match_is_held_to_the_verified_threshold(logo_index):
     data = pytest.importorskip("skimage.data")
     # The tiny random model's cosines are arbitrary: any verified match passes, nothing else.
     table = Thresholds.from_dict({"default": 2.0, "kinds": {"logo:verified": -1.0}})
-    config = {"verify": {"top_candidates": 0, "local_candidates": 3}, "regions": {"enabled": False}}
+    config = {
+        "verify": {"top_candidates": 0, "local_candidates": 3, "confirmed_floor": 1.0},
+        "regions": {"enabled": False},
+    }
     with Detector.open(logo_index, config=config, thresholds=table, device="cpu") as det:
         flagged = det.score(_scene_with("starbucks"))
         clear = det.score(Image.fromarray(data.coffee()).resize((640, 480)))
+        weight, cap = det.config.verify.weight, det.config.verify.inlier_cap
     assert [m.brand for m in flagged.matches if m.verified] == ["starbucks"]
+    confirmed = next(m for m in flagged.matches if m.verified)  # its fused score starts at the confirmed floor
+    assert confirmed.score == pytest.approx(1.0 + weight * min(confirmed.inliers, cap) / cap)
     assert flagged.flagged and flagged.brand == "starbucks"
     assert (flagged.threshold, flagged.threshold_source) == (-1.0, "kind:logo:verified")
     assert not any(m.verified for m in clear.matches)

@@ -203,6 +203,22 @@ def test_chroma_features_find_a_mark_that_differs_only_in_colour():
     assert len(features) > 20 and inside.mean() > 0.9
 
 
+def test_the_appearance_check_sees_a_mark_that_differs_only_in_colour():
+    """The rectified region's edges come from greyscale and chroma together: the red mark on
+    grey of the same brightness is confirmed, and greyscale alone would not confirm it."""
+    query, _ = _colour_only_scene(scale=0.5, at=(200, 100))
+    config = VerifyConfig()
+    features = query_features(query, config)
+    assert features.pixels.shape == (480, 640, 2)
+    reference = reference_features(_reference("starbucks"), config)
+    reference = replace(reference, appearance=appearance_thumbnail(reference))  # as indexed
+    result = verify(features, reference, config)
+    assert result.accepted and result.confirmed, (result.reason, result.appearance)
+    grey_only = replace(features, pixels=features.pixels[..., 0])
+    h = np.asarray(result.homography)
+    assert rectified_similarity(grey_only, reference, h) < config.min_appearance <= result.appearance
+
+
 def test_chroma_features_share_the_keypoint_budget():
     photo = _photo()
     both = extract_features(photo, max_side=640, max_features=300, chroma=True)
@@ -295,11 +311,21 @@ def test_fuse_floor_lifts_only_verified_candidates():
     assert np.all(np.diff(table, axis=0) >= 0) and np.all(np.diff(table, axis=1) >= 0)
 
 
+def test_a_confirmed_verification_gets_its_own_floor():
+    config = VerifyConfig(weight=0.5, inlier_cap=50, cosine_floor=0.7, confirmed_floor=0.85)
+    assert fuse_scores(0.3, 10, config, confirmed=True) == pytest.approx(0.85 + 0.1)
+    assert fuse_scores(0.3, 10, config) == pytest.approx(0.7 + 0.1)  # accepted, not confirmed
+    assert fuse_scores(0.3, 0, config, confirmed=True) == 0.3  # nothing accepted, nothing lifted
+    assert fuse_scores(0.95, 10, config, confirmed=True) == pytest.approx(0.95 + 0.1)
+    unset = replace(config, confirmed_floor=-1.0)
+    assert fuse_scores(0.3, 10, unset, confirmed=True) == fuse_scores(0.3, 10, unset)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0},
      {"min_area_fraction": 2.0}, {"max_distortion": 0.5}, {"min_corner_angle": 90},
-     {"min_appearance": 1.5}],
+     {"min_appearance": 1.5}, {"confirmed_floor": 1.5}],
 )
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ConfigError):

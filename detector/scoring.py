@@ -102,7 +102,7 @@ class ScoringConfig:
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
 # logos inside photos (a few regions and colour components, their mark silhouettes, shape
 # and RANSAC checks) at about a fifth of the default's speed (effnet-lite0, 2-core CPU:
-# 2.4 vs 11.4 images/s); see README "Benchmarks" for measured figures.
+# 2.19 vs 9.66 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {

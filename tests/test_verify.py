@@ -219,6 +219,17 @@ def test_the_appearance_check_sees_a_mark_that_differs_only_in_colour():
     assert rectified_similarity(grey_only, reference, h) < config.min_appearance <= result.appearance
 
 
+def test_references_indexed_without_chroma_still_match(config):
+    """An index built before the chroma channel holds greyscale keypoints only: a listing's
+    chroma keypoints are extra candidates there, not noise that breaks the match."""
+    reference = _reference("starbucks")
+    query, true_box = _paste(_photo(), reference, 0.5, 20, (220, 110))
+    old_reference = reference_features(reference, replace(config, chroma=False))
+    result = verify(query_features(query, config), old_reference, config)
+    assert config.chroma and result.accepted, result.reason
+    assert box_iou(result.box, true_box) >= 0.7
+
+
 def test_chroma_features_share_the_keypoint_budget():
     photo = _photo()
     both = extract_features(photo, max_side=640, max_features=300, chroma=True)

@@ -93,7 +93,7 @@ class LocalFeatureIndex:
         if top < 1 or len(self) == 0 or len(query) == 0 or query.method != self._method:
             return []
         k = min(_NEIGHBOURS, len(self))
-        distances, rows = self._index.search(root_sift(query.descriptors), k)  # squared L2
+        distances, rows = self._index.search(query.matchable, k)  # squared L2
         matched: set[int] = set()  # reference descriptors, each counted once
         for dist, row in zip(distances, rows):
             valid = row >= 0

@@ -29,6 +29,7 @@ from detector.images import DEFAULT_MAX_PIXELS, ImageSource, load_image
 from detector.local_search import LocalFeatureIndex
 from detector.regions import FRAME_SOURCES, Region, RegionConfig, crop_regions, propose_regions
 from detector.silhouettes import (
+    CANONICAL_SIDE,
     QueryShapes,
     SilhouetteConfig,
     canonical_mask,
@@ -46,6 +47,7 @@ from detector.verify import (
     VerifyConfig,
     fuse_scores,
     logo_area_verdict,
+    mirror_features,
     query_features,
     verify,
 )
@@ -217,6 +219,7 @@ class Detector:
         self._index_lock = threading.Lock()
         self._local: tuple[int, LocalFeatureIndex] | None = None  # (index generation, its descriptors)
         self._local_lock = threading.Lock()
+        self._masks: tuple[int, np.ndarray] | None = None  # (index generation, _logo_masks)
         # Decoded reference features of the current index generation (decoding costs ~1 ms).
         self._features: dict[int, LocalFeatures] = {}
         self._features_bytes = 0  # LocalFeatures.nbytes held in self._features
@@ -353,6 +356,9 @@ class Detector:
         for img, regions in zip(images, regions_per_image):
             region_crops = crop_regions(img, regions)
             marks = self._marks(region_crops, regions)
+            if marks and cfg.silhouettes.min_shape_iou > 0:
+                coarse = QueryShapes([c for _, c, _ in marks], cfg.silhouettes).coarse_best(self._logo_masks(self._index))
+                marks = [m for m, iou in zip(marks, coarse.tolist()) if iou >= cfg.silhouettes.min_shape_iou]
             if not cfg.regions.embed_crops:  # the other regions only served to find marks
                 frames = sum(r.source in FRAME_SOURCES for r in regions)
                 del regions[frames:], region_crops[frames:]
@@ -451,12 +457,13 @@ class Detector:
             features = query_features(image, vcfg)
             added, voted = self._voted(index, features, regions, vectors, candidates)
             candidates += added
-            local = _LocalSearch(features, frozenset(voted))
+            local = _LocalSearch(features, voted)
             if vcfg.mirrored:  # a mirrored logo is still the brand's; SIFT alone cannot see it
-                flipped = query_features(ImageOps.mirror(image), vcfg)
+                flipped = (mirror_features(features) if vcfg.method == "sift"
+                           else query_features(ImageOps.mirror(image), vcfg))
                 added, voted = self._voted(index, flipped, regions, vectors, candidates)
                 candidates += added
-                local = replace(local, mirrored=flipped, mirrored_voted=frozenset(voted))
+                local = replace(local, mirrored=flipped, mirrored_voted=voted)
         if len(shapes.query):
             per_mark = self.config.silhouettes.per_mark_candidates
             shapes = replace(
@@ -514,6 +521,17 @@ class Detector:
                 found[rid] = plain
         return found
 
+    def _logo_masks(self, index: ReferenceIndex) -> np.ndarray:
+        """Canonical masks of ``index``'s logo references, flattened rows of 0/1 (float32),
+        gathered once per index generation."""
+        with self._local_lock:
+            if self._masks is None or self._masks[0] != index.generation:
+                ids = [r.id for r in index.references() if r.kind == "logo"]
+                masks = [f.silhouette for f in self._reference_features(index, ids).values() if f.silhouette is not None]
+                rows = [_canonical_rows(m) for m in masks]
+                self._masks = (index.generation, np.stack(rows) if rows else np.zeros((0, CANONICAL_SIDE**2), np.float32))
+            return self._masks[1]
+
     def _local_index(self, index: ReferenceIndex) -> LocalFeatureIndex:
         """The local descriptors of ``index``'s current generation, gathered on first use."""
         with self._local_lock:
@@ -563,11 +581,12 @@ class Detector:
         regions: list[Region],
         vectors: np.ndarray,
         candidates: list[ScoredMatch],
-    ) -> tuple[list[ScoredMatch], set[int]]:
+    ) -> tuple[list[ScoredMatch], frozenset[int]]:
         """References the listing's local descriptors vote for (:mod:`detector.local_search`):
         those not yet candidates, scored by their best allowed region's cosine, and all voted ids."""
         vcfg = self.config.verify
-        voted = {rid for rid, _ in self._local_index(index).vote(features, vcfg.local_candidates, vcfg.local_ratio)}
+        votes = self._local_index(index).vote(features, vcfg.local_candidates, vcfg.local_ratio)
+        voted = frozenset(rid for rid, _ in votes)
         refs = index.get_references(voted - {m.ref_id for m in candidates})
         stored = index.get_vectors(refs)
         added = []
@@ -715,6 +734,16 @@ class _LocalSearch:
     voted: frozenset[int] = frozenset()  # references its descriptors voted for
     mirrored: LocalFeatures | None = None  # the mirrored listing's (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
+
+
+def _canonical_rows(mask: np.ndarray) -> np.ndarray:
+    """A stored canonical mask as one float32 row at :data:`CANONICAL_SIDE` (older indexes
+    may hold another size)."""
+    import cv2
+
+    if mask.shape != (CANONICAL_SIDE, CANONICAL_SIDE):
+        mask = cv2.resize(mask.astype(np.uint8), (CANONICAL_SIDE, CANONICAL_SIDE), interpolation=cv2.INTER_NEAREST)
+    return (mask > 0).astype(np.float32).ravel()
 
 
 def _unmirrored(result: Verification, width: int) -> Verification:

@@ -12,6 +12,7 @@ from detector.errors import ConfigError, DetectorError
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.scoring import Detector
 from detector.silhouettes import (
+    QueryShapes,
     SilhouetteConfig,
     aligned_iou,
     canonical_mask,
@@ -122,6 +123,19 @@ def test_mirror_is_tried_only_when_configured():
     assert aligned_iou(mirrored, reference, CONFIG) > 0.95
     no_mirror = SilhouetteConfig(enabled=True, mirror=False)
     assert aligned_iou(mirrored, reference, no_mirror) < 0.8
+
+
+def test_coarse_best_is_each_marks_best_alignment_over_all_references():
+    mark = canonical_mask(_alpha_mask(_mark()))
+    disc = canonical_mask(_alpha_mask(_disc()))
+    turned = canonical_mask(_alpha_mask(_mark().rotate(20, expand=True)))
+    references = np.stack([disc.ravel(), mark.ravel()]).astype(np.float32)
+    shapes = QueryShapes([turned, disc], CONFIG)
+    best = shapes.coarse_best(references)
+    assert best.shape == (2,) and best[1] == pytest.approx(1.0)
+    assert best[0] > 0.85  # the rotation is among the coarse search's angles
+    assert best[0] == pytest.approx(max(shapes.coarse_best(references[1:])[0], shapes.coarse_best(references[:1])[0]))
+    assert QueryShapes([], CONFIG).coarse_best(references).shape == (0,)
 
 
 def test_canonical_mask_of_an_empty_mask_is_none_and_other_sizes_are_resampled():
@@ -317,3 +331,25 @@ def test_regions_can_feed_silhouettes_without_embedding_their_crops(silhouette_i
     assert 2 <= len(embedded) <= 1 + 4 + 2
     for image in embedded[1:]:
         assert set(np.unique(np.asarray(image))) <= {0, 255}
+
+
+def test_only_marks_some_logo_resembles_are_embedded(silhouette_index, sample_set):
+    """The pasted logo's silhouette is embedded whatever the bar below 1; a bar no mark
+    reaches leaves the whole frame alone; no bar embeds every mark."""
+    brand, listing = _pasted_logo(sample_set)
+
+    def embedded(min_shape_iou: float) -> tuple[int, dict[str, float]]:
+        config = {"regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
+                  "silhouettes": {"enabled": True, "min_shape_iou": min_shape_iou}}
+        with Detector.open(silhouette_index, device="cpu", config=config) as det:
+            calls = []
+            original = det.embedder.embed
+            det.embedder.embed = lambda images: calls.append(len(images)) or original(images)
+            (analysis,) = det.analyse_images([listing], ["listing.png"])
+        return calls[0], {b.brand: b.score for b in analysis.brand_scores}
+
+    every, scores = embedded(0.0)
+    some, filtered = embedded(0.5)
+    assert 1 < some < every  # the textured background's marks resemble no logo
+    assert filtered[brand] == pytest.approx(scores[brand]) and filtered[brand] == max(filtered.values())
+    assert embedded(1.0)[0] == 1

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from detector.errors import ConfigError, DetectorError
 from detector.reference_prep import ReferencePrepConfig, reference_views
@@ -21,6 +21,7 @@ from detector.verify import (
     appearance_thumbnail,
     extract_features,
     fuse_scores,
+    mirror_features,
     query_features,
     rectified_similarity,
     reference_features,
@@ -254,6 +255,42 @@ def test_keypoints_are_in_original_coordinates(config):
         np.linalg.norm(big_f.keypoints[:50, None] / 2 - small_f.keypoints[None], axis=2), axis=1
     )
     assert np.median(nearest) < 1.0
+
+
+def test_mirrored_features_are_those_of_the_mirrored_photo(config):
+    """Permuted descriptors at mirrored positions stand for an extraction on the mirrored
+    photo: the same keypoints, nearly the same descriptors, and a mirrored logo verifies
+    against them with the box where the mirrored photo shows it."""
+    reference = _reference("ferrari")  # the prancing horse is not symmetric
+    scene, true_box = _paste(_photo(), ImageOps.mirror(reference), 0.5, 10, (250, 120))
+    features = query_features(scene, config)
+    mirrored = mirror_features(features)
+    extracted = query_features(ImageOps.mirror(scene), config)
+
+    twice = mirror_features(mirrored)
+    assert np.allclose(twice.keypoints, features.keypoints) and np.array_equal(twice.descriptors, features.descriptors)
+    assert mirrored.pixels.shape == features.pixels.shape
+    assert np.array_equal(mirrored.pixels, features.pixels[:, ::-1])
+
+    # Pair keypoints by position; compare descriptors (relative L1).
+    gaps = np.linalg.norm(mirrored.keypoints[:, None] - extracted.keypoints[None], axis=2)
+    nearest = gaps.argmin(axis=1)
+    paired = gaps[np.arange(len(nearest)), nearest] < 1.0  # OpenCV places keypoints ~0.25 px off
+    assert paired.mean() > 0.7
+    def error(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a.astype(float), b.astype(float)
+        return float(np.median(np.abs(a - b).sum(axis=1) / np.maximum(b.sum(axis=1), 1)))
+    extracted_desc = extracted.descriptors[nearest[paired]]
+    assert error(mirrored.descriptors[paired], extracted_desc) < 0.15
+    assert error(features.descriptors[paired], extracted_desc) > 0.5  # unpermuted: far off
+
+    result = verify(mirrored, reference_features(reference, config), config)
+    assert result.accepted, result.reason
+    x0, y0, x1, y1 = result.box  # in the mirrored photo's pixels
+    assert box_iou((640 - x1, y0, 640 - x0, y1), true_box) >= 0.6
+    assert not verify(features, reference_features(reference, config), config).accepted
+    with pytest.raises(ConfigError, match="SIFT"):
+        mirror_features(query_features(scene, VerifyConfig(method="orb")))
 
 
 def test_mixed_methods_raise(starbucks_scene):

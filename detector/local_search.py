@@ -93,18 +93,15 @@ class LocalFeatureIndex:
         if top < 1 or len(self) == 0 or len(query) == 0 or query.method != self._method:
             return []
         k = min(_NEIGHBOURS, len(self))
-        distances, rows = self._index.search(query.matchable, k)  # squared L2
-        matched: set[int] = set()  # reference descriptors, each counted once
-        for dist, row in zip(distances, rows):
-            valid = row >= 0
-            owners = self._owners[row[valid]]
-            if owners.size == 0:
-                continue
-            other = np.flatnonzero(owners != owners[0])
-            # No other reference among the neighbours: the nearest is unambiguous.
-            if other.size == 0 or dist[valid][0] < ratio**2 * dist[valid][other[0]]:
-                matched.add(int(row[valid][0]))
+        distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
+        owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
+        others = (owners != owners[:, :1]) & (owners >= 0)
+        first_other = others.argmax(axis=1)
+        nearest_other = distances[np.arange(len(rows)), first_other]
+        # No other reference among the neighbours: the nearest is unambiguous.
+        clear = ~others.any(axis=1) | (distances[:, 0] < ratio**2 * nearest_other)
         # Many query descriptors landing on one reference descriptor (texture, repeated
-        # strokes) are one piece of evidence, not many.
-        votes = Counter(int(self._owners[r]) for r in matched)
+        # strokes) are one piece of evidence, not many: each reference descriptor counts once.
+        matched = np.unique(rows[clear & (rows[:, 0] >= 0), 0])
+        votes = Counter(self._owners[matched].tolist())
         return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

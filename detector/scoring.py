@@ -103,8 +103,8 @@ class ScoringConfig:
 
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
 # logos inside photos (a few regions and colour components, their mark silhouettes, shape
-# and RANSAC checks) at about a fifth of the default's speed (effnet-lite0, 2-core CPU:
-# 2.19 vs 9.66 images/s); see README "Benchmarks" for measured figures.
+# and RANSAC checks) at under a third of the default's speed (effnet-lite0, 2-core CPU:
+# 3.22 vs 10.9 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {

@@ -43,11 +43,13 @@ from detector.thresholds import Thresholds, load_thresholds, threshold_key
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import (
     LocalFeatures,
+    Neighbours,
     Verification,
     VerifyConfig,
     fuse_scores,
     logo_area_verdict,
     mirror_features,
+    nearest_two,
     query_features,
     verify,
 )
@@ -634,6 +636,14 @@ class Detector:
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates] if vcfg.enabled else []
         stored = self._reference_features(index, [m.ref_id for m in chosen + products])
+        # Every reference RANSAC will see, matched against the listing in one search.
+        ransac = [m.ref_id for rank, m in enumerate(chosen)
+                  if vcfg.enabled and m.ref_id in stored and (rank < vcfg.top_candidates or m.ref_id in voted)]
+        ransac += [m.ref_id for m in products if m.ref_id in stored and stored[m.ref_id].logo_box is not None]
+        if ransac and features is None:
+            features = query_features(image, vcfg)
+        neighbours = _nearest(features, ransac, stored)
+        mirrored_neighbours = _nearest(local.mirrored, [r for r in ransac if r in local.mirrored_voted], stored)
         checked: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
             reference = stored.get(m.ref_id)
@@ -650,11 +660,9 @@ class Detector:
                 cosine = shapes.unconfirmed[m.ref_id]
             score = cosine
             if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
-                if features is None:
-                    features = query_features(image, vcfg)
-                result = verify(features, reference, vcfg)
+                result = verify(features, reference, vcfg, neighbours[m.ref_id])
                 if local.mirrored is not None and m.ref_id in local.mirrored_voted:
-                    flipped = verify(local.mirrored, reference, vcfg)
+                    flipped = verify(local.mirrored, reference, vcfg, mirrored_neighbours[m.ref_id])
                     if flipped.accepted_inliers > result.accepted_inliers:
                         result, mirrored = _unmirrored(flipped, image.width), True
                 score, inliers = fuse_scores(cosine, result.accepted_inliers, vcfg, result.confirmed), result.inliers
@@ -673,9 +681,7 @@ class Detector:
             reference = stored.get(m.ref_id)
             if reference is None or reference.logo_box is None:
                 continue
-            if features is None:
-                features = query_features(image, vcfg)
-            result = verify(features, reference, vcfg)
+            result = verify(features, reference, vcfg, neighbours[m.ref_id])
             outcome = logo_area_verdict(result, vcfg)
             checked[m.ref_id] = replace(
                 m,
@@ -734,6 +740,15 @@ class _LocalSearch:
     voted: frozenset[int] = frozenset()  # references its descriptors voted for
     mirrored: LocalFeatures | None = None  # the mirrored listing's (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
+
+
+def _nearest(
+    query: LocalFeatures | None, ref_ids: list[int], stored: dict[int, LocalFeatures]
+) -> dict[int, Neighbours | None]:
+    """:func:`detector.verify.nearest_two` for these references, by id."""
+    if query is None or not ref_ids:
+        return {}
+    return dict(zip(ref_ids, nearest_two(query, [stored[rid] for rid in ref_ids])))
 
 
 def _canonical_rows(mask: np.ndarray) -> np.ndarray:

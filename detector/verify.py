@@ -38,8 +38,10 @@ verification mostly confirms detailed logos; region embeddings must carry flat o
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -531,7 +533,53 @@ def reference_features(image: Image.Image, config: VerifyConfig) -> LocalFeature
     )
 
 
-def verify(query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig) -> Verification:
+Neighbours = tuple[np.ndarray, np.ndarray]
+"""(indices, distances), each (n, 2): a reference's descriptors' two nearest query descriptors."""
+
+
+def nearest_two(query: LocalFeatures, references: Sequence[LocalFeatures]) -> list[Neighbours | None]:
+    """For each reference, the two nearest query descriptors of each of its descriptors.
+
+    SIFT: one exact search (FAISS, a BLAS matrix product) for all references together —
+    they are all matched against the same listing, and batched this is ~3x faster than a
+    brute-force matcher per reference (15 references of 100-600 keypoints against 1,000:
+    9.5 vs 30 ms on 2 cores). ORB: OpenCV's Hamming matcher per reference.
+
+    Returns:
+        Per reference, (indices, Euclidean / Hamming distances), or None where there is
+        nothing to match (fewer than two query or one reference keypoint, another method).
+    """
+    import cv2
+
+    usable = [len(query) >= 2 and len(r) >= 1 and r.method == query.method for r in references]
+    found: list[Neighbours | None] = [None] * len(references)
+    if query.method == "sift":
+        rows = [root_sift(r.descriptors) for r, ok in zip(references, usable) if ok]
+        if rows:
+            import faiss
+
+            squared, indices = faiss.knn(np.concatenate(rows), query.matchable, 2)
+            distances = np.sqrt(np.maximum(squared, 0.0))
+            starts = np.cumsum([0] + [len(r) for r in rows])
+            ranges = pairwise(starts)
+            for i, ok in enumerate(usable):
+                if ok:
+                    a, b = next(ranges)
+                    found[i] = (indices[a:b], distances[a:b])
+        return found
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    for i, (reference, ok) in enumerate(zip(references, usable)):
+        if ok:
+            pairs = matcher.knnMatch(reference.descriptors, query.matchable, k=2)
+            full = [p if len(p) == 2 else (p[0], p[0]) for p in pairs]  # a lone match fails the ratio test
+            found[i] = (np.array([[p[0].trainIdx, p[1].trainIdx] for p in full], dtype=np.int64).reshape(-1, 2),
+                        np.array([[p[0].distance, p[1].distance] for p in full], dtype=np.float32).reshape(-1, 2))
+    return found
+
+
+def verify(
+    query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig, neighbours: Neighbours | None = None
+) -> Verification:
     """Match reference features into the query and fit a RANSAC homography.
 
     Each reference keypoint is matched to its two nearest query keypoints (the query has
@@ -541,6 +589,8 @@ def verify(query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig)
         query: Features of the listing photo.
         reference: Features of the reference (e.g. from :meth:`LocalFeatures.from_bytes`).
         config: Thresholds.
+        neighbours: The reference's entry of :func:`nearest_two` when already computed
+            (the scorer batches its candidates); computed here when None.
 
     Returns:
         A Verification; ``accepted`` is False with a ``reason`` when evidence is missing or
@@ -561,26 +611,24 @@ def verify(query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig)
     if len(query) < 2 or len(reference) < 2:
         return Verification(0, 0, None, None, False, "too few keypoints")
 
-    # The reference's RootSIFT is not cached: the scorer keeps many references' features.
-    ref_desc = root_sift(reference.descriptors) if query.method == "sift" else reference.descriptors
-    matcher = cv2.BFMatcher(cv2.NORM_L2 if query.method == "sift" else cv2.NORM_HAMMING)
-    pairs = matcher.knnMatch(ref_desc, query.matchable, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < config.ratio * p[1].distance]
-    if len(good) < config.min_inliers:
-        return Verification(0, len(good), None, None, False, f"{len(good)} ratio-test matches")
+    indices, distances = neighbours if neighbours is not None else nearest_two(query, [reference])[0]
+    good_refs = np.flatnonzero(distances[:, 0] < config.ratio * distances[:, 1])  # reference keypoints
+    good_queries = indices[good_refs, 0]  # their matches in the query
+    if len(good_refs) < config.min_inliers:
+        return Verification(0, len(good_refs), None, None, False, f"{len(good_refs)} ratio-test matches")
 
-    src = reference.keypoints[[m.queryIdx for m in good]].reshape(-1, 1, 2)
-    dst = query.keypoints[[m.trainIdx for m in good]].reshape(-1, 1, 2)
+    src = reference.keypoints[good_refs].reshape(-1, 1, 2)
+    dst = query.keypoints[good_queries].reshape(-1, 1, 2)
     # The tolerance is meant at the resolution features were found at; points are in original px.
     threshold = config.ransac_reproj_threshold / query.scale
     homography, mask = cv2.findHomography(
         src, dst, cv2.RANSAC, threshold, maxIters=config.ransac_max_iters, confidence=0.995
     )
     if homography is None or mask is None:
-        return Verification(0, len(good), None, None, False, "no homography found")
+        return Verification(0, len(good_refs), None, None, False, "no homography found")
     inlier_idx = np.flatnonzero(mask.ravel())
     # Several reference points snapping to one query point is not independent evidence.
-    inliers = len({good[i].trainIdx for i in inlier_idx})
+    inliers = len(np.unique(good_queries[inlier_idx]))
     as_tuple = tuple(tuple(float(v) for v in row) for row in homography)
 
     outline = _project_outline(homography, reference.content)
@@ -600,15 +648,15 @@ def verify(query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig)
         lx0, ly0, lx1, ly1 = reference.logo_box
         points = reference.keypoints
         inside = (points[:, 0] >= lx0) & (points[:, 0] < lx1) & (points[:, 1] >= ly0) & (points[:, 1] < ly1)
-        inlier_refs = {good[i].queryIdx for i in inlier_idx}
+        inlier_refs = good_refs[inlier_idx]  # distinct: each reference keypoint matches once
         projected = _project_outline(homography, reference.logo_box)
         logo = {
             "logo_keypoints": int(inside.sum()),
-            "logo_inliers": sum(1 for k in inlier_refs if inside[k]),
+            "logo_inliers": int(inside[inlier_refs].sum()),
             "logo_box": _clipped_box(projected, query.image_size) if projected is not None else None,
         }
     return Verification(
-        inliers, len(good), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed, **logo
+        inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed, **logo
     )
 
 

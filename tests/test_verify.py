@@ -22,9 +22,11 @@ from detector.verify import (
     extract_features,
     fuse_scores,
     mirror_features,
+    nearest_two,
     query_features,
     rectified_similarity,
     reference_features,
+    root_sift,
     verify,
 )
 
@@ -291,6 +293,26 @@ def test_mirrored_features_are_those_of_the_mirrored_photo(config):
     assert not verify(features, reference_features(reference, config), config).accepted
     with pytest.raises(ConfigError, match="SIFT"):
         mirror_features(query_features(scene, VerifyConfig(method="orb")))
+
+
+def test_batched_neighbours_are_each_references_own(starbucks_scene, config):
+    """One search for several references gives each the two nearest query descriptors a
+    brute-force matcher finds for it alone, and verification is the same either way."""
+    import cv2
+
+    ref, query, _ = starbucks_scene
+    others = [reference_features(_reference(slug), config) for slug in ("ferrari", "nike")]
+    references = [others[0], ref, others[1]]
+    batched = nearest_two(query, references)
+    for reference, (indices, distances) in zip(references, batched):
+        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(root_sift(reference.descriptors), query.matchable, k=2)
+        expected = np.array([[p[0].trainIdx, p[1].trainIdx] for p in pairs])
+        assert indices.shape == (len(reference), 2)
+        assert (indices == expected).mean() > 0.99  # exact search; float ties aside
+        assert np.allclose(distances, [[p[0].distance, p[1].distance] for p in pairs], atol=1e-4)
+    assert verify(query, ref, config, batched[1]) == verify(query, ref, config)
+    empty = replace(query, keypoints=query.keypoints[:1], descriptors=query.descriptors[:1])
+    assert nearest_two(empty, references) == [None, None, None]
 
 
 def test_mixed_methods_raise(starbucks_scene):

@@ -107,6 +107,12 @@ def content_box(image: Image.Image, *, tolerance: int = 8) -> tuple[int, int, in
     within tolerance of it (otherwise there is no uniform border).
     """
     _check_image(image)
+    if image.mode == "RGB":  # opaque (listing photos): settle the common no-border case cheaply
+        rgb = np.asarray(image)
+        edges = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+        corners = rgb[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.int16)
+        if not np.all(np.abs(corners - np.median(edges, axis=0)) <= tolerance):
+            return 0, 0, image.width, image.height
     rgba = np.asarray(image.convert("RGBA"), dtype=np.int16)
     alpha = rgba[..., 3]
     background = alpha <= tolerance

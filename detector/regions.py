@@ -210,8 +210,11 @@ def _trimmed_box(image: Image.Image, config: RegionConfig) -> tuple[int, int, in
     width, height = image.size
     small, factor = _small_rgb(image, _TRIM_SIDE)
     rgb = small.astype(np.int16)
-    frame = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    border = np.abs(rgb - np.median(frame, axis=0)).max(axis=2) <= _TRIM_TOLERANCE
+    edges = [rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]
+    colour = np.median(np.concatenate(edges), axis=0)
+    if all((np.abs(edge - colour).max(axis=1) <= _TRIM_TOLERANCE).mean() < _TRIM_ROW_SHARE for edge in edges):
+        return None  # no side can be peeled: the box would be the whole frame (most photos)
+    border = np.abs(rgb - colour).max(axis=2) <= _TRIM_TOLERANCE
     rows = np.flatnonzero(border.mean(axis=1) < _TRIM_ROW_SHARE)
     cols = np.flatnonzero(border.mean(axis=0) < _TRIM_ROW_SHARE)
     if rows.size == 0 or cols.size == 0:

@@ -38,11 +38,13 @@ verification mostly confirms detailed logos; region embeddings must carry flat o
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -431,13 +433,16 @@ def extract_features(
         # costs a quarter of the full-size pass.
         channels.append((chroma_channel(working.reduce(2)), 2))
         pixels = np.dstack([grey, chroma_channel(working)])
-    if method == "sift":
-        detector = cv2.SIFT_create(nfeatures=max_features)
-    else:
-        detector = cv2.ORB_create(nfeatures=max_features)
+    def detect(channel: np.ndarray) -> tuple[Any, Any]:
+        detector = cv2.SIFT_create(nfeatures=max_features) if method == "sift" else cv2.ORB_create(nfeatures=max_features)
+        return detector.detectAndCompute(channel, None)
+
+    # The other channels run in worker threads: OpenCV's own threads leave a core idle for
+    # part of each extraction (measured, grey + chroma of 640x480 photos: 57 -> 48 ms).
+    pending = [_channel_pool().submit(detect, channel) for channel, _ in channels[1:]]
+    results = [detect(channels[0][0])] + [p.result() for p in pending]
     found: list[tuple[float, float, float, np.ndarray]] = []  # (x, y, response, descriptor)
-    for channel, step in channels:
-        keypoints, descriptors = detector.detectAndCompute(channel, None)
+    for (keypoints, descriptors), (_, step) in zip(results, channels):
         if descriptors is not None:  # x, y: continuous working-copy coordinates
             found += [((k.pt[0] + 0.5) * step, (k.pt[1] + 0.5) * step, k.response, d)
                       for k, d in zip(keypoints, descriptors)]
@@ -506,6 +511,13 @@ def _sift_mirror_permutation() -> np.ndarray:
 
 
 _SIFT_MIRRORED = _sift_mirror_permutation()
+
+
+@cache
+def _channel_pool() -> ThreadPoolExecutor:
+    """Threads for the extra channels of :func:`extract_features` (shared; a few callers
+    extracting at once queue briefly rather than oversubscribe the cores)."""
+    return ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="features")
 
 
 def chroma_channel(image: Image.Image) -> np.ndarray:

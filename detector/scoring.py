@@ -15,9 +15,12 @@ matched by the whole frame only, a ``logo`` reference by any region.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +355,11 @@ class Detector:
         if not images:
             return []
         cfg = self.config
+        # Local features are extracted in worker threads while the regions, marks and model
+        # run here: the embedder leaves a core free for image decoding, idle by now.
+        pending: list[Future[LocalFeatures] | None] = [None] * len(images)
+        if cfg.verify.enabled and cfg.verify.local_candidates > 0:  # then every listing needs them
+            pending = [_features_pool().submit(query_features, img, cfg.verify) for img in images]
         regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
         shapes_per_image: list[_Marks] = []
@@ -379,10 +387,11 @@ class Detector:
         scores, ref_ids = index.search_vectors(vectors, k, params=cfg.search_params or None)
         out: list[Analysis] = []
         start = 0
-        for img, name, regions, shapes in zip(images, names, regions_per_image, shapes_per_image):
+        for img, name, regions, shapes, features in zip(images, names, regions_per_image, shapes_per_image, pending):
             stop = start + len(regions)
             out.append(self._analyse_one(
-                index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop], shapes
+                index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop], shapes,
+                features,
             ))
             start = stop
         return out
@@ -438,6 +447,7 @@ class Detector:
         scores: np.ndarray,
         ref_ids: np.ndarray,
         shapes: _Marks,
+        pending: Future[LocalFeatures] | None = None,
     ) -> Analysis:
         # Best region per reference; refs are looked up once for the whole image.
         best: dict[int, tuple[float, int]] = {}
@@ -456,7 +466,7 @@ class Detector:
         vcfg = self.config.verify
         local = _LocalSearch()
         if vcfg.enabled and vcfg.local_candidates > 0:
-            features = query_features(image, vcfg)
+            features = pending.result() if pending is not None else query_features(image, vcfg)
             added, voted = self._voted(index, features, regions, vectors, candidates)
             candidates += added
             local = _LocalSearch(features, voted)
@@ -740,6 +750,13 @@ class _LocalSearch:
     voted: frozenset[int] = frozenset()  # references its descriptors voted for
     mirrored: LocalFeatures | None = None  # the mirrored listing's (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
+
+
+@cache
+def _features_pool() -> ThreadPoolExecutor:
+    """Threads that extract listings' local features while the scorer embeds (shared by all
+    detectors; half the cores, since OpenCV's extraction is itself multi-threaded)."""
+    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2), thread_name_prefix="listing-features")
 
 
 def _nearest(

@@ -134,6 +134,23 @@ def test_scorer_verifies_the_voted_reference_beyond_the_embedding_top(logo_index
     assert 300 <= x0 < x1 <= 640 and 120 <= y0 < y1 <= 480  # around the pasted logo at (330, 150)
 
 
+def test_a_batch_scores_each_listing_as_alone(logo_index):
+    """The listings' features are extracted in worker threads while the batch embeds; each
+    listing must get its own: a batch's verdicts equal scoring the listings one by one."""
+    from detector.scoring import Detector
+
+    data = pytest.importorskip("skimage.data")
+    listings = [_scene_with("starbucks"), Image.fromarray(data.coffee()).resize((640, 480)), _scene_with("ferrari")]
+    config = {"regions": {"enabled": False}, "verify": {"top_candidates": 2, "local_candidates": 3}}
+    with Detector.open(logo_index, config=config, device="cpu") as det:
+        alone = [det.score(listing) for listing in listings]
+        batch = det.score_many(listings)
+        min_inliers = det.config.verify.min_inliers
+    assert [v.matches for v in batch] == [v.matches for v in alone]
+    verified = [{m.brand for m in v.matches if (m.inliers or 0) >= min_inliers} for v in batch]
+    assert verified == [{"starbucks"}, set(), {"ferrari"}]
+
+
 def test_a_mirrored_logo_is_verified_against_the_mirrored_listing(logo_index):
     from detector.scoring import Detector
 

@@ -108,8 +108,8 @@ class ScoringConfig:
 
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
 # logos inside photos (a few regions and colour components, their mark silhouettes, shape
-# and RANSAC checks) at under a third of the default's speed (effnet-lite0, 2-core CPU:
-# 3.22 vs 10.9 images/s); see README "Benchmarks" for measured figures.
+# and RANSAC checks) at about a quarter of the default's speed (effnet-lite0, 2-core CPU:
+# 3.27 vs 13.6 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     "thorough": {

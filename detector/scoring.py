@@ -360,15 +360,18 @@ class Detector:
         pending: list[Future[LocalFeatures] | None] = [None] * len(images)
         if cfg.verify.enabled and cfg.verify.local_candidates > 0:  # then every listing needs them
             pending = [_features_pool().submit(query_features, img, cfg.verify) for img in images]
+        index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
         regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
         shapes_per_image: list[_Marks] = []
         for img, regions in zip(images, regions_per_image):
             region_crops = crop_regions(img, regions)
             marks = self._marks(region_crops, regions)
+            shapes = QueryShapes([c for _, c, _ in marks], cfg.silhouettes)
             if marks and cfg.silhouettes.min_shape_iou > 0:
-                coarse = QueryShapes([c for _, c, _ in marks], cfg.silhouettes).coarse_best(self._logo_masks(self._index))
-                marks = [m for m, iou in zip(marks, coarse.tolist()) if iou >= cfg.silhouettes.min_shape_iou]
+                coarse = shapes.coarse_best(self._logo_masks(index)).tolist()
+                resembled = [i for i, iou in enumerate(coarse) if iou >= cfg.silhouettes.min_shape_iou]
+                marks, shapes = [marks[i] for i in resembled], shapes.subset(resembled)
             if not cfg.regions.embed_crops:  # the other regions only served to find marks
                 frames = sum(r.source in FRAME_SOURCES for r in regions)
                 del regions[frames:], region_crops[frames:]
@@ -377,12 +380,9 @@ class Detector:
                 Region(box, "silhouette", max(box[2] - box[0], box[3] - box[1]) / short) for _, _, box in marks
             ]
             crops += region_crops + [silhouette_image(mask) for mask, _, _ in marks]
-            shapes_per_image.append(
-                _Marks(QueryShapes([c for _, c, _ in marks], cfg.silhouettes), [box for _, _, box in marks])
-            )
+            shapes_per_image.append(_Marks(shapes, [box for _, _, box in marks]))
         with self._model_lock:
             vectors = self.embedder.embed(crops)
-        index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
         k = max(cfg.search_k, cfg.top_k)
         scores, ref_ids = index.search_vectors(vectors, k, params=cfg.search_params or None)
         out: list[Analysis] = []
@@ -669,7 +669,7 @@ class Detector:
             if m.ref_id in shapes.unconfirmed and (iou is None or iou < max(scfg.confirm_iou, floor)):
                 cosine = shapes.unconfirmed[m.ref_id]
             score = cosine
-            if vcfg.enabled and (rank < vcfg.top_candidates or m.ref_id in voted):
+            if m.ref_id in neighbours:  # verified (see ``ransac``)
                 result = verify(features, reference, vcfg, neighbours[m.ref_id])
                 if local.mirrored is not None and m.ref_id in local.mirrored_voted:
                     flipped = verify(local.mirrored, reference, vcfg, mirrored_neighbours[m.ref_id])
@@ -755,7 +755,8 @@ class _LocalSearch:
 @cache
 def _features_pool() -> ThreadPoolExecutor:
     """Threads that extract listings' local features while the scorer embeds (shared by all
-    detectors; half the cores, since OpenCV's extraction is itself multi-threaded)."""
+    detectors; half the cores, since OpenCV's extraction is itself multi-threaded). Not
+    ``detector.verify``'s channel pool: these tasks wait on that one's."""
     return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2), thread_name_prefix="listing-features")
 
 

@@ -30,6 +30,8 @@ silhouette R@1 0.80 on large logos, 0.52 on small, 0.80 on recoloured, vs 0.44 /
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,6 +322,17 @@ class QueryShapes:
 
     def __len__(self) -> int:
         return len(self.marks)
+
+    def subset(self, keep: Sequence[int]) -> QueryShapes:
+        """These marks only (indices into ``marks``), their rotated variants reused."""
+        chosen = sorted(set(keep))
+        renumber = {old: new for new, old in enumerate(chosen)}
+        rows = [j for j, (mark, _, _) in enumerate(self._starts) if mark in renumber]
+        kept = copy.copy(self)
+        kept.marks = [self.marks[i] for i in chosen]
+        kept._starts = [(renumber[self._starts[j][0]], *self._starts[j][1:]) for j in rows]
+        kept._stack, kept._areas = self._stack[rows], self._areas[rows]
+        return kept
 
     def coarse_best(self, references: np.ndarray) -> np.ndarray:
         """Each mark's best coarse IoU (rotations and mirror, no refinement) over many

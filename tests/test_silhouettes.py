@@ -138,6 +138,19 @@ def test_coarse_best_is_each_marks_best_alignment_over_all_references():
     assert QueryShapes([], CONFIG).coarse_best(references).shape == (0,)
 
 
+def test_a_subset_of_marks_matches_as_if_built_from_them_alone():
+    mark = canonical_mask(_alpha_mask(_mark()))
+    disc = canonical_mask(_alpha_mask(_disc()))
+    turned = canonical_mask(_alpha_mask(_mark().rotate(20, expand=True)))
+    subset = QueryShapes([disc, turned, mark], CONFIG).subset([2, 0])
+    alone = QueryShapes([disc, mark], CONFIG)
+    assert len(subset) == 2
+    for reference in (mark, disc, turned):
+        assert subset.match(reference) == alone.match(reference)
+    references = np.stack([mark.ravel(), disc.ravel()]).astype(np.float32)
+    assert np.array_equal(subset.coarse_best(references), alone.coarse_best(references))
+
+
 def test_canonical_mask_of_an_empty_mask_is_none_and_other_sizes_are_resampled():
     assert canonical_mask(np.zeros((30, 30), bool)) is None
     mask = _alpha_mask(_mark())

@@ -38,8 +38,9 @@ from detector.silhouettes import (
     canonical_mask,
     component_boxes,
     query_mask,
-    shape_bonus,
+    distinct_ious,
     shape_floor,
+    shape_support,
     silhouette_image,
 )
 from detector.thresholds import Thresholds, load_thresholds, threshold_key
@@ -115,7 +116,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "thorough": {
         "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
         "verify": {"enabled": True, "mirrored": True},
-        "silhouettes": {"enabled": True},
+        # Marks' silhouettes embedded and shape-checked against the top candidates (the
+        # preset's default may instead only search marks by shape: see SilhouetteConfig).
+        "silhouettes": {
+            "enabled": True, "embed": True, "top_candidates": 10, "weight": 0.4,
+            "search": 0, "shape_score": 0.0, "distinct_margin": None,
+        },
     },
 }
 
@@ -224,7 +230,7 @@ class Detector:
         self._index_lock = threading.Lock()
         self._local: tuple[int, LocalFeatureIndex] | None = None  # (index generation, its descriptors)
         self._local_lock = threading.Lock()
-        self._masks: tuple[int, np.ndarray] | None = None  # (index generation, _logo_masks)
+        self._logo_shapes_cache: _LogoShapes | None = None
         # Decoded reference features of the current index generation (decoding costs ~1 ms).
         self._features: dict[int, LocalFeatures] = {}
         self._features_bytes = 0  # LocalFeatures.nbytes held in self._features
@@ -354,33 +360,35 @@ class Detector:
         """Score already-loaded RGB images (all regions of all images in one model batch)."""
         if not images:
             return []
-        cfg = self.config
-        # Local features are extracted in worker threads while the regions, marks and model
-        # run here: the embedder leaves a core free for image decoding, idle by now.
-        pending: list[Future[LocalFeatures] | None] = [None] * len(images)
-        if cfg.verify.enabled and cfg.verify.local_candidates > 0:  # then every listing needs them
-            pending = [_features_pool().submit(query_features, img, cfg.verify) for img in images]
+        cfg, scfg = self.config, self.config.silhouettes
         index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
+        # Local features (and marks that are only searched by shape) are found in worker
+        # threads while the regions and model run here: the embedder leaves a core free for
+        # image decoding, idle by now.
+        pool = _features_pool()
+        background_marks = scfg.enabled and not scfg.embed
+        pending: list[Future[LocalFeatures] | None] = [None] * len(images)
+        shapes_per_image: list[Future[_Marks] | _Marks] = []
         regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
-        shapes_per_image: list[_Marks] = []
-        for img, regions in zip(images, regions_per_image):
+        for i, (img, regions) in enumerate(zip(images, regions_per_image)):
+            if cfg.verify.enabled and cfg.verify.local_candidates > 0:  # then every listing needs them
+                pending[i] = pool.submit(query_features, img, cfg.verify)
             region_crops = crop_regions(img, regions)
-            marks = self._marks(region_crops, regions)
-            shapes = QueryShapes([c for _, c, _ in marks], cfg.silhouettes)
-            if marks and cfg.silhouettes.min_shape_iou > 0:
-                coarse = shapes.coarse_best(self._logo_masks(index)).tolist()
-                resembled = [i for i, iou in enumerate(coarse) if iou >= cfg.silhouettes.min_shape_iou]
-                marks, shapes = [marks[i] for i in resembled], shapes.subset(resembled)
+            marks: list[tuple[np.ndarray, np.ndarray, Box]] = []
+            if background_marks:
+                shapes_per_image.append(pool.submit(self._marks_searched, index, list(region_crops), list(regions)))
+            else:
+                marks, shapes = self._find_marks(index, region_crops, regions)
+                shapes_per_image.append(shapes)
             if not cfg.regions.embed_crops:  # the other regions only served to find marks
                 frames = sum(r.source in FRAME_SOURCES for r in regions)
                 del regions[frames:], region_crops[frames:]
             short = min(img.size)
-            regions += [  # the mark's own box
+            regions += [  # each embedded mark's own box
                 Region(box, "silhouette", max(box[2] - box[0], box[3] - box[1]) / short) for _, _, box in marks
             ]
             crops += region_crops + [silhouette_image(mask) for mask, _, _ in marks]
-            shapes_per_image.append(_Marks(shapes, [box for _, _, box in marks]))
         with self._model_lock:
             vectors = self.embedder.embed(crops)
         k = max(cfg.search_k, cfg.top_k)
@@ -390,11 +398,38 @@ class Detector:
         for img, name, regions, shapes, features in zip(images, names, regions_per_image, shapes_per_image, pending):
             stop = start + len(regions)
             out.append(self._analyse_one(
-                index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop], shapes,
-                features,
+                index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop],
+                shapes.result() if isinstance(shapes, Future) else shapes, features,
             ))
             start = stop
         return out
+
+    def _find_marks(
+        self, index: ReferenceIndex, crops: list[Image.Image], regions: list[Region]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray, Box]], _Marks]:
+        """The marks of one listing (:meth:`_marks`) and their :class:`_Marks`, with the logo
+        references the shape search found; with ``embed``, only the marks some logo
+        resembles (``min_shape_iou``): their silhouettes are to be embedded."""
+        scfg = self.config.silhouettes
+        marks = self._marks(crops, regions)
+        shapes = QueryShapes([c for _, c, _ in marks], scfg)
+        found: tuple[int, ...] = ()
+        embed_filter = scfg.embed and scfg.min_shape_iou > 0
+        if marks and (embed_filter or scfg.search > 0):
+            logos = self._logo_shapes(index)
+            coarse = shapes.coarse(logos.rows)  # (marks, logo references)
+            if scfg.search > 0 and coarse.size:
+                best = coarse.max(axis=0)
+                order = np.argsort(-best, kind="stable")[: scfg.search]
+                found = tuple(int(logos.ids[j]) for j in order if best[j] > 0)
+            if embed_filter:
+                resembled = [i for i, iou in enumerate(coarse.max(axis=1).tolist()) if iou >= scfg.min_shape_iou]
+                marks, shapes = [marks[i] for i in resembled], shapes.subset(resembled)
+        return marks, _Marks(shapes, [box for _, _, box in marks], found=found)
+
+    def _marks_searched(self, index: ReferenceIndex, crops: list[Image.Image], regions: list[Region]) -> _Marks:
+        """:meth:`_find_marks` for marks that are only searched by shape, not embedded."""
+        return self._find_marks(index, crops, regions)[1]
 
     def _marks(
         self, crops: list[Image.Image], regions: list[Region]
@@ -476,6 +511,9 @@ class Detector:
                 added, voted = self._voted(index, flipped, regions, vectors, candidates)
                 candidates += added
                 local = replace(local, mirrored=flipped, mirrored_voted=voted)
+        if shapes.found:  # logos whose shape a mark resembles, whatever their cosine
+            known = {m.ref_id for m in candidates}
+            candidates += self._by_cosine(index, [rid for rid in shapes.found if rid not in known], regions, vectors)
         if len(shapes.query):
             per_mark = self.config.silhouettes.per_mark_candidates
             shapes = replace(
@@ -483,7 +521,7 @@ class Detector:
                 picks=frozenset(
                     rid for r, region in enumerate(regions) if region.source == "silhouette"
                     for rid in ref_ids[r][:per_mark].tolist() if rid >= 0
-                ),
+                ) | frozenset(shapes.found),
                 unconfirmed=self._silhouette_matched(index, regions, vectors, candidates),
             )
         candidates = self._verify(index, image, candidates, shapes, local)
@@ -533,16 +571,23 @@ class Detector:
                 found[rid] = plain
         return found
 
-    def _logo_masks(self, index: ReferenceIndex) -> np.ndarray:
-        """Canonical masks of ``index``'s logo references, flattened rows of 0/1 (float32),
-        gathered once per index generation."""
+    def _logo_shapes(self, index: ReferenceIndex) -> _LogoShapes:
+        """Canonical masks of ``index``'s logo references (and, with ``distinct_margin``,
+        how distinct each is), gathered once per index generation."""
         with self._local_lock:
-            if self._masks is None or self._masks[0] != index.generation:
-                ids = [r.id for r in index.references() if r.kind == "logo"]
-                masks = [f.silhouette for f in self._reference_features(index, ids).values() if f.silhouette is not None]
-                rows = [_canonical_rows(m) for m in masks]
-                self._masks = (index.generation, np.stack(rows) if rows else np.zeros((0, CANONICAL_SIDE**2), np.float32))
-            return self._masks[1]
+            cached = self._logo_shapes_cache
+            if cached is None or cached.generation != index.generation:
+                logos = [r for r in index.references() if r.kind == "logo"]
+                features = self._reference_features(index, [r.id for r in logos])
+                kept = [r for r in logos if r.id in features and features[r.id].silhouette is not None]
+                rows = (np.stack([_canonical_rows(features[r.id].silhouette) for r in kept]) if kept
+                        else np.zeros((0, CANONICAL_SIDE**2), np.float32))
+                distinct: dict[int, float] = {}
+                if self.config.silhouettes.distinct_margin is not None:
+                    distinct = dict(zip((r.id for r in kept), distinct_ious(rows, [r.brand for r in kept]).tolist()))
+                cached = _LogoShapes(index.generation, np.array([r.id for r in kept], dtype=np.int64), rows, distinct)
+                self._logo_shapes_cache = cached
+            return cached
 
     def _local_index(self, index: ReferenceIndex) -> LocalFeatureIndex:
         """The local descriptors of ``index``'s current generation, gathered on first use."""
@@ -599,7 +644,16 @@ class Detector:
         vcfg = self.config.verify
         votes = self._local_index(index).vote(features, vcfg.local_candidates, vcfg.local_ratio)
         voted = frozenset(rid for rid, _ in votes)
-        refs = index.get_references(voted - {m.ref_id for m in candidates})
+        known = {m.ref_id for m in candidates}
+        return self._by_cosine(index, [rid for rid in voted if rid not in known], regions, vectors), voted
+
+    @staticmethod
+    def _by_cosine(
+        index: ReferenceIndex, ref_ids: Sequence[int], regions: list[Region], vectors: np.ndarray
+    ) -> list[ScoredMatch]:
+        """Candidates for references the first stage's search did not return, each scored by
+        its best allowed region's cosine (its stored vectors read back from the index)."""
+        refs = index.get_references(ref_ids)
         stored = index.get_vectors(refs)
         added = []
         for rid, ref in refs.items():
@@ -610,7 +664,7 @@ class Detector:
             best = int(similarity.argmax())
             cosine = float(similarity[best])
             added.append(_match(ref, cosine, cosine, None, regions[allowed[best]].box))
-        return added, voted
+        return added
 
     def _verify(
         self,
@@ -626,11 +680,14 @@ class Detector:
         voted for by the mirrored listing are also verified against it; the better
         verification counts, and a mirrored one reports ``mirrored`` and an unmirrored box.
 
-        ``score = fuse_scores(cosine, accepted inliers) + shape_bonus(best aligned IoU)``,
-        where a cosine that comes from a mark's silhouette counts only when the shape
-        confirms it (``silhouettes.confirm_iou``; else the best over the other regions); a
-        product photo that knows its logo's box instead gets ``cosine ± logo_weight`` when
-        its logo area is matched / missing (:func:`detector.verify.logo_area_verdict`).
+        ``score = fuse_scores(cosine, accepted inliers) + weight * support``, where support is
+        how far the best aligned IoU is above the reference's floor
+        (:func:`~detector.silhouettes.shape_support`), and with ``shape_score`` at least
+        ``shape_score + shape_score_weight * support``; a cosine that comes from a mark's
+        silhouette counts only when the shape confirms it (``silhouettes.confirm_iou``; else
+        the best over the other regions); a product photo that knows its logo's box instead
+        gets ``cosine ± logo_weight`` when its logo area is matched / missing
+        (:func:`detector.verify.logo_area_verdict`).
         """
         vcfg, scfg = self.config.verify, self.config.silhouettes
         check_shapes = scfg.enabled and len(shapes.query) > 0
@@ -654,6 +711,7 @@ class Detector:
             features = query_features(image, vcfg)
         neighbours = _nearest(features, ransac, stored)
         mirrored_neighbours = _nearest(local.mirrored, [r for r in ransac if r in local.mirrored_voted], stored)
+        distinct = self._logo_shapes(index).distinct if check_shapes and scfg.distinct_margin is not None else {}
         checked: dict[int, ScoredMatch] = {}
         for rank, m in enumerate(chosen):
             reference = stored.get(m.ref_id)
@@ -666,6 +724,8 @@ class Detector:
             if check_shapes and shape_candidate and reference.silhouette is not None:
                 iou, mark = shapes.query.match(reference.silhouette)
                 floor = shape_floor(reference.silhouette, scfg)
+                if m.ref_id in distinct:  # a shape another brand's logo shares identifies neither
+                    floor = max(floor, distinct[m.ref_id] + (scfg.distinct_margin or 0.0))
             if m.ref_id in shapes.unconfirmed and (iou is None or iou < max(scfg.confirm_iou, floor)):
                 cosine = shapes.unconfirmed[m.ref_id]
             score = cosine
@@ -679,10 +739,11 @@ class Detector:
                 confirmed = result.confirmed
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box
-            if iou is not None:
-                bonus = shape_bonus(iou, scfg, floor)
-                score += bonus
-                if bonus > 0 and not located:
+            if iou is not None and (support := shape_support(iou, floor)) > 0:
+                score += scfg.weight * support
+                if scfg.shape_score > 0:
+                    score = max(score, scfg.shape_score + scfg.shape_score_weight * support)
+                if not located:
                     box = shapes.boxes[mark]  # the shape located the mark; RANSAC did not
             checked[m.ref_id] = replace(
                 m, score=score, inliers=inliers, box=box, shape_iou=iou, mirrored=mirrored, verified=confirmed
@@ -737,9 +798,20 @@ class _Marks:
 
     query: QueryShapes
     boxes: list[Box]
-    picks: frozenset[int] = frozenset()  # each mark's own best references (per_mark_candidates)
+    found: tuple[int, ...] = ()  # logo references the shape search found (silhouettes.search)
+    picks: frozenset[int] = frozenset()  # those and each mark's own best references (per_mark_candidates)
     # References matched best by a mark's silhouette -> their similarity over the other regions.
     unconfirmed: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _LogoShapes:
+    """The canonical masks of one index generation's logo references."""
+
+    generation: int
+    ids: np.ndarray  # ref id of each row
+    rows: np.ndarray  # (n, CANONICAL_SIDE**2) flattened 0/1 masks, float32
+    distinct: dict[int, float]  # ref id -> best IoU with another brand's logo (distinct_margin)
 
 
 @dataclass(frozen=True)

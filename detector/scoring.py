@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -116,12 +116,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "thorough": {
         "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
         "verify": {"enabled": True, "mirrored": True},
-        # Marks' silhouettes embedded and shape-checked against the top candidates (the
-        # preset's default may instead only search marks by shape: see SilhouetteConfig).
-        "silhouettes": {
-            "enabled": True, "embed": True, "top_candidates": 10, "weight": 0.4,
-            "search": 0, "shape_score": 0.0, "distinct_margin": None,
-        },
+        # The library's silhouette settings, whatever the preset's (effnet-lite0's default only
+        # searches marks by shape): marks' silhouettes embedded, shapes checked and added.
+        "silhouettes": {**asdict(SilhouetteConfig()), "enabled": True},
     },
 }
 

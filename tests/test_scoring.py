@@ -163,6 +163,13 @@ def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_pat
     fast, profile = resolve_scoring(preset_defaults, {"profile": "fast"})
     assert not fast.regions.enabled and not fast.silhouettes.enabled
     assert set(PROFILES) >= {"fast", "thorough"}
+    # thorough embeds its marks' silhouettes even where the preset only searches them by shape
+    searching = {"silhouettes": {"enabled": True, "embed": False, "search": 5, "shape_score": 0.7,
+                                 "distinct_margin": 0.05, "top_candidates": 0, "weight": 0.0}}
+    thorough, _ = resolve_scoring(searching, {"profile": "thorough"})
+    s = thorough.silhouettes
+    assert s.embed and s.search == 0 and s.shape_score == 0 and s.distinct_margin is None and s.weight > 0
+    assert resolve_scoring(searching, {"profile": "fast"})[0].silhouettes.search == 5
     with pytest.raises(ConfigError, match="unknown scoring profile"):
         resolve_scoring(preset_defaults, {"profile": "nope"})
 

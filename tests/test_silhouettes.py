@@ -17,10 +17,12 @@ from detector.silhouettes import (
     aligned_iou,
     canonical_mask,
     component_boxes,
+    distinct_ious,
     query_mask,
     reference_mask,
     shape_bonus,
     shape_floor,
+    shape_support,
     silhouette_image,
 )
 from detector.verify import LocalFeatures, extract_features
@@ -138,6 +140,42 @@ def test_coarse_best_is_each_marks_best_alignment_over_all_references():
     assert QueryShapes([], CONFIG).coarse_best(references).shape == (0,)
 
 
+def test_coarse_gives_every_marks_alignment_with_every_reference():
+    mark = canonical_mask(_alpha_mask(_mark()))
+    disc = canonical_mask(_alpha_mask(_disc()))
+    turned = canonical_mask(_alpha_mask(_mark().rotate(20, expand=True)))
+    references = np.stack([disc.ravel(), mark.ravel(), turned.ravel()]).astype(np.float32)
+    shapes = QueryShapes([turned, disc], CONFIG)
+    coarse = shapes.coarse(references)
+    assert coarse.shape == (2, 3)
+    assert np.array_equal(coarse.max(axis=1), shapes.coarse_best(references))
+    assert coarse[1, 0] == pytest.approx(1.0) and coarse[0, 2] == pytest.approx(1.0)
+    assert coarse[0, 1] > 0.85 and coarse[0, 0] < 0.8 and coarse[1, 1] < 0.8
+    assert QueryShapes([], CONFIG).coarse(references).shape == (0, 3)
+
+
+def test_distinct_ious_are_each_logos_best_alignment_with_another_brand():
+    mark = canonical_mask(_alpha_mask(_mark())).ravel()
+    mirrored = canonical_mask(_alpha_mask(_mark())[:, ::-1]).ravel()
+    disc = canonical_mask(_alpha_mask(_disc())).ravel()
+    masks = np.stack([mark, mirrored, disc, disc]).astype(np.float32)
+    got = distinct_ious(masks, ["acme", "copycat", "round", "round"])
+    assert got[0] == pytest.approx(1.0) and got[1] == pytest.approx(1.0)  # the same mark, mirrored
+    assert got[2] == got[3] < 0.8  # their own brand's identical disc does not count
+    inter = (mark * disc).sum()
+    assert got[2] == pytest.approx(inter / (mark.sum() + disc.sum() - inter), abs=0.05)
+    assert distinct_ious(masks[:2], ["acme", "acme"]).tolist() == [0.0, 0.0]
+    assert distinct_ious(masks[:1], ["acme"]).tolist() == [0.0]
+    chunked = distinct_ious(masks, ["a", "b", "c", "d"], chunk=1)
+    assert np.allclose(chunked, distinct_ious(masks, ["a", "b", "c", "d"]))
+
+
+def test_shape_support_is_the_share_of_the_way_from_floor_to_one():
+    assert shape_support(0.75, 0.5) == pytest.approx(0.5)
+    assert shape_support(0.4, 0.5) == 0.0 and shape_support(1.0, 0.5) == 1.0
+    assert shape_support(1.0, 1.0) == 0.0  # a floor of 1: nothing is evidence
+
+
 def test_a_subset_of_marks_matches_as_if_built_from_them_alone():
     mark = canonical_mask(_alpha_mask(_mark()))
     disc = canonical_mask(_alpha_mask(_disc()))
@@ -187,7 +225,8 @@ def test_silhouette_image_is_a_black_mark_on_a_white_square():
 @pytest.mark.parametrize(
     "kwargs",
     [{"clusters": 1}, {"max_regions": 0}, {"min_fill": 0.5, "max_fill": 0.4}, {"iou_floor": 1.0},
-     {"weight": 2.0}, {"angle_step": 0}],
+     {"weight": 2.0}, {"angle_step": 0}, {"attempts": 0}, {"search": -1}, {"shape_score": 2.5},
+     {"shape_score_weight": 1.5}, {"distinct_margin": 1.0}, {"distinct_margin": -0.1}],
 )
 def test_invalid_config_raises(kwargs):
     with pytest.raises(ConfigError):
@@ -366,3 +405,109 @@ def test_only_marks_some_logo_resembles_are_embedded(silhouette_index, sample_se
     assert 1 < some < every  # the textured background's marks resemble no logo
     assert filtered[brand] == pytest.approx(scores[brand]) and filtered[brand] == max(filtered.values())
     assert embedded(1.0)[0] == 1
+
+
+# --- the shape search (default profile of effnet-lite0): marks compared by shape only ----------
+
+SHAPE_SEARCH = {"enabled": True, "embed": False, "top_candidates": 0, "weight": 0.0, "search": 3,
+                "shape_score": 1.5, "shape_score_weight": 0.5}
+
+
+def _ring(size: int = 200) -> Image.Image:
+    """A ring with a notch: concave, unlike the 'L' with a dot."""
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    d.ellipse([10, 10, size - 10, size - 10], fill=(230, 160, 0, 255))
+    d.ellipse([60, 60, size - 60, size - 60], fill=(0, 0, 0, 0))
+    d.rectangle([size // 2 - 15, 0, size // 2 + 15, 70], fill=(0, 0, 0, 0))
+    return im
+
+
+def _index_logos(root, logos: dict[str, Image.Image]):
+    from detector.indexing import run_indexing
+
+    for brand, image in logos.items():
+        (root / "refs" / brand).mkdir(parents=True)
+        image.save(root / "refs" / brand / "logo.png")
+    run_indexing(root / "refs", root / "index", preset="tiny-clip-test", default_kind="logo",
+                 embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True))
+    return root / "index"
+
+
+def _listing_with_mark(seed: int = 5) -> Image.Image:
+    """A textured 480x360 photo with the 'L' mark, recoloured white, pasted at (180, 120)."""
+    listing = _textured((480, 360), seed=seed)
+    mark = _mark(120, colour=(250, 250, 250, 255))
+    listing.paste(mark, (180, 120), mask=mark)
+    return listing
+
+
+def _cross(size: int = 200) -> Image.Image:
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    d.rectangle([80, 10, 120, size - 10], fill=(90, 0, 160, 255))
+    d.rectangle([10, 60, size - 10, 100], fill=(90, 0, 160, 255))
+    return im
+
+
+@pytest.fixture(scope="module")
+def shape_index(tmp_path_factory):
+    # No disc: the 'L' mark's dot is one, and a disc aligns with it (see the solidity floor).
+    return _index_logos(tmp_path_factory.mktemp("shapes"), {"acme": _mark(), "cross": _cross(), "ring": _ring()})
+
+
+def _analyse_with(index_dir, listing: Image.Image, silhouettes: dict) -> tuple[list[int], dict]:
+    """(images embedded per model call, matches by brand) of one listing."""
+    config = {"verify": {"enabled": False}, "silhouettes": silhouettes}
+    with Detector.open(index_dir, device="cpu", config=config) as det:
+        calls = []
+        original = det.embedder.embed
+        det.embedder.embed = lambda images: calls.append(len(images)) or original(images)
+        (analysis,) = det.analyse_images([listing], ["listing.png"])
+    return calls, {m.brand: m for m in analysis.verdict.matches}
+
+
+def test_the_shape_search_finds_a_pasted_mark_without_embedding_its_silhouette(shape_index):
+    """A shape score (1.5 here, above any cosine) reaches the pasted brand through its shape
+    alone: no silhouette is embedded, and the box is the mark's."""
+    listing = _listing_with_mark()
+    calls, found = _analyse_with(shape_index, listing, SHAPE_SEARCH)
+    assert calls == _analyse_with(shape_index, listing, {"enabled": False})[0]  # no extra model pass
+    match = found["acme"]
+    assert match.shape_iou is not None and match.shape_iou > 0.8
+    assert match.score >= 1.5 > match.cosine
+    assert all(m.score < 1.5 for b, m in found.items() if b != "acme")
+    x0, y0, x1, y1 = match.box  # the 120 px mark was pasted at (180, 120)
+    assert 170 <= x0 < x1 <= 310 and 110 <= y0 < y1 <= 250
+
+    _, unsearched = _analyse_with(shape_index, listing, {**SHAPE_SEARCH, "search": 0})
+    assert all(m.shape_iou is None and m.score == m.cosine for m in unsearched.values())
+
+
+def test_a_shape_two_brands_share_identifies_neither(tmp_path):
+    """The same mark registered by two brands (one of them mirrored) gives neither a shape
+    score once ``distinct_margin`` is set; a distinct mark still gets one."""
+    copycat = _mark(colour=(20, 120, 40, 255)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    index_dir = _index_logos(tmp_path, {"acme": _mark(), "copycat": copycat, "ring": _ring()})
+    ring_listing = _textured((480, 360), seed=6)
+    ring = _ring(120)
+    ring_listing.paste(ring, (150, 100), mask=ring)
+
+    def shape_scored(listing: Image.Image, distinct_margin: float | None) -> set[str]:
+        _, found = _analyse_with(index_dir, listing, {**SHAPE_SEARCH, "distinct_margin": distinct_margin})
+        return {b for b, m in found.items() if m.score >= 1.5}
+
+    assert shape_scored(_listing_with_mark(), None) == {"acme", "copycat"}
+    assert shape_scored(_listing_with_mark(), 0.05) == set()
+    assert shape_scored(ring_listing, 0.05) == {"ring"}
+
+
+def test_searched_marks_reach_their_own_listing_in_a_batch(shape_index):
+    """Marks found in worker threads are matched with the listing they came from."""
+    listings = [_textured((480, 360), seed=7), _listing_with_mark(), _textured((300, 200), seed=8)]
+    names = [f"{i}.png" for i in range(len(listings))]
+    with Detector.open(shape_index, device="cpu", config={"silhouettes": SHAPE_SEARCH}) as det:
+        batch = det.analyse_images(listings, names)
+        alone = [det.analyse_images([image], [name])[0] for image, name in zip(listings, names)]
+    assert [a.brand_scores for a in batch] == [a.brand_scores for a in alone]
+    assert [any(m.score >= 1.5 for m in a.verdict.matches) for a in batch] == [False, True, False]

@@ -151,6 +151,7 @@ def test_variants_give_per_class_rows(small_run) -> None:
     # The variants really scored differently: whole-image has one region, default several.
     assert variants["whole-image"]["scoring"]["regions"]["enabled"] is False
     assert variants["whole-image"]["scoring"]["regions"]["trim_frame"] is False  # one vector
+    assert variants["whole-image"]["scoring"]["silhouettes"]["enabled"] is False  # no shape search
     assert variants["default"]["scoring"]["regions"]["enabled"] is True
     side = result.markdown.split("#### Variants side by side")[1].split("####")[0]
     rows = [line for line in side.splitlines() if line.startswith("| ")][1:]

@@ -88,8 +88,10 @@ SIZES: dict[str, BenchSize] = {
 # Scoring switches of each named variant, applied over the preset's defaults and --scoring.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    # One vector per image: the "before" of region matching (no border-trimmed frame either).
-    "whole-image": {"regions": {"enabled": False, "trim_frame": False}, "verify": {"enabled": False}},
+    # One vector per image: the "before" of region matching (no border-trimmed frame either,
+    # no shape search, whatever the preset's defaults).
+    "whole-image": {"regions": {"enabled": False, "trim_frame": False}, "verify": {"enabled": False},
+                    "silhouettes": {"enabled": False}},
     "regions": {"regions": {"enabled": True}, "verify": {"enabled": False}},
     "verify": {"regions": {"enabled": False}, "verify": {"enabled": True}},
     "regions+verify": {"regions": {"enabled": True}, "verify": {"enabled": True}},

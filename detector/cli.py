@@ -30,9 +30,9 @@ def _profile_arg(p: argparse.ArgumentParser) -> None:
     from detector.scoring import PROFILES
 
     p.add_argument("--profile", choices=sorted(PROFILES),
-                   help="scoring profile: 'fast' (the preset's defaults) or 'thorough' (finds logos "
-                        "inside photos: regions, mark silhouettes, shape checks; slower); "
-                        "picks the profile's thresholds")
+                   help="scoring profile: 'fast' (the preset's defaults), 'lean' (those without the "
+                        "shape search: quicker, finds fewer logos in photos) or 'thorough' (regions, mark "
+                        "silhouettes, the mirrored listing: finds more, slower); picks the profile's thresholds")
 
 
 def _embedder_options(args: argparse.Namespace) -> dict[str, Any]:

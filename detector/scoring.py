@@ -5,6 +5,7 @@ Scoring flow for one listing image::
     load ──► regions (whole frame + windows + proposals) [+ their mark silhouettes]
          ──► embed (one batch) ──► index search per region ──► best allowed region per reference
          [+ references the photo's local descriptors vote for (detector.local_search)]
+         [+ logo references the photo's marks resemble in shape (silhouettes.search)]
          ──► verify the top candidates (local features + RANSAC; silhouette shape check)
          ──► fuse ──► thresholds ──► Verdict
 
@@ -108,11 +109,14 @@ class ScoringConfig:
 
 
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
-# logos inside photos (a few regions and colour components, their mark silhouettes, shape
-# and RANSAC checks) at about a quarter of the default's speed (effnet-lite0, 2-core CPU:
-# 3.27 vs 13.6 images/s); see README "Benchmarks" for measured figures.
+# more logos inside photos (a few regions and colour components, their mark silhouettes, shape
+# and RANSAC checks, the mirrored listing) at about a third of the default's speed
+# (effnet-lite0, 2-core CPU: 3.26 vs 10.4 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
+    # The preset's defaults without the shape search: the whole frame and local features only
+    # (effnet-lite0 on the benchmark: 13.6 vs 10.4 images/s, logos in photos found less often).
+    "lean": {"silhouettes": {"enabled": False}},
     "thorough": {
         "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
         "verify": {"enabled": True, "mirrored": True},

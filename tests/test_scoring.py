@@ -155,6 +155,7 @@ def test_scoring_overrides_merge_section_by_section():
 def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_path, monkeypatch):
     from detector import scoring
     from detector.scoring import PROFILES, default_thresholds_path, resolve_scoring
+    from detector.thresholds import load_thresholds
 
     preset_defaults = {"regions": {"enabled": False}, "search_k": 30}
     config, profile = resolve_scoring(preset_defaults, {"profile": "thorough", "top_k": 3})
@@ -170,6 +171,12 @@ def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_pat
     s = thorough.silhouettes
     assert s.embed and s.search == 0 and s.shape_score == 0 and s.distinct_margin is None and s.weight > 0
     assert resolve_scoring(searching, {"profile": "fast"})[0].silhouettes.search == 5
+    lean, _ = resolve_scoring(searching, {"profile": "lean"})
+    assert not lean.silhouettes.enabled and lean.verify == fast.verify  # only the shape search off
+    for profile in ("lean", "thorough"):  # shipped with their own tables for effnet-lite0
+        path = default_thresholds_path("effnet-lite0", profile)
+        assert path.name == f"effnet-lite0-{profile}.json"
+        assert profile in load_thresholds(path).version
     with pytest.raises(ConfigError, match="unknown scoring profile"):
         resolve_scoring(preset_defaults, {"profile": "nope"})
 

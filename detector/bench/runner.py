@@ -95,7 +95,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "regions": {"regions": {"enabled": True}, "verify": {"enabled": False}},
     "verify": {"regions": {"enabled": False}, "verify": {"enabled": True}},
     "regions+verify": {"regions": {"enabled": True}, "verify": {"enabled": True}},
-    # The "thorough" scoring profile (detector.scoring.PROFILES) with its own thresholds.
+    # The "lean" and "thorough" scoring profiles (detector.scoring.PROFILES), each with its
+    # own thresholds.
+    "lean": {"profile": "lean"},
     "thorough": {"profile": "thorough"},
 }
 

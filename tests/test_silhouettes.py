@@ -511,3 +511,46 @@ def test_searched_marks_reach_their_own_listing_in_a_batch(shape_index):
         alone = [det.analyse_images([image], [name])[0] for image, name in zip(listings, names)]
     assert [a.brand_scores for a in batch] == [a.brand_scores for a in alone]
     assert [any(m.score >= 1.5 for m in a.verdict.matches) for a in batch] == [False, True, False]
+
+
+def test_the_shape_search_follows_logos_added_and_withdrawn_without_a_rebuild(tmp_path):
+    """The logo masks (and their distinct floors) are gathered per index generation: a brand
+    registered after the scorer opened is found by its shape once reloaded, and no longer once
+    withdrawn."""
+    from detector.indexing import run_indexing
+    from index.store import ReferenceIndex
+
+    index_dir = _index_logos(tmp_path, {"acme": _mark(), "ring": _ring()})
+    listing = _textured((480, 360), seed=9)
+    cross = _cross(120)
+    listing.paste(cross, (200, 100), mask=cross)
+    config = {"verify": {"enabled": False}, "silhouettes": {**SHAPE_SEARCH, "distinct_margin": 0.05}}
+
+    def shape_scored(det: Detector) -> set[str]:
+        (analysis,) = det.analyse_images([listing], ["listing.png"])
+        return {m.brand for m in analysis.verdict.matches if m.score >= 1.5}
+
+    with Detector.open(index_dir, device="cpu", config=config) as det:
+        assert shape_scored(det) == set()
+        (tmp_path / "refs" / "cross").mkdir()
+        _cross().save(tmp_path / "refs" / "cross" / "logo.png")
+        run_indexing(tmp_path / "refs", index_dir, preset="tiny-clip-test", default_kind="logo",
+                     embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True))
+        assert det.reload_index()
+        assert shape_scored(det) == {"cross"}
+        with ReferenceIndex.open(index_dir, writable=True) as writer:
+            assert writer.remove(brand="cross") == 1
+        assert det.reload_index()
+        assert shape_scored(det) == set()
+
+
+def test_concurrent_callers_get_their_own_shape_matches(shape_index):
+    from concurrent.futures import ThreadPoolExecutor
+
+    listings = [_listing_with_mark(seed) for seed in (5, 6, 7)] + [_textured((400, 300), seed=8)]
+    with Detector.open(shape_index, device="cpu", config={"silhouettes": SHAPE_SEARCH}) as det:
+        expected = [det.analyse_images([image], ["x"])[0].brand_scores for image in listings]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda image: det.analyse_images([image], ["x"])[0].brand_scores, listings * 2))
+    assert got == expected * 2
+    assert [any(b.score >= 1.5 for b in scores) for scores in expected] == [True, True, True, False]

@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -365,11 +365,12 @@ class Detector:
         index = self._index  # one consistent index for the whole batch, even if reloaded meanwhile
         # Local features (and marks that are only searched by shape) are found in worker
         # threads while the regions and model run here: the embedder leaves a core free for
-        # image decoding, idle by now.
+        # image decoding, idle by now. Marks no worker has started by the time they are needed
+        # are segmented here instead (_Stealable).
         pool = _features_pool()
         background_marks = scfg.enabled and not scfg.embed
         pending: list[Future[LocalFeatures] | None] = [None] * len(images)
-        shapes_per_image: list[Future[_Marks] | _Marks] = []
+        shapes_per_image: list[_Stealable[_Marks] | _Marks] = []
         regions_per_image = [propose_regions(img, cfg.regions) for img in images]  # full frame first
         crops: list[Image.Image] = []
         for i, (img, regions) in enumerate(zip(images, regions_per_image)):
@@ -378,7 +379,7 @@ class Detector:
             region_crops = crop_regions(img, regions)
             marks: list[tuple[np.ndarray, np.ndarray, Box]] = []
             if background_marks:
-                shapes_per_image.append(pool.submit(self._marks_searched, index, list(region_crops), list(regions)))
+                shapes_per_image.append(_Stealable(pool, self._marks_searched, index, list(region_crops), list(regions)))
             else:
                 marks, shapes = self._find_marks(index, region_crops, regions)
                 shapes_per_image.append(shapes)
@@ -400,7 +401,7 @@ class Detector:
             stop = start + len(regions)
             out.append(self._analyse_one(
                 index, img, name, regions, vectors[start:stop], scores[start:stop], ref_ids[start:stop],
-                shapes.result() if isinstance(shapes, Future) else shapes, features,
+                shapes.result() if isinstance(shapes, _Stealable) else shapes, features,
             ))
             start = stop
         return out
@@ -823,6 +824,25 @@ class _LocalSearch:
     voted: frozenset[int] = frozenset()  # references its descriptors voted for
     mirrored: LocalFeatures | None = None  # the mirrored listing's (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
+
+
+T = TypeVar("T")
+
+
+class _Stealable(Generic[T]):
+    """A task queued on a worker pool that the thread needing its result runs itself when no
+    worker has started it yet: the feature thread is the busier one (SIFT on two channels),
+    so the caller segments a listing's marks while a worker extracts its features."""
+
+    def __init__(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> None:
+        self._call = (fn, args)
+        self._future = pool.submit(fn, *args)
+
+    def result(self) -> T:
+        if self._future.cancel():  # not started: run it here rather than wait behind the queue
+            fn, args = self._call
+            return fn(*args)
+        return self._future.result()
 
 
 @cache

@@ -210,3 +210,26 @@ def test_a_corrupt_features_blob_skips_verification_of_that_reference_only(tiny_
         assert any(m.inliers is not None for m in verdict.matches if m.ref_id != ref.id)
     # Logged once, not for every listing that meets the reference.
     assert caplog.text.count(f"reference {ref.id}: unreadable local features") == 1
+
+
+def test_a_stealable_task_runs_in_the_caller_when_no_worker_has_started_it():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.scoring import _Stealable
+
+    ran_in: list[str] = []
+
+    def task(value: int) -> int:
+        ran_in.append(threading.current_thread().name)
+        return value * 2
+
+    release = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="worker") as pool:
+        pool.submit(release.wait, 10)  # the only worker is busy (10 s at most): the task below stays queued
+        queued = _Stealable(pool, task, 21)
+        assert queued.result() == 42 and ran_in == [threading.current_thread().name]
+        release.set()
+        started = _Stealable(pool, task, 5)
+        pool.submit(lambda: None).result()  # the worker has run everything queued before it
+        assert started.result() == 10 and ran_in[-1].startswith("worker") and len(ran_in) == 2

@@ -39,6 +39,7 @@ from detector.silhouettes import (
     canonical_mask,
     component_boxes,
     distinct_ious,
+    generic_ious,
     query_mask,
     shape_floor,
     shape_support,
@@ -586,7 +587,8 @@ class Detector:
                         else np.zeros((0, CANONICAL_SIDE**2), np.float32))
                 distinct: dict[int, float] = {}
                 if self.config.silhouettes.distinct_margin is not None:
-                    distinct = dict(zip((r.id for r in kept), distinct_ious(rows, [r.brand for r in kept]).tolist()))
+                    floors = np.maximum(distinct_ious(rows, [r.brand for r in kept]), generic_ious(rows))
+                    distinct = dict(zip((r.id for r in kept), floors.tolist()))
                 cached = _LogoShapes(index.generation, np.array([r.id for r in kept], dtype=np.int64), rows, distinct)
                 self._logo_shapes_cache = cached
             return cached

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import cache
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,9 @@ class SilhouetteConfig:
         distinct_margin: When set, a reference's floor is also at least its mark's best
             IoU with another brand's logo mark (aligned as is or mirrored) plus this margin:
             a shape that two registered logos share, or that is so plain that many logos
-            come close to it, identifies neither. None disables.
+            come close to it, identifies neither. Generic shapes count as another brand's
+            (:func:`generic_ious`: stars, rings, hearts, crosses, crescents): anyone may
+            print a star. None disables.
     """
 
     enabled: bool = False
@@ -534,6 +537,90 @@ def distinct_ious(masks: np.ndarray, brands: Sequence[str], *, chunk: int = 1024
         best[labels[rows, None] == labels[None, :]] = 0.0  # the brand's own logos
         out[rows] = best.max(axis=1)
     return out
+
+
+def generic_ious(masks: np.ndarray) -> np.ndarray:
+    """Each mask's best IoU with a generic shape (:func:`generic_shapes`), as is or mirrored.
+
+    ``masks`` is (n, side * side), flattened canonical masks as 0/1 (float32). A mark that
+    is nothing but a star, a ring or a heart is printed on goods of every brand, so its
+    shape is no brand's evidence; :class:`SilhouetteConfig`'s ``distinct_margin`` treats
+    these shapes like another brand's logo.
+
+    Example:
+        >>> import cv2
+        >>> disc = np.zeros((256, 256), np.uint8); _ = cv2.circle(disc, (128, 128), 100, 1, -1)
+        >>> ring = disc.copy(); _ = cv2.circle(ring, (128, 128), 65, 0, -1)
+        >>> [round(float(v), 1) for v in generic_ious(np.stack([canonical_mask(m).ravel() for m in (ring, disc)]).astype(np.float32))]
+        [1.0, 0.8]
+    """
+    if len(masks) == 0:
+        return np.zeros(0, dtype=np.float32)
+    side = round(float(np.sqrt(masks.shape[1])))
+    shapes = generic_shapes(side)
+    mirrored = masks.reshape(len(masks), side, side)[:, :, ::-1].reshape(len(masks), -1)
+    best = np.zeros(len(masks), dtype=np.float32)
+    for variant in (masks, mirrored):
+        inter = variant @ shapes.T
+        union = variant.sum(axis=1)[:, None] + shapes.sum(axis=1)[None, :] - inter
+        best = np.maximum(best, (inter / np.maximum(union, 1.0)).max(axis=1))
+    return best
+
+
+@cache
+def generic_shapes(side: int = CANONICAL_SIDE) -> np.ndarray:
+    """(n, side * side) canonical masks of generic shapes, each at rotations 5 degrees apart
+    over its symmetry: 4-, 5-, 6- and 8-pointed stars (two depths), rings (three widths),
+    crosses (two widths), a heart and crescents (two widths). Convex shapes are left to
+    :func:`shape_floor`'s solidity. Read-only (cached)."""
+    import cv2
+
+    size = 256
+    centre, radius = size / 2, 0.45 * size
+
+    def star(points: int, depth: float) -> np.ndarray:
+        angles = np.pi * np.arange(2 * points) / points - np.pi / 2
+        radii = np.where(np.arange(2 * points) % 2 == 0, radius, radius * depth)
+        outline = np.stack([centre + radii * np.cos(angles), centre + radii * np.sin(angles)], axis=1)
+        return cv2.fillPoly(np.zeros((size, size), np.uint8), [np.int32(np.round(outline))], 1)
+
+    def ring(hole: float) -> np.ndarray:
+        disc = cv2.circle(np.zeros((size, size), np.uint8), (size // 2, size // 2), round(radius), 1, -1)
+        return cv2.circle(disc, (size // 2, size // 2), round(radius * hole), 0, -1)
+
+    def cross(width: float) -> np.ndarray:
+        mask = np.zeros((size, size), np.uint8)
+        c, arm, half = size // 2, round(radius), round(radius * width)
+        mask[c - half : c + half, c - arm : c + arm] = 1
+        mask[c - arm : c + arm, c - half : c + half] = 1
+        return mask
+
+    def heart() -> np.ndarray:
+        t = np.linspace(0, 2 * np.pi, 400)
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        outline = np.stack([x, y], axis=1) * size / 40 + centre
+        return cv2.fillPoly(np.zeros((size, size), np.uint8), [np.int32(outline)], 1)
+
+    def crescent(offset: float) -> np.ndarray:
+        c, r = size // 2, round(0.4 * size)
+        disc = cv2.circle(np.zeros((size, size), np.uint8), (c, c), r, 1, -1)
+        return cv2.circle(disc, (c + round(r * offset), c), r, 0, -1)
+
+    shapes = [(star(n, depth), 360 // n) for n in (4, 5, 6, 8) for depth in (0.38, 0.5)]
+    shapes += [(ring(hole), 5) for hole in (0.5, 0.65, 0.8)]
+    shapes += [(cross(width), 90) for width in (0.2, 0.33)]
+    shapes += [(heart(), 360)] + [(crescent(offset), 360) for offset in (0.35, 0.6)]
+    rows = []
+    for mask, period in shapes:
+        for angle in range(0, period, 5):
+            turn = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), angle, 1.0)
+            canonical = canonical_mask(cv2.warpAffine(mask, turn, (size, size), flags=cv2.INTER_NEAREST), side)
+            if canonical is not None:
+                rows.append(canonical.ravel())
+    stacked = np.asarray(rows, dtype=np.float32)
+    stacked.setflags(write=False)
+    return stacked
 
 
 def _angles(config: SilhouetteConfig) -> list[float]:

@@ -18,6 +18,7 @@ from detector.silhouettes import (
     canonical_mask,
     component_boxes,
     distinct_ious,
+    generic_ious,
     query_mask,
     reference_mask,
     shape_bonus,
@@ -442,6 +443,17 @@ def _listing_with_mark(seed: int = 5) -> Image.Image:
     return listing
 
 
+def _flag(size: int = 200) -> Image.Image:
+    """A pole with a pennant and a base: asymmetric and far from every generic shape."""
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    s = size / 200
+    d.rectangle([30 * s, 10 * s, 70 * s, 190 * s], fill=(90, 0, 160, 255))
+    d.polygon([(70 * s, 10 * s), (185 * s, 55 * s), (70 * s, 110 * s)], fill=(90, 0, 160, 255))
+    d.rectangle([10 * s, 155 * s, 125 * s, 190 * s], fill=(90, 0, 160, 255))
+    return im
+
+
 def _cross(size: int = 200) -> Image.Image:
     im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
     d = ImageDraw.Draw(im)
@@ -488,10 +500,10 @@ def test_a_shape_two_brands_share_identifies_neither(tmp_path):
     """The same mark registered by two brands (one of them mirrored) gives neither a shape
     score once ``distinct_margin`` is set; a distinct mark still gets one."""
     copycat = _mark(colour=(20, 120, 40, 255)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    index_dir = _index_logos(tmp_path, {"acme": _mark(), "copycat": copycat, "ring": _ring()})
-    ring_listing = _textured((480, 360), seed=6)
-    ring = _ring(120)
-    ring_listing.paste(ring, (150, 100), mask=ring)
+    index_dir = _index_logos(tmp_path, {"acme": _mark(), "copycat": copycat, "flag": _flag()})
+    flag_listing = _textured((480, 360), seed=6)
+    flag = _flag(120)
+    flag_listing.paste(flag, (150, 100), mask=flag)
 
     def shape_scored(listing: Image.Image, distinct_margin: float | None) -> set[str]:
         _, found = _analyse_with(index_dir, listing, {**SHAPE_SEARCH, "distinct_margin": distinct_margin})
@@ -499,7 +511,51 @@ def test_a_shape_two_brands_share_identifies_neither(tmp_path):
 
     assert shape_scored(_listing_with_mark(), None) == {"acme", "copycat"}
     assert shape_scored(_listing_with_mark(), 0.05) == set()
-    assert shape_scored(ring_listing, 0.05) == {"ring"}
+    assert shape_scored(flag_listing, 0.05) == {"flag"}
+
+
+def _star(size: int = 200, points: int = 5, turn: float = 0.0) -> Image.Image:
+    """A plain star on transparency, drawn with PIL (not the generic shapes' own drawing)."""
+    angles = np.pi * np.arange(2 * points) / points + np.radians(turn)
+    radii = np.where(np.arange(2 * points) % 2 == 0, 0.45, 0.19) * size
+    outline = [(size / 2 + r * np.cos(a), size / 2 + r * np.sin(a)) for r, a in zip(radii, angles)]
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(im).polygon(outline, fill=(200, 20, 40, 255))
+    return im
+
+
+def _canonical_row(image: Image.Image) -> np.ndarray:
+    return canonical_mask(np.asarray(image.getchannel("A")) > 0).ravel().astype(np.float32)
+
+
+def test_generic_ious_find_plain_shapes_at_any_rotation():
+    """A star or ring at an angle off the shapes' 5-degree grid matches a generic shape;
+    asymmetric marks do not come close."""
+    ring = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(ring)
+    draw.ellipse([10, 10, 190, 190], fill=(0, 0, 0, 255))
+    draw.ellipse([55, 55, 145, 145], fill=(0, 0, 0, 0))
+    rows = np.stack([_canonical_row(m) for m in (_star(turn=17), _star(points=6, turn=8), ring, _mark(), _flag())])
+    ious = generic_ious(rows)
+    assert ious[:3].min() > 0.85, ious
+    assert ious[3:].max() < 0.75, ious
+    assert generic_ious(rows[:0]).shape == (0,)
+
+
+def test_a_plain_star_identifies_no_brand(tmp_path):
+    """Registered by one brand only, a star still gets no shape score with ``distinct_margin``:
+    it is a generic shape. Without the margin the same listing is scored by its shape."""
+    index_dir = _index_logos(tmp_path, {"flag": _flag(), "stellar": _star()})
+    listing = _textured((480, 360), seed=11)
+    star = _star(130, turn=12).convert("LA").convert("RGBA")  # recoloured, turned
+    listing.paste(star, (170, 110), mask=star)
+
+    def shape_scored(distinct_margin: float | None) -> set[str]:
+        _, found = _analyse_with(index_dir, listing, {**SHAPE_SEARCH, "distinct_margin": distinct_margin})
+        return {b for b, m in found.items() if m.score >= 1.5}
+
+    assert "stellar" in shape_scored(None)
+    assert shape_scored(0.05) == set()
 
 
 def test_searched_marks_reach_their_own_listing_in_a_batch(shape_index):
@@ -522,8 +578,8 @@ def test_the_shape_search_follows_logos_added_and_withdrawn_without_a_rebuild(tm
 
     index_dir = _index_logos(tmp_path, {"acme": _mark(), "ring": _ring()})
     listing = _textured((480, 360), seed=9)
-    cross = _cross(120)
-    listing.paste(cross, (200, 100), mask=cross)
+    flag = _flag(120)
+    listing.paste(flag, (200, 100), mask=flag)
     config = {"verify": {"enabled": False}, "silhouettes": {**SHAPE_SEARCH, "distinct_margin": 0.05}}
 
     def shape_scored(det: Detector) -> set[str]:
@@ -532,14 +588,14 @@ def test_the_shape_search_follows_logos_added_and_withdrawn_without_a_rebuild(tm
 
     with Detector.open(index_dir, device="cpu", config=config) as det:
         assert shape_scored(det) == set()
-        (tmp_path / "refs" / "cross").mkdir()
-        _cross().save(tmp_path / "refs" / "cross" / "logo.png")
+        (tmp_path / "refs" / "flag").mkdir()
+        _flag().save(tmp_path / "refs" / "flag" / "logo.png")
         run_indexing(tmp_path / "refs", index_dir, preset="tiny-clip-test", default_kind="logo",
                      embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True))
         assert det.reload_index()
-        assert shape_scored(det) == {"cross"}
+        assert shape_scored(det) == {"flag"}
         with ReferenceIndex.open(index_dir, writable=True) as writer:
-            assert writer.remove(brand="cross") == 1
+            assert writer.remove(brand="flag") == 1
         assert det.reload_index()
         assert shape_scored(det) == set()
 

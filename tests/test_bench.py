@@ -121,9 +121,12 @@ def test_small_run_json_has_every_field(small_run) -> None:
     assert search["batch_qps"] > 0 and search["k"] >= 1
     assert search["single_latency"]["p50_ms"] <= search["single_latency"]["p99_ms"]
     assert set(data["speed"]["latency"]) == set(VARIANTS)
-    assert set(data["speed"]["scoring_throughput"]) == set(THROUGHPUT_SETTINGS)
-    for figures in data["speed"]["scoring_throughput"].values():
+    throughput = data["speed"]["scoring_throughput"]
+    assert set(throughput) == set(THROUGHPUT_SETTINGS) | set(VARIANTS)
+    for name, figures in throughput.items():
         assert figures["images_per_second"] > 0
+        # every setting's share of whole-image scoring, measured in the same rounds
+        assert (name == "whole-image") == ("share_of_reference" not in figures)
     assert result.markdown_path.read_text(encoding="utf-8") == result.markdown
 
 

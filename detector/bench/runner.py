@@ -30,6 +30,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,8 @@ class BenchSize:
         search_batch: Query vectors per batched search call.
         embed_images, embed_rounds, embed_latency_repeats: Files per photo size, alternating
             rounds and single-image calls of the embedding comparison (small: its quick mode).
+        throughput_rounds: Rounds of the scoring-throughput comparison (every setting scores
+            the speed subset once a round, in rotating order).
     """
 
     name: str
@@ -75,11 +78,12 @@ class BenchSize:
     embed_images: int = 8
     embed_rounds: int = 3
     embed_latency_repeats: int = 20
+    throughput_rounds: int = 3
 
 
 SIZES: dict[str, BenchSize] = {
     # CI: must finish well under 2 minutes on 2 cores with the tiny preset.
-    "small": BenchSize("small", 6, 3, 2, 0.5, 1, 256),
+    "small": BenchSize("small", 6, 3, 2, 0.5, 1, 256, throughput_rounds=1),
     # 1,000 brands, 50 queries per class: effnet-lite0 with the whole-image and default
     # variants ran in ~10 minutes on 2 shared cores (regions+verification ~1 s per query).
     "full": BenchSize("full", 1000, 200, 50, 0.3, 3, 1024),
@@ -427,14 +431,14 @@ def _speed(
     result["embedding"] = _embedding_throughput(cfg, size, out, say)
     result["search"] = measure_search(base, paths, size.search_batch)
     result["latency"] = {}
-    result["scoring_throughput"] = {}
-    for name in dict.fromkeys([*cfg.variants, *THROUGHPUT_SETTINGS]):
-        det = variant_detector(base, name, cfg.scoring, explicit_thresholds=cfg.thresholds is not None)
-        say(f"speed: scoring latency and throughput, {name!r}")
+    detectors = {}
+    for name in dict.fromkeys([*THROUGHPUT_SETTINGS, *cfg.variants]):
+        detectors[name] = variant_detector(base, name, cfg.scoring, explicit_thresholds=cfg.thresholds is not None)
         if name in cfg.variants:
-            result["latency"][name] = measure_latency(det, paths)
-        if name in THROUGHPUT_SETTINGS:
-            result["scoring_throughput"][name] = measure_throughput(det, paths)
+            say(f"speed: scoring latency, {name!r}")
+            result["latency"][name] = measure_latency(detectors[name], paths)
+    say(f"speed: scoring throughput of {list(detectors)}, {size.throughput_rounds} interleaved rounds")
+    result["scoring_throughput"] = measure_throughput(detectors, paths, rounds=size.throughput_rounds)
     return result
 
 
@@ -523,21 +527,41 @@ def measure_latency(det: Any, paths: Sequence[Path], *, warmup: int = 2) -> dict
     return {"n": len(seconds), **_percentiles_ms(seconds)}
 
 
-def measure_throughput(det: Any, paths: Sequence[Path], *, batch: int = 8) -> dict[str, Any]:
-    """Images/s of ``Detector.score_many`` on files in batches (warm: one image first)."""
+def measure_throughput(
+    detectors: dict[str, Any], paths: Sequence[Path], *, rounds: int, batch: int = 8,
+    reference: str = THROUGHPUT_SETTINGS[0],
+) -> dict[str, Any]:
+    """Images/s of each detector's ``score_many`` on the same files in batches, warm.
+
+    Every detector scores all files once a round, in an order that rotates from round to
+    round, so a slow spell of a shared machine hits all of them alike: the median of the
+    per-round ratios to ``reference`` (``share_of_reference``) is steadier than a ratio of
+    runs made minutes apart (whole-image's own rate varied 45-55 images/s between runs).
+    """
+    names = list(detectors)
     if not paths:
-        return {"n": 0, "images_per_second": None}
-    det.score(paths[0])
-    t0 = time.perf_counter()
-    for start in range(0, len(paths), batch):
-        det.score_many(list(paths[start : start + batch]))
-    elapsed = time.perf_counter() - t0
-    return {
-        "n": len(paths),
-        "batch": batch,
-        "seconds": round(elapsed, 3),
-        "images_per_second": _rate(len(paths), elapsed),
-    }
+        return {name: {"n": 0, "images_per_second": None} for name in names}
+    for det in detectors.values():
+        det.score(paths[0])
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            for start in range(0, len(paths), batch):
+                detectors[name].score_many(list(paths[start : start + batch]))
+            rates[name].append(len(paths) / (time.perf_counter() - t0))
+    out = {}
+    for name in names:
+        figures: dict[str, Any] = {
+            "n": len(paths), "batch": batch, "rounds": rounds,
+            "images_per_second": round(statistics.median(rates[name]), 3),
+        }
+        if reference in rates and name != reference:
+            figures["share_of_reference"] = round(
+                statistics.median([a / b for a, b in zip(rates[name], rates[reference])]), 4
+            )
+        out[name] = figures
+    return out
 
 
 def measure_search(

@@ -170,10 +170,12 @@ def _speed(data: dict[str, Any]) -> str:
             ]
         )
     for name, tp in speed.get("scoring_throughput", {}).items():
+        share = tp.get("share_of_reference")
         rows.append(
             [
-                f"scoring throughput `{name}` (n={tp['n']})",
-                f"{_rate(tp['images_per_second'])} images/s",
+                f"scoring throughput `{name}` (n={tp['n']}, median of {tp.get('rounds', 1)} interleaved rounds)",
+                f"{_rate(tp['images_per_second'])} images/s"
+                + (f" ({100 * share:.1f} % of whole-image)" if share is not None else ""),
             ]
         )
     return "#### Speed\n\n" + _table(["figure", "value"], rows)

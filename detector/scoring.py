@@ -584,10 +584,11 @@ class Detector:
                 features = self._reference_features(index, [r.id for r in logos])
                 kept = [r for r in logos if r.id in features and features[r.id].silhouette is not None]
                 rows = (np.stack([_canonical_rows(features[r.id].silhouette) for r in kept]) if kept
-                        else np.zeros((0, CANONICAL_SIDE**2), np.float32))
+                        else np.zeros((0, CANONICAL_SIDE**2), np.int8))
                 distinct: dict[int, float] = {}
                 if self.config.silhouettes.distinct_margin is not None:
-                    floors = np.maximum(distinct_ious(rows, [r.brand for r in kept]), generic_ious(rows))
+                    as_float = rows.astype(np.float32)
+                    floors = np.maximum(distinct_ious(as_float, [r.brand for r in kept]), generic_ious(as_float))
                     distinct = dict(zip((r.id for r in kept), floors.tolist()))
                 cached = _LogoShapes(index.generation, np.array([r.id for r in kept], dtype=np.int64), rows, distinct)
                 self._logo_shapes_cache = cached
@@ -814,7 +815,7 @@ class _LogoShapes:
 
     generation: int
     ids: np.ndarray  # ref id of each row
-    rows: np.ndarray  # (n, CANONICAL_SIDE**2) flattened 0/1 masks, float32
+    rows: np.ndarray  # (n, CANONICAL_SIDE**2) flattened 0/1 masks, int8 (QueryShapes.coarse)
     distinct: dict[int, float]  # ref id -> best IoU with another brand's logo (distinct_margin)
 
 
@@ -865,13 +866,13 @@ def _nearest(
 
 
 def _canonical_rows(mask: np.ndarray) -> np.ndarray:
-    """A stored canonical mask as one float32 row at :data:`CANONICAL_SIDE` (older indexes
+    """A stored canonical mask as one int8 0/1 row at :data:`CANONICAL_SIDE` (older indexes
     may hold another size)."""
     import cv2
 
     if mask.shape != (CANONICAL_SIDE, CANONICAL_SIDE):
         mask = cv2.resize(mask.astype(np.uint8), (CANONICAL_SIDE, CANONICAL_SIDE), interpolation=cv2.INTER_NEAREST)
-    return (mask > 0).astype(np.float32).ravel()
+    return (mask > 0).astype(np.int8).ravel()
 
 
 def _unmirrored(result: Verification, width: int) -> Verification:

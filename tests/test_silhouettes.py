@@ -19,6 +19,7 @@ from detector.silhouettes import (
     component_boxes,
     distinct_ious,
     generic_ious,
+    overlaps,
     query_mask,
     reference_mask,
     shape_bonus,
@@ -153,6 +154,13 @@ def test_coarse_gives_every_marks_alignment_with_every_reference():
     assert coarse[1, 0] == pytest.approx(1.0) and coarse[0, 2] == pytest.approx(1.0)
     assert coarse[0, 1] > 0.85 and coarse[0, 0] < 0.8 and coarse[1, 1] < 0.8
     assert QueryShapes([], CONFIG).coarse(references).shape == (0, 3)
+    assert np.array_equal(shapes.coarse(references.astype(np.int8)), coarse)  # the scorer's rows
+
+
+def test_overlaps_count_shared_pixels_exactly():
+    rng = np.random.default_rng(0)
+    masks, references = (rng.integers(0, 2, (n, 4096)).astype(np.float32) for n in (7, 5))
+    assert np.array_equal(overlaps(masks, references), masks @ references.T)
 
 
 def test_distinct_ious_are_each_logos_best_alignment_with_another_brand():

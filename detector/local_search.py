@@ -9,7 +9,7 @@ closer than the nearest one of any *other* reference (Lowe's ratio test across r
 the most-voted references then go through the same RANSAC verification as the
 embedding's candidates (:mod:`detector.scoring`), which is what rejects chance votes.
 
-Search is exact for small libraries and an inverted file (IVF, ``nprobe`` 16) from
+Search is exact for small libraries and an inverted file (IVF, ``nprobe`` 16 by default) from
 :data:`EXACT_UP_TO` descriptors on. Measured on the benchmark's 1,000 logos (52,514
 descriptors, 27 MB) with 20 photos of up to 2,000 keypoints, 2 cores shared with another
 job (so compare the two, not the absolute figures): exact 399 ms per photo, IVF with 1,024
@@ -31,7 +31,6 @@ from detector.verify import LocalFeatures, root_sift
 # descriptor of another reference behind a reference's own near-duplicates.
 _NEIGHBOURS = 20
 EXACT_UP_TO = 20_000
-_NPROBE = 16
 
 
 class LocalFeatureIndex:
@@ -43,7 +42,7 @@ class LocalFeatureIndex:
         0
     """
 
-    def __init__(self, owners: np.ndarray, descriptors: np.ndarray, method: str | None) -> None:
+    def __init__(self, owners: np.ndarray, descriptors: np.ndarray, method: str | None, nprobe: int = 16) -> None:
         import faiss
 
         self._owners = owners.astype(np.int64)
@@ -56,15 +55,16 @@ class LocalFeatureIndex:
             self._quantizer = faiss.IndexFlatL2(128)  # the IVF index does not keep it alive
             self._index = faiss.IndexIVFFlat(self._quantizer, 128, lists)
             self._index.train(descriptors)
-            self._index.nprobe = _NPROBE
+            self._index.nprobe = nprobe
         self._index.add(descriptors)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
     @classmethod
-    def from_features(cls, features: dict[int, LocalFeatures]) -> LocalFeatureIndex:
-        """Index the given references' features (ref id -> features); all SIFT.
+    def from_features(cls, features: dict[int, LocalFeatures], nprobe: int = 16) -> LocalFeatureIndex:
+        """Index the given references' features (ref id -> features); all SIFT. ``nprobe``:
+        inverted lists a search visits, once the library is large enough for them.
 
         Raises:
             DetectorError: Some features are not SIFT (ORB descriptors are binary).
@@ -73,10 +73,10 @@ class LocalFeatureIndex:
         if any(f.method != "sift" for f in kept.values()):
             raise DetectorError("local-feature search needs SIFT features (verify.method = 'sift')")
         if not kept:
-            return cls(np.zeros(0, np.int64), np.zeros((0, 128), np.float32), None)
+            return cls(np.zeros(0, np.int64), np.zeros((0, 128), np.float32), None, nprobe)
         owners = np.concatenate([np.full(len(f), rid, dtype=np.int64) for rid, f in kept.items()])
         descriptors = np.concatenate([root_sift(f.descriptors) for f in kept.values()])
-        return cls(owners, descriptors, "sift")
+        return cls(owners, descriptors, "sift", nprobe)
 
     def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8) -> list[tuple[int, int]]:
         """The ``top`` references with the most votes from ``query``'s descriptors.

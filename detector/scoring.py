@@ -600,7 +600,8 @@ class Detector:
             if self._local is None or self._local[0] != index.generation:
                 kinds = set(self.config.verify.kinds)
                 ids = [r.id for r in index.references() if r.kind in kinds]
-                self._local = (index.generation, LocalFeatureIndex.from_features(self._reference_features(index, ids)))
+                features = self._reference_features(index, ids)
+                self._local = (index.generation, LocalFeatureIndex.from_features(features, self.config.verify.local_nprobe))
             return self._local[1]
 
     def _reference_features(self, index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:

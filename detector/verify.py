@@ -236,6 +236,9 @@ class VerifyConfig:
             the embedding's top candidates; 0 turns the search off. Measured on the tuning
             set it brings logos the embedding ranks low (small, recoloured, busy scenes).
         local_ratio: Ratio test of that vote, across references.
+        local_nprobe: Inverted lists the vote's search visits once the library is large
+            enough for an inverted file (:mod:`detector.local_search`); fewer is faster and
+            finds fewer of the exact nearest descriptors.
         mirrored: Also run that search on the mirrored listing and verify its candidates
             against it (a mirrored logo is still the brand's, and SIFT does not match
             mirror images); costs a second feature extraction and vote. Ignored while
@@ -288,6 +291,7 @@ class VerifyConfig:
     logo_min_keypoints: int = 10
     local_candidates: int = 0
     local_ratio: float = 0.8
+    local_nprobe: int = 16
     mirrored: bool = False
     cosine_floor: float = -1.0
     confirmed_floor: float = -1.0
@@ -311,6 +315,7 @@ class VerifyConfig:
             "logo_min_inliers": (self.logo_min_inliers, 1),
             "logo_min_keypoints": (self.logo_min_keypoints, 1),
             "local_candidates": (self.local_candidates, 0),
+            "local_nprobe": (self.local_nprobe, 1),
         }
         checks = [
             (self.method in _METHODS,

@@ -66,8 +66,12 @@ def test_large_libraries_search_an_inverted_file_with_the_same_outcome(features,
     monkeypatch.setattr(local_search, "EXACT_UP_TO", 1000)
     index = LocalFeatureIndex.from_features(features)
     assert type(index._index).__name__ == "IndexIVFFlat"
-    votes = index.vote(query_features(_scene_with("starbucks"), VerifyConfig()), top=3)
+    query = query_features(_scene_with("starbucks"), VerifyConfig())
+    votes = index.vote(query, top=3)
     assert 0 in [rid for rid, _ in votes], votes
+    assert index._index.nprobe == 16
+    fewer = LocalFeatureIndex.from_features(features, nprobe=4)
+    assert fewer._index.nprobe == 4 and 0 in [rid for rid, _ in fewer.vote(query, top=3)]
 
 
 def test_the_logo_brings_its_votes(features):

@@ -393,7 +393,7 @@ def test_a_confirmed_verification_gets_its_own_floor():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0},
+    [{"method": "surf"}, {"ratio": 0}, {"min_inliers": 3}, {"weight": 1.5}, {"inlier_cap": 0}, {"local_nprobe": 0},
      {"min_area_fraction": 2.0}, {"max_distortion": 0.5}, {"min_corner_angle": 90},
      {"min_appearance": 1.5}, {"confirmed_floor": 1.5}],
 )

@@ -42,8 +42,6 @@ from PIL import Image
 from detector.errors import ConfigError, ImageLoadError
 
 CANONICAL_SIDE = 64
-# Pixels a colour k-means is fitted on (colour_clusters): the rest take the nearest centre.
-KMEANS_SAMPLE = 6000
 # Share of the canonical canvas side taken by sqrt(mark area): 0.3 leaves room for wide
 # wordmarks (a 6:1 mark spans ~0.74 of the side) and for rotations.
 _AREA_SCALE = 0.3
@@ -201,33 +199,6 @@ def reference_mask(image: Image.Image, *, tolerance: int = 8) -> np.ndarray | No
     return mask if mask.any() and not mask.all() else None
 
 
-def colour_clusters(
-    pixels: np.ndarray, k: int, *, attempts: int, iterations: int, sample: int = KMEANS_SAMPLE
-) -> tuple[np.ndarray, np.ndarray]:
-    """(label of each pixel, (k, 3) centres): k-means (OpenCV, k-means++ seeded with a fixed
-    RNG seed, so reproducible) of (n, 3) float32 colours.
-
-    The centres are fitted on an evenly strided sample of about ``sample`` pixels, then
-    every pixel takes its nearest centre: a photo's few dominant colours are found as well
-    from a sample, at a fraction of the cost of iterating over every pixel.
-    """
-    import cv2
-
-    stride = max(1, len(pixels) // sample)
-    cv2.setRNGSeed(0)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, iterations, 1.0)
-    fitted = np.ascontiguousarray(pixels[::stride])
-    _, labels, centres = cv2.kmeans(fitted, k, None, criteria, attempts, cv2.KMEANS_PP_CENTERS)
-    if stride == 1:
-        return labels.ravel(), centres
-    channels = np.ascontiguousarray(pixels.T)
-    distances = np.empty((k, len(pixels)), dtype=np.float32)
-    for j, centre in enumerate(centres):  # per centre: ~3x faster than a (n, 3) x (3, k) product
-        offset = channels - centre[:, None]
-        distances[j] = (offset * offset).sum(axis=0)
-    return distances.argmin(axis=0).astype(np.int32), centres
-
-
 def query_mask(crop: Image.Image, config: SilhouetteConfig) -> np.ndarray | None:
     """Boolean mask of the mark in one query region (at <= ``work_side`` px), or None.
 
@@ -245,7 +216,10 @@ def query_mask(crop: Image.Image, config: SilhouetteConfig) -> np.ndarray | None
     k = config.clusters
     if h * w < 4 * k:
         return None
-    labels = colour_clusters(lab.reshape(-1, 3), k, attempts=config.attempts, iterations=20)[0].reshape(h, w)
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    _, labels, _ = cv2.kmeans(lab.reshape(-1, 3), k, None, criteria, config.attempts, cv2.KMEANS_PP_CENTERS)
+    labels = labels.reshape(h, w)
     border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     sizes = np.bincount(labels.ravel(), minlength=k)
     on_border = np.bincount(border, minlength=k) / np.maximum(sizes, 1)
@@ -283,7 +257,9 @@ def component_boxes(image: Image.Image, config: SilhouetteConfig) -> list[tuple[
     k = config.component_clusters
     if h * w < 16 * k:
         return []
-    labels, centres = colour_clusters(lab.reshape(-1, 3), k, attempts=1, iterations=15)
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 15, 1.0)
+    _, labels, centres = cv2.kmeans(lab.reshape(-1, 3), k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
     labels = labels.reshape(h, w)
     kernel = np.ones((3, 3), np.uint8)
     ranked: list[tuple[float, tuple[int, int, int, int]]] = []

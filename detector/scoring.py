@@ -112,18 +112,19 @@ class ScoringConfig:
 # Named scoring profiles, applied over a preset's own ``scoring`` defaults. "thorough" finds
 # more logos inside photos (a few regions and colour components, their mark silhouettes, shape
 # and RANSAC checks, the mirrored listing) at about a third of the default's speed
-# (effnet-lite0, 2-core CPU: 3.26 vs 10.4 images/s); see README "Benchmarks" for measured figures.
+# (effnet-lite0, 2-core CPU: 3.96 vs 12.6 images/s); see README "Benchmarks" for measured figures.
 PROFILES: dict[str, dict[str, Any]] = {
     "fast": {},
     # The preset's defaults without the shape search: the whole frame and local features only
-    # (effnet-lite0 on the benchmark: 13.6 vs 10.4 images/s, logos in photos found less often).
+    # (effnet-lite0 on the benchmark: 16.1 vs 12.6 images/s, logos in photos found less often).
     "lean": {"silhouettes": {"enabled": False}},
     "thorough": {
         "regions": {"enabled": True, "max_regions": 5, "embed_crops": False},
         "verify": {"enabled": True, "mirrored": True},
         # The library's silhouette settings, whatever the preset's (effnet-lite0's default only
-        # searches marks by shape): marks' silhouettes embedded, shapes checked and added.
-        "silhouettes": {**asdict(SilhouetteConfig()), "enabled": True},
+        # searches marks by shape): marks' silhouettes embedded, shapes checked and added; a
+        # shape another brand's logo or a generic shape (a star) comes close to counts less.
+        "silhouettes": {**asdict(SilhouetteConfig()), "enabled": True, "distinct_margin": 0.05},
     },
 }
 

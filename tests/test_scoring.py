@@ -166,10 +166,10 @@ def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_pat
     assert set(PROFILES) >= {"fast", "thorough"}
     # thorough embeds its marks' silhouettes even where the preset only searches them by shape
     searching = {"silhouettes": {"enabled": True, "embed": False, "search": 5, "shape_score": 0.7,
-                                 "distinct_margin": 0.05, "top_candidates": 0, "weight": 0.0}}
+                                 "distinct_margin": 0.2, "top_candidates": 0, "weight": 0.0}}
     thorough, _ = resolve_scoring(searching, {"profile": "thorough"})
     s = thorough.silhouettes
-    assert s.embed and s.search == 0 and s.shape_score == 0 and s.distinct_margin is None and s.weight > 0
+    assert s.embed and s.search == 0 and s.shape_score == 0 and s.distinct_margin == 0.05 and s.weight > 0
     assert resolve_scoring(searching, {"profile": "fast"})[0].silhouettes.search == 5
     lean, _ = resolve_scoring(searching, {"profile": "lean"})
     assert not lean.silhouettes.enabled and lean.verify == fast.verify  # only the shape search off

@@ -31,6 +31,7 @@ from detector.verify import LocalFeatures, root_sift
 # descriptor of another reference behind a reference's own near-duplicates.
 _NEIGHBOURS = 20
 EXACT_UP_TO = 20_000
+DEFAULT_NPROBE = 16  # inverted lists a search visits (VerifyConfig.local_nprobe)
 
 
 class LocalFeatureIndex:
@@ -42,7 +43,7 @@ class LocalFeatureIndex:
         0
     """
 
-    def __init__(self, owners: np.ndarray, descriptors: np.ndarray, method: str | None, nprobe: int = 16) -> None:
+    def __init__(self, owners: np.ndarray, descriptors: np.ndarray, method: str | None, nprobe: int = DEFAULT_NPROBE) -> None:
         import faiss
 
         self._owners = owners.astype(np.int64)
@@ -62,7 +63,7 @@ class LocalFeatureIndex:
         return int(self._index.ntotal)
 
     @classmethod
-    def from_features(cls, features: dict[int, LocalFeatures], nprobe: int = 16) -> LocalFeatureIndex:
+    def from_features(cls, features: dict[int, LocalFeatures], nprobe: int = DEFAULT_NPROBE) -> LocalFeatureIndex:
         """Index the given references' features (ref id -> features); all SIFT. ``nprobe``:
         inverted lists a search visits, once the library is large enough for them.
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
@@ -41,6 +41,7 @@ from detector.silhouettes import (
     distinct_ious,
     generic_ious,
     query_mask,
+    shape_bonus,
     shape_floor,
     shape_support,
     silhouette_image,
@@ -516,8 +517,7 @@ class Detector:
                 candidates += added
                 local = replace(local, mirrored=flipped, mirrored_voted=voted)
         if shapes.found:  # logos whose shape a mark resembles, whatever their cosine
-            known = {m.ref_id for m in candidates}
-            candidates += self._by_cosine(index, [rid for rid in shapes.found if rid not in known], regions, vectors)
+            candidates += self._by_cosine(index, shapes.found, candidates, regions, vectors)
         if len(shapes.query):
             per_mark = self.config.silhouettes.per_mark_candidates
             shapes = replace(
@@ -651,16 +651,17 @@ class Detector:
         vcfg = self.config.verify
         votes = self._local_index(index).vote(features, vcfg.local_candidates, vcfg.local_ratio)
         voted = frozenset(rid for rid, _ in votes)
-        known = {m.ref_id for m in candidates}
-        return self._by_cosine(index, [rid for rid in voted if rid not in known], regions, vectors), voted
+        return self._by_cosine(index, voted, candidates, regions, vectors), voted
 
     @staticmethod
     def _by_cosine(
-        index: ReferenceIndex, ref_ids: Sequence[int], regions: list[Region], vectors: np.ndarray
+        index: ReferenceIndex, ref_ids: Iterable[int], candidates: list[ScoredMatch],
+        regions: list[Region], vectors: np.ndarray,
     ) -> list[ScoredMatch]:
-        """Candidates for references the first stage's search did not return, each scored by
+        """Candidates for those of ``ref_ids`` not among ``candidates`` yet, each scored by
         its best allowed region's cosine (its stored vectors read back from the index)."""
-        refs = index.get_references(ref_ids)
+        known = {m.ref_id for m in candidates}
+        refs = index.get_references([rid for rid in ref_ids if rid not in known])
         stored = index.get_vectors(refs)
         added = []
         for rid, ref in refs.items():
@@ -747,7 +748,7 @@ class Detector:
                 located = result.accepted and result.box is not None
                 box = result.box if located else m.box
             if iou is not None and (support := shape_support(iou, floor)) > 0:
-                score += scfg.weight * support
+                score += shape_bonus(iou, scfg, floor)
                 if scfg.shape_score > 0:
                     score = max(score, scfg.shape_score + scfg.shape_score_weight * support)
                 if not located:
@@ -818,7 +819,7 @@ class _LogoShapes:
     generation: int
     ids: np.ndarray  # ref id of each row
     rows: np.ndarray  # (n, CANONICAL_SIDE**2) flattened 0/1 masks, int8 (QueryShapes.coarse)
-    distinct: dict[int, float]  # ref id -> best IoU with another brand's logo (distinct_margin)
+    distinct: dict[int, float]  # ref id -> best IoU with another brand's logo or a generic shape (distinct_margin)
 
 
 @dataclass(frozen=True)

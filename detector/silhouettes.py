@@ -16,8 +16,8 @@ ones). Their *shape* survives. So both sides are reduced to a black-on-white sil
 Second, a geometric check for flat marks that SIFT cannot verify (a one-colour mark has
 few corners: median ~30 keypoints): :func:`aligned_iou` compares the canonical masks
 (centroid-centred, area-normalised) over a few rotations and a mirror, refines the best
-alignment (affine ECC), and the scorer adds ``weight * shape_bonus`` to the fused score
-(see :func:`shape_bonus`). A mark's silhouette alone is weak evidence (text and clutter look
+alignment (affine ECC), and the scorer adds :func:`shape_bonus` (``weight`` times how far
+the IoU clears its floor) to the fused score. A mark's silhouette alone is weak evidence (text and clutter look
 like wordmarks to the embedding), so a similarity found through a silhouette counts only
 when the shape confirms it (``confirm_iou``). Weight 0.4 and floor 0.6 chosen on benchmark
 seeds 0 and 2 (thresholds tuned on each, recall at precision >= 0.95 and 1 % FPR: weight

@@ -46,7 +46,7 @@ from detector.silhouettes import (
     shape_support,
     silhouette_image,
 )
-from detector.thresholds import Thresholds, load_thresholds, threshold_key
+from detector.thresholds import Thresholds, default_thresholds_path, load_thresholds, threshold_key
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import (
     LocalFeatures,
@@ -65,9 +65,7 @@ from index.store import ReferenceIndex
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 FEATURES_CACHE_BYTES = 256 * 2**20  # decoded reference features (LocalFeatures.nbytes) kept between calls
-THRESHOLDS_DIR = REPO_ROOT / "configs" / "thresholds"
 
 
 @dataclass(frozen=True)
@@ -189,16 +187,6 @@ class Analysis:
 
     verdict: Verdict
     brand_scores: tuple[BrandScore, ...] = ()
-
-
-def default_thresholds_path(preset: str, profile: str | None = None) -> Path:
-    """The shipped thresholds file of a preset and profile.
-
-    ``<preset>-<profile>.json`` when it exists (a profile changes the score's scale, e.g.
-    the shape bonus), else ``<preset>.json``, else ``default.json``.
-    """
-    names = ([f"{preset}-{profile}.json"] if profile else []) + [f"{preset}.json", "default.json"]
-    return next(p for p in (THRESHOLDS_DIR / n for n in names) if p.exists() or p.name == "default.json")
 
 
 class Detector:

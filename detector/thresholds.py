@@ -34,6 +34,7 @@ from detector.errors import ConfigError
 from index.atomic import atomic_write_bytes
 from index.records import KINDS
 
+THRESHOLDS_DIR = Path(__file__).resolve().parent.parent / "configs" / "thresholds"
 VERIFIED = "verified"
 # Every key a kinds/brands table may hold: the kinds, and each kind's verified evidence.
 THRESHOLD_KEYS: tuple[str, ...] = KINDS + tuple(f"{k}:{VERIFIED}" for k in KINDS)
@@ -174,3 +175,13 @@ def save_thresholds(thresholds: Thresholds, path: str | Path) -> None:
         text = json.dumps(thresholds.to_dict(), indent=2, sort_keys=True) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def default_thresholds_path(preset: str, profile: str | None = None) -> Path:
+    """The shipped thresholds file of a preset and profile.
+
+    ``<preset>-<profile>.json`` when it exists (a profile changes the score's scale, e.g.
+    the shape bonus), else ``<preset>.json``, else ``default.json``.
+    """
+    names = ([f"{preset}-{profile}.json"] if profile else []) + [f"{preset}.json", "default.json"]
+    return next(p for p in (THRESHOLDS_DIR / n for n in names) if p.exists() or p.name == "default.json")

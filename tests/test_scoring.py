@@ -153,8 +153,9 @@ def test_scoring_overrides_merge_section_by_section():
 
 
 def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_path, monkeypatch):
-    from detector import scoring
-    from detector.scoring import PROFILES, default_thresholds_path, resolve_scoring
+    from detector import thresholds
+    from detector.scoring import PROFILES, resolve_scoring
+    from detector.thresholds import default_thresholds_path
     from detector.thresholds import load_thresholds
 
     preset_defaults = {"regions": {"enabled": False}, "search_k": 30}
@@ -180,7 +181,7 @@ def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_pat
     with pytest.raises(ConfigError, match="unknown scoring profile"):
         resolve_scoring(preset_defaults, {"profile": "nope"})
 
-    monkeypatch.setattr(scoring, "THRESHOLDS_DIR", tmp_path)
+    monkeypatch.setattr(thresholds, "THRESHOLDS_DIR", tmp_path)
     (tmp_path / "default.json").write_text("{}")
     assert default_thresholds_path("m", "thorough").name == "default.json"
     (tmp_path / "m.json").write_text("{}")

@@ -81,7 +81,7 @@ def test_unreadable_files(tmp_path):
 
 
 def test_shipped_threshold_files_are_valid():
-    from detector.scoring import THRESHOLDS_DIR
+    from detector.thresholds import THRESHOLDS_DIR
 
     files = sorted(THRESHOLDS_DIR.glob("*.json"))
     assert files

@@ -490,7 +490,8 @@ def variant_detector(
     Raises:
         ConfigError: Unknown variant or scoring option.
     """
-    from detector.scoring import Detector, default_thresholds_path, merge_options, resolve_scoring
+    from detector.scoring import Detector, merge_options, resolve_scoring
+    from detector.thresholds import default_thresholds_path
     from detector.thresholds import load_thresholds
 
     if name not in VARIANTS:
@@ -653,7 +654,7 @@ def _model_info(det: Any) -> dict[str, Any]:
 
 
 def _shipped_thresholds(det: Any) -> Path:
-    from detector.scoring import default_thresholds_path
+    from detector.thresholds import default_thresholds_path
 
     return default_thresholds_path(det.embedder.preset.name)
 

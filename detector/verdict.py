@@ -30,6 +30,8 @@ class ScoredMatch:
             index holds its appearance, the listing's rectified region looks like it
             (:attr:`detector.verify.Verification.confirmed`); such a match is held to the
             ``<kind>:verified`` threshold when the table has one (:mod:`detector.thresholds`).
+        signals: Evidence details of signals other than the built-in ones, by signal name
+            (:mod:`detector.signals`); omitted from :meth:`to_dict` when empty.
     """
 
     ref_id: int
@@ -45,10 +47,13 @@ class ScoredMatch:
     logo_area: str | None = None
     mirrored: bool = False
     verified: bool = False
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["box"] = list(self.box) if self.box is not None else None
+        if not self.signals:  # only signals beyond the built-in ones (whose fields are above) add details
+            del data["signals"]
         return data
 
 

@@ -84,6 +84,7 @@ def test_product_references_match_the_whole_frame_only(detector):
     # Region 1 (a window) hits a product reference, region 0 (full frame) does not: no
     # candidate; a logo reference may be matched by any region.
     from detector.regions import Region
+    from detector.signals.embedding import best_allowed
     from index.records import Reference
 
     ref = Reference(id=7, brand="b", kind="product", product_id=None, source="s", sha256="x", added_at="t")
@@ -93,13 +94,13 @@ def test_product_references_match_the_whole_frame_only(detector):
     full = Region((0, 0, 100, 100), "full", 1.0)
     for source, expected in (("window", None), ("trimmed", 0.99)):
         regions = [full, Region((10, 10, 90, 90), source, 0.8)]
-        cosine, region_idx = Detector._best_allowed(ref, 7, regions, scores, ids, best)
+        cosine, region_idx = best_allowed(ref, 7, regions, scores, ids, best)
         assert cosine == (None if expected is None else pytest.approx(expected))
         if expected is not None:  # the frame without its border counts as the whole frame
             assert region_idx == 1
     logo = Reference(id=7, brand="b", kind="logo", product_id=None, source="s", sha256="x", added_at="t")
     regions = [full, Region((10, 10, 90, 90), "window", 0.8)]
-    assert Detector._best_allowed(logo, 7, regions, scores, ids, best)[0] == pytest.approx(0.99)
+    assert best_allowed(logo, 7, regions, scores, ids, best)[0] == pytest.approx(0.99)
 
 
 def test_bad_images(detector, sample_set):
@@ -217,7 +218,7 @@ def test_a_stealable_task_runs_in_the_caller_when_no_worker_has_started_it():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from detector.scoring import _Stealable
+    from detector.signals.geometry import Stealable as _Stealable
 
     ran_in: list[str] = []
 

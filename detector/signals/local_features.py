@@ -1,0 +1,137 @@
+"""Local features: the listing's descriptors vote for references (:mod:`detector.local_search`),
+and the top candidates are verified by descriptor matching and a RANSAC homography
+(:func:`detector.verify.verify`), with the appearance check of the rectified region.
+
+With ``verify.mirrored`` the mirrored listing votes and is verified too (SIFT alone cannot
+see a mirrored logo); the better verification counts, reported with ``mirrored`` and its box
+mapped back to the listing's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from PIL import ImageOps
+
+from detector.local_search import LocalFeatureIndex
+from detector.signals.base import Evidence, Listing, Signal
+from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
+from detector.verdict import Box, ScoredMatch
+from detector.verify import LocalFeatures, Verification, mirror_features, query_features, verify
+
+
+@dataclass(frozen=True)
+class GeometricEvidence(Evidence):
+    """A RANSAC verification of one candidate (against the mirrored listing when that was
+    the better one, its boxes mapped back)."""
+
+    result: Verification | None = None
+    mirrored: bool = False
+
+    def detail(self) -> dict[str, object]:
+        r = self.result
+        return {} if r is None else {"inliers": r.inliers, "accepted": r.accepted, "reason": r.reason,
+                                     "confirmed": r.confirmed, "mirrored": self.mirrored}
+
+
+@dataclass
+class _VoteScan:
+    voted: frozenset[int] = frozenset()  # references the listing's descriptors voted for
+    mirrored: LocalFeatures | None = None  # the mirrored listing's features (verify.mirrored)
+    mirrored_voted: frozenset[int] = frozenset()
+    ransac: tuple[int, ...] = ()  # candidates to verify, in ranked order
+
+
+class LocalFeatureSignal(Signal):
+    """Descriptor vote (candidates) and RANSAC verification (evidence)."""
+
+    name = "local_features"
+
+    @classmethod
+    def active(cls, config) -> bool:
+        return config.verify.enabled
+
+    def start(self, listing: Listing) -> None:
+        vcfg = self.config.verify
+        # Extracted in a worker thread while the regions and the model run: the embedder
+        # leaves a core free for image decoding, idle by now.
+        pending = listing_pool().submit(query_features, listing.image, vcfg) if vcfg.local_candidates > 0 else None
+        listing.state[STATE_KEY] = GeometricMatching(listing.image, vcfg, pending)
+        listing.state[self.name] = _VoteScan()
+
+    def propose(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> list[list[int]]:
+        vcfg = self.config.verify
+        if vcfg.local_candidates <= 0:
+            return []
+        features = listing.state[STATE_KEY].features()
+        scan: _VoteScan = listing.state[self.name]
+        scan.voted = self._vote(listing, features)
+        groups = [list(scan.voted)]
+        if vcfg.mirrored:  # a mirrored logo is still the brand's
+            scan.mirrored = (mirror_features(features) if vcfg.method == "sift"
+                             else query_features(ImageOps.mirror(listing.image), vcfg))
+            scan.mirrored_voted = self._vote(listing, scan.mirrored)
+            groups.append(list(scan.mirrored_voted))
+        return groups
+
+    def _vote(self, listing: Listing, features: LocalFeatures) -> frozenset[int]:
+        vcfg = self.config.verify
+        votes = self._vote_index(listing).vote(features, vcfg.local_candidates, vcfg.local_ratio)
+        return frozenset(rid for rid, _ in votes)
+
+    def _vote_index(self, listing: Listing) -> LocalFeatureIndex:
+        """The local descriptors of the index's current generation, gathered on first use."""
+
+        def build() -> LocalFeatureIndex:
+            kinds = set(self.config.verify.kinds)
+            ids = [r.id for r in listing.index.references() if r.kind in kinds]
+            features = self.references.features(listing.index, ids)
+            return LocalFeatureIndex.from_features(features, self.config.verify.local_nprobe)
+
+        return self.references.per_generation("local_vote", listing.index, build)
+
+    def plan(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> None:
+        """Verify the top candidates by cosine and every one the descriptors voted for."""
+        vcfg = self.config.verify
+        scan: _VoteScan = listing.state[self.name]
+        voted = scan.voted | scan.mirrored_voted
+        ranked = ranked_eligible(candidates, vcfg.kinds)
+        chosen = [m.ref_id for i, m in enumerate(ranked) if i < vcfg.top_candidates or m.ref_id in voted]
+        stored = self.references.features(listing.index, chosen)
+        scan.ransac = tuple(rid for rid in chosen if rid in stored)
+        listing.state[STATE_KEY].request((rid, stored[rid]) for rid in scan.ransac)
+
+    def evidence(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> dict[int, Evidence]:
+        scan: _VoteScan = listing.state[self.name]
+        if not scan.ransac:
+            return {}
+        matching: GeometricMatching = listing.state[STATE_KEY]
+        vcfg = self.config.verify
+        stored = self.references.features(listing.index, scan.ransac)
+        features = matching.features()
+        flipped_ids = [rid for rid in scan.ransac if rid in scan.mirrored_voted]
+        flipped_neighbours = nearest_pairs(scan.mirrored, flipped_ids, stored)
+        found: dict[int, Evidence] = {}
+        for rid in scan.ransac:
+            result, mirrored = verify(features, stored[rid], vcfg, matching.neighbours(rid)), False
+            if scan.mirrored is not None and rid in scan.mirrored_voted:
+                flipped = verify(scan.mirrored, stored[rid], vcfg, flipped_neighbours[rid])
+                if flipped.accepted_inliers > result.accepted_inliers:
+                    result, mirrored = unmirrored(flipped, listing.image.width), True
+            found[rid] = GeometricEvidence(result=result, mirrored=mirrored)
+        return found
+
+
+def ranked_eligible(candidates: Sequence[ScoredMatch], kinds: Sequence[str]) -> list[ScoredMatch]:
+    """The candidates of the kinds verification covers, best cosine first (ties keep order)."""
+    return sorted((m for m in candidates if m.kind in kinds), key=lambda m: -m.cosine)
+
+
+def unmirrored(result: Verification, width: int) -> Verification:
+    """A verification against the mirrored listing, with its boxes back in the listing's pixels."""
+
+    def flip(box: Box | None) -> Box | None:
+        return None if box is None else (width - box[2], box[1], width - box[0], box[3])
+
+    return replace(result, box=flip(result.box), logo_box=flip(result.logo_box))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +45,19 @@ from detector.evaluation.metrics import (
     query_pr_curve,
 )
 from detector.evaluation.scores import EvalScores, EvaluationError
+from detector.evaluation.splits import split_by_group, split_random
 from detector.thresholds import THRESHOLD_KEYS, VERIFIED, Thresholds
+
+# the tune/test splits live in splits.py and stay importable from here
+__all__ = [
+    "HoldoutResult",
+    "SlotResult",
+    "TuningResult",
+    "evaluate_holdout",
+    "split_by_group",
+    "split_random",
+    "tune_thresholds",
+]
 
 
 @dataclass(frozen=True)
@@ -346,54 +358,6 @@ def evaluate_holdout(
     return HoldoutResult(
         tuning=tuning, test=test, n_tune=tune_part.n_queries, n_test=test_part.n_queries
     )
-
-
-def split_by_group(
-    scores: EvalScores, tune_groups: str | Iterable[str], test_groups: str | Iterable[str]
-) -> tuple[EvalScores, EvalScores]:
-    """Split by group tag into (tune part, test part).
-
-    Raises:
-        EvaluationError: An unknown group, or a group on both sides.
-    """
-    tune, test = _as_set(tune_groups), _as_set(test_groups)
-    unknown = (tune | test) - set(scores.groups)
-    if unknown:
-        raise EvaluationError(
-            f"unknown group(s) {', '.join(sorted(unknown))}; groups in this set: "
-            f"{', '.join(scores.groups) or 'none'}"
-        )
-    if tune & test:
-        raise EvaluationError(
-            f"group(s) {', '.join(sorted(tune & test))} on both sides of the split"
-        )
-    groups = [q.group for q in scores.queries]
-    return (
-        scores.subset(np.array([g in tune for g in groups], dtype=bool)),
-        scores.subset(np.array([g in test for g in groups], dtype=bool)),
-    )
-
-
-def split_random(
-    scores: EvalScores, *, test_fraction: float = 0.5, seed: int = 0
-) -> tuple[EvalScores, EvalScores]:
-    """Seeded random split into (tune part, test part), stratified by true brand.
-
-    Each brand's queries (and the logo-free ones) are shuffled and split in proportion, so small
-    brands appear on both sides when they have two or more queries.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise EvaluationError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    is_test = np.zeros(scores.n_queries, dtype=bool)
-    strata: dict[str | None, list[int]] = {}
-    for i, q in enumerate(scores.queries):
-        strata.setdefault(q.brand, []).append(i)
-    for key in sorted(strata, key=lambda k: (k is None, k or "")):  # fixed order: reproducible
-        idx = np.array(strata[key])
-        rng.shuffle(idx)
-        is_test[idx[: round(len(idx) * test_fraction)]] = True
-    return scores.subset(~is_test), scores.subset(is_test)
 
 
 # ---- internals -----------------------------------------------------------------------------
@@ -883,10 +847,6 @@ def _describe_constraints(target_precision: float | None, max_fpr: float | None)
     if max_fpr is not None:
         parts.append(f"FPR <= {max_fpr}")
     return " and ".join(parts)
-
-
-def _as_set(groups: str | Iterable[str]) -> set[str]:
-    return {groups} if isinstance(groups, str) else set(groups)
 
 
 def _fmt(x: float | None) -> str:

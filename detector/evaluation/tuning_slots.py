@@ -70,7 +70,7 @@ def _kind_candidates(
             )
             continue
         sel = scores.ref_kind == k
-        support = int(np.unique(scores.query_idx[sel & scores.is_true]).size)
+        support = _support(scores, sel)
         curve = _slot_curve(scores, context, sel, int(scores.positive.sum()))
         cand = _slot(f"kind:{k}", support, curve, target_precision, max_fpr, min_support)
         if isinstance(cand, SlotResult):
@@ -189,4 +189,5 @@ def _slot(
 
 
 def _support(scores: EvalScores, governed: np.ndarray) -> int:
+    """A slot's support: queries whose true brand is among the ``governed`` predictions."""
     return int(np.unique(scores.query_idx[governed & scores.is_true]).size)

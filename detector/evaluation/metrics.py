@@ -27,96 +27,81 @@ brand; no prediction counts as wrong) and a detection ROC AUC (each query's high
 one half). The AUC only measures "is a registered brand here"; naming the right brand is
 measured by top-1 accuracy and query-level precision. Uncertainty: percentile bootstrap over
 queries (seeded), drawn exactly as a multinomial over per-query outcome patterns.
+
+The figures are computed in :mod:`~detector.evaluation.pr_curves` (curves, operating points),
+:mod:`~detector.evaluation.ranking_metrics` (µAP, top-1, AUC) and
+:mod:`~detector.evaluation.decision_metrics` (a threshold table's outcome, bootstrap); this module
+gathers them per slice (:func:`compute_metrics`) and re-exports them.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from detector.evaluation.decision_metrics import (
+    DecisionMetrics,
+    Interval,
+    _decision_metrics,
+    _Outcomes,
+    _rng,
+    evaluate_decisions,
+)
+from detector.evaluation.pr_curves import (
+    OperatingPoint,
+    PRCurve,
+    pair_pr_curve,
+    point_at_threshold,
+    point_on_curve,
+    pr_curve_from_arrays,
+    query_pr_curve,
+    recall_at_precision,
+)
+from detector.evaluation.ranking_metrics import (
+    _auc,
+    _average_precision,
+    micro_average_precision,
+    roc_auc,
+    top1_accuracy,
+)
 from detector.evaluation.scores import EvalScores, EvaluationError, as_thresholds, group_indices
 from detector.thresholds import Thresholds
+
+# the figures split out into their own modules stay importable from here
+__all__ = [
+    "NEG_INF",
+    "DecisionMetrics",
+    "EvalMetrics",
+    "Interval",
+    "OperatingPoint",
+    "PRCurve",
+    "SliceMetrics",
+    "compute_metrics",
+    "evaluate_decisions",
+    "micro_average_precision",
+    "pair_pr_curve",
+    "point_at_threshold",
+    "point_on_curve",
+    "pr_curve_from_arrays",
+    "query_pr_curve",
+    "recall_at_precision",
+    "roc_auc",
+    "top1_accuracy",
+]
+
+# tests/test_metrics.py runs this module's doctests: they cover the examples that moved out too
+__test__ = {
+    "micro_average_precision": micro_average_precision,
+    "evaluate_decisions": evaluate_decisions,
+}
 
 NEG_INF = float("-inf")
 
 
 # ---- values -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PRCurve:
-    """Precision/recall/FPR at every distinct global threshold, highest threshold first.
-
-    Attributes:
-        level: "pair" (pooled predictions, as µAP) or "query" (each query's top brand, as a flag).
-        thresholds: Distinct scores, descending; point i flags ``score >= thresholds[i]``.
-        precision, recall, fpr: At each threshold (FPR = logo-free queries reaching it).
-        tp, n_flagged: True and total accepted items (pairs or queries) at each threshold.
-        n_positive, n_logo_free: Recall and FPR denominators.
-    """
-
-    level: str
-    thresholds: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-    fpr: np.ndarray
-    tp: np.ndarray
-    n_flagged: np.ndarray
-    n_positive: int
-    n_logo_free: int
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """One point of a PR curve.
-
-    Attributes:
-        threshold: Score threshold (``>=`` flags), or None when no threshold meets the target.
-        precision, recall, fpr: At that threshold (recall 0 and NaN precision when unmet).
-        target_precision: The precision asked for, if this point answers a target.
-        met: Whether the target was reached (always True for a point read at a threshold).
-    """
-
-    threshold: float | None
-    precision: float
-    recall: float
-    fpr: float
-    target_precision: float | None = None
-    met: bool = True
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A bootstrap percentile interval (NaN bounds when the figure is undefined)."""
-
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class DecisionMetrics:
-    """Query-level outcome of a threshold table on a slice of queries.
-
-    For a brand slice, "flagged" means flagged as that brand, positives are that brand's
-    queries, and FPR is the share of all logo-free queries flagged as that brand.
-    """
-
-    n_flagged: int
-    tp: int
-    fp_wrong_brand: int
-    fp_logo_free: int
-    fn: int
-    precision: float
-    recall: float
-    f1: float
-    fpr: float
-    precision_ci: Interval
-    recall_ci: Interval
-    fpr_ci: Interval
 
 
 @dataclass(frozen=True)
@@ -169,143 +154,7 @@ class EvalMetrics:
         return _jsonable(asdict(self))
 
 
-# ---- curves and scalar metrics ---------------------------------------------------------------
-
-
-def pair_pr_curve(scores: EvalScores) -> PRCurve:
-    """PR curve of all (query, brand) predictions pooled, as used by µAP."""
-    return _curve("pair", scores.score, scores.is_true, scores)
-
-
-def query_pr_curve(scores: EvalScores) -> PRCurve:
-    """PR curve of the flag decision under one global threshold (each query's top brand)."""
-    top = scores.top_prediction()
-    idx = top[top >= 0]
-    return _curve("query", scores.score[idx], scores.is_true[idx], scores)
-
-
-def micro_average_precision(scores: EvalScores) -> float:
-    """µAP (DISC21): pooled predictions, worst-case ties, recall over all true pairs.
-
-    Returns NaN when no query has a true brand.
-
-    Example:
-        >>> from detector.evaluation.scores import Query, Prediction
-        >>> qs = [Query("a", "acme"), Query("b", None)]
-        >>> s = EvalScores.from_predictions(qs, [Prediction(0, "acme", .9, "logo"),
-        ...                                      Prediction(1, "acme", .9, "logo")])
-        >>> micro_average_precision(s)  # the false match ranks first at the tie
-        0.5
-    """
-    return _average_precision(scores.score, scores.is_true, int(scores.positive.sum()))
-
-
-def recall_at_precision(curve: PRCurve, target: float) -> OperatingPoint:
-    """Highest recall with precision >= ``target`` and the (highest) threshold that gives it.
-
-    When no threshold reaches the target: ``met=False``, recall 0, threshold None.
-
-    Raises:
-        EvaluationError: ``target`` is outside (0, 1].
-    """
-    if not 0.0 < target <= 1.0:
-        raise EvaluationError(f"target precision must be in (0, 1], got {target}")
-    ok = np.flatnonzero((curve.precision >= target) & (curve.tp > 0))
-    if len(ok) == 0:
-        return OperatingPoint(None, math.nan, 0.0, 0.0, target_precision=target, met=False)
-    best_recall = curve.recall[ok].max()
-    i = int(ok[curve.recall[ok] == best_recall][0])  # first = highest threshold at that recall
-    return point_on_curve(curve, i, target, met=True)
-
-
-def point_on_curve(curve: PRCurve, i: int, target: float | None, *, met: bool) -> OperatingPoint:
-    """The operating point at index ``i`` of ``curve``."""
-    return OperatingPoint(
-        float(curve.thresholds[i]),
-        float(curve.precision[i]),
-        float(curve.recall[i]),
-        float(curve.fpr[i]),
-        target_precision=target,
-        met=met,
-    )
-
-
-def point_at_threshold(curve: PRCurve, threshold: float) -> OperatingPoint:
-    """The curve's point for a global threshold (nothing flagged above the highest score)."""
-    i = int(np.searchsorted(-curve.thresholds, -threshold, side="right")) - 1
-    if i < 0:
-        return OperatingPoint(float(threshold), math.nan, 0.0, 0.0)
-    return OperatingPoint(
-        float(threshold), float(curve.precision[i]), float(curve.recall[i]), float(curve.fpr[i])
-    )
-
-
-def top1_accuracy(scores: EvalScores) -> float:
-    """Share of queries with a true brand whose highest-scoring brand is it (NaN if none)."""
-    n_pos = int(scores.positive.sum())
-    if n_pos == 0:
-        return math.nan
-    top = scores.top_prediction()
-    hit = (top >= 0) & scores.positive
-    return float(scores.is_true[top[hit]].sum() / n_pos)
-
-
-def roc_auc(scores: EvalScores) -> float:
-    """Detection ROC AUC: top score per query, branded vs logo-free queries (NaN if one is empty)."""
-    top = scores.top_prediction()
-    has = top >= 0
-    return _auc(
-        scores.score[top[has]],
-        scores.positive[has],
-        int(scores.positive.sum()),
-        int((~scores.positive).sum()),
-    )
-
-
-# ---- threshold table outcomes ------------------------------------------------------------------
-
-
-def evaluate_decisions(
-    scores: EvalScores,
-    thresholds: Thresholds | float,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    name: str = "overall",
-) -> DecisionMetrics:
-    """Query-level precision/recall/F1/FPR at a threshold table, with bootstrap intervals.
-
-    Args:
-        scores: Labelled predictions.
-        thresholds: A table, or one global threshold.
-        n_boot: Bootstrap replicates (0 disables the intervals: NaN bounds).
-        seed: RNG seed; combined with ``name`` so each slice has its own stream.
-        confidence: Two-sided interval level.
-        name: Slice name (only seeds the RNG).
-
-    Example:
-        >>> from detector.evaluation.scores import synthetic_scores
-        >>> m = evaluate_decisions(synthetic_scores(200, seed=0), 0.7)
-        >>> 0.0 <= m.precision_ci.low <= m.precision <= m.precision_ci.high <= 1.0
-        True
-    """
-    d = scores.decide(thresholds)
-    pos, neg = scores.positive, ~scores.positive
-    return _decision_metrics(
-        _Outcomes(
-            tp=int(d.correct.sum()),
-            fp_wrong_on_positive=int((d.flagged & pos & ~d.correct).sum()),
-            fp_off_slice=0,
-            fp_logo_free=int((d.flagged & neg).sum()),
-            missed=int((pos & ~d.flagged).sum()),
-            logo_free_clear=int((neg & ~d.flagged).sum()),
-            other=0,
-        ),
-        n_boot=n_boot,
-        rng=_rng(seed, name),
-        confidence=confidence,
-    )
+# ---- every figure, per slice ------------------------------------------------------------------
 
 
 def compute_metrics(
@@ -469,197 +318,6 @@ def _brand_metrics(
             thresholds=applied,
         )
     return out
-
-
-def _curve(level: str, score: np.ndarray, is_true: np.ndarray, scores: EvalScores) -> PRCurve:
-    top = scores.top_prediction()
-    neg = ~scores.positive
-    neg_top = top[neg]
-    return pr_curve_from_arrays(
-        level,
-        score,
-        is_true,
-        int(scores.positive.sum()),
-        scores.score[neg_top[neg_top >= 0]],
-        int(neg.sum()),
-    )
-
-
-def pr_curve_from_arrays(
-    level: str,
-    score: np.ndarray,
-    is_true: np.ndarray,
-    n_pos: int,
-    neg_scores: np.ndarray,
-    n_logo_free: int,
-) -> PRCurve:
-    """PR curve of scored items at each distinct threshold (ends of runs of equal scores).
-
-    Args:
-        level: Label stored in the curve.
-        score, is_true: The items (pairs or query flags) and whether each is right.
-        n_pos: Recall denominator.
-        neg_scores: For logo-free queries that can be flagged, the score at which they are
-            (others may be left out or given -inf).
-        n_logo_free: FPR denominator (all logo-free queries).
-    """
-    order = np.lexsort((is_true, -score))
-    s, t = score[order], is_true[order]
-    tp = np.cumsum(t)
-    n = np.arange(1, len(s) + 1)
-    last = np.ones(len(s), dtype=bool)
-    last[:-1] = s[1:] != s[:-1]
-    thr = s[last]
-    neg_sorted = np.sort(neg_scores)
-    # logo-free queries whose score reaches each threshold
-    neg_flag = len(neg_sorted) - np.searchsorted(neg_sorted, thr, side="left")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fpr = neg_flag / n_logo_free if n_logo_free else np.full(len(thr), math.nan)
-        recall = tp[last] / n_pos if n_pos else np.full(len(thr), math.nan)
-    return PRCurve(
-        level=level,
-        thresholds=thr,
-        precision=tp[last] / n[last],
-        recall=recall,
-        fpr=np.asarray(fpr, dtype=np.float64),
-        tp=tp[last],
-        n_flagged=n[last],
-        n_positive=n_pos,
-        n_logo_free=n_logo_free,
-    )
-
-
-def _average_precision(score: np.ndarray, is_true: np.ndarray, n_pos: int) -> float:
-    if n_pos == 0:
-        return math.nan
-    order = np.lexsort((is_true, -score))
-    t = is_true[order]
-    tp = np.cumsum(t)
-    precision = tp / np.arange(1, len(t) + 1)
-    # Δrecall is 1/n_pos at each true pair and 0 elsewhere
-    return float(precision[t].sum() / n_pos)
-
-
-def _auc(score: np.ndarray, positive: np.ndarray, n_pos: int, n_neg: int) -> float:
-    """Mann-Whitney AUC where only some items have a score; the others tie below all scores.
-
-    Args:
-        score, positive: The scored items and their labels.
-        n_pos, n_neg: Totals, scored or not (unscored items rank last, tied).
-    """
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    pos_f = int(positive.sum())
-    neg_f = len(score) - pos_f
-    _, inv, counts = np.unique(score, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # mid-rank of each tie group, from 1
-    u_scored = avg_rank[inv][positive].sum() - pos_f * (pos_f + 1) / 2.0
-    neg_unscored, pos_unscored = n_neg - neg_f, n_pos - pos_f
-    # scored positives beat unscored negatives; unscored pairs tie (one half)
-    u = u_scored + pos_f * neg_unscored + 0.5 * pos_unscored * neg_unscored
-    return float(u / (n_pos * n_neg))
-
-
-@dataclass(frozen=True)
-class _Outcomes:
-    """Queries of a slice by outcome; these counts determine every decision figure."""
-
-    tp: int  # flagged, right brand
-    fp_wrong_on_positive: int  # a branded listing of the slice flagged as another brand
-    fp_off_slice: int  # brand slice: another brand's listing flagged as this brand
-    fp_logo_free: int  # a logo-free listing flagged
-    missed: int  # a positive of the slice not flagged (right)
-    logo_free_clear: int  # a logo-free listing not flagged
-    other: int  # none of the above (brand slice: other brands' listings left alone)
-
-    # per outcome: (tp, flagged, positive, logo-free flagged, logo-free)
-    PATTERNS = np.array(
-        [
-            [1, 1, 1, 0, 0],
-            [0, 1, 1, 0, 0],
-            [0, 1, 0, 0, 0],
-            [0, 1, 0, 1, 1],
-            [0, 0, 1, 0, 0],
-            [0, 0, 0, 0, 1],
-            [0, 0, 0, 0, 0],
-        ],
-        dtype=np.int64,
-    )
-
-    def counts(self) -> np.ndarray:
-        return np.array(
-            [
-                self.tp,
-                self.fp_wrong_on_positive,
-                self.fp_off_slice,
-                self.fp_logo_free,
-                self.missed,
-                self.logo_free_clear,
-                self.other,
-            ],
-            dtype=np.int64,
-        )
-
-
-def _decision_metrics(
-    o: _Outcomes, *, n_boot: int, rng: np.random.Generator, confidence: float
-) -> DecisionMetrics:
-    n_flagged = o.tp + o.fp_wrong_on_positive + o.fp_off_slice + o.fp_logo_free
-    n_pos = o.tp + o.fp_wrong_on_positive + o.missed
-    n_neg = o.fp_logo_free + o.logo_free_clear
-    precision_ci, recall_ci, fpr_ci = _bootstrap(
-        o.counts(), n_boot=n_boot, rng=rng, confidence=confidence
-    )
-    return DecisionMetrics(
-        n_flagged=n_flagged,
-        tp=o.tp,
-        fp_wrong_brand=o.fp_wrong_on_positive + o.fp_off_slice,
-        fp_logo_free=o.fp_logo_free,
-        fn=n_pos - o.tp,
-        precision=_ratio(o.tp, n_flagged),
-        recall=_ratio(o.tp, n_pos),
-        f1=2 * o.tp / (n_flagged + n_pos) if (n_flagged + n_pos) else math.nan,
-        fpr=_ratio(o.fp_logo_free, n_neg),
-        precision_ci=precision_ci,
-        recall_ci=recall_ci,
-        fpr_ci=fpr_ci,
-    )
-
-
-def _bootstrap(
-    counts: np.ndarray, *, n_boot: int, rng: np.random.Generator, confidence: float
-) -> tuple[Interval, Interval, Interval]:
-    """Percentile intervals of precision, recall and FPR when the slice's queries are resampled.
-
-    Resampling n queries with replacement is a multinomial draw over the outcome counts
-    (``_Outcomes``), which is exact and costs O(outcomes) per replicate instead of O(n).
-    """
-    nan = Interval(math.nan, math.nan)
-    n = int(counts.sum())
-    if n_boot == 0 or n == 0:
-        return nan, nan, nan
-    draws = rng.multinomial(n, counts / n, size=n_boot)  # (n_boot, outcomes)
-    sums = draws @ _Outcomes.PATTERNS  # (n_boot, 5)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        figures = (sums[:, 0] / sums[:, 1], sums[:, 0] / sums[:, 2], sums[:, 3] / sums[:, 4])
-    alpha = (1.0 - confidence) / 2.0
-    out = []
-    for f in figures:
-        f = f[np.isfinite(f)]
-        if len(f) == 0:
-            out.append(nan)
-        else:
-            lo, hi = np.quantile(f, [alpha, 1.0 - alpha])
-            out.append(Interval(float(lo), float(hi)))
-    return out[0], out[1], out[2]
-
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-
-
-def _ratio(a: int, b: int) -> float:
-    return a / b if b else math.nan
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,7 +22,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from detector.errors import DetectorError
+from detector.evaluation.synthetic import synthetic_scores
 from detector.thresholds import Thresholds, key_fallbacks, threshold_key
+
+# synthetic_scores lives in its own module and stays importable from here
+__all__ = [
+    "Decisions",
+    "EvalScores",
+    "EvaluationError",
+    "Prediction",
+    "Query",
+    "as_thresholds",
+    "group_indices",
+    "synthetic_scores",
+]
 
 
 class EvaluationError(DetectorError):
@@ -475,54 +488,3 @@ def _validate(
             f"predictions {i} and {j} are both for query {qn} ({queries[qn].id}) and brand "
             f"{br[i]!r}; keep only the best score per (query, brand)"
         )
-
-
-def synthetic_scores(
-    n_queries: int = 400,
-    *,
-    brand_support: Sequence[int] = (120, 60, 30, 12, 5),
-    logo_free_fraction: float = 0.3,
-    true_mean: float | dict[str, float] = 0.78,
-    false_mean: float = 0.55,
-    spread: float = 0.07,
-    distractors: int = 3,
-    groups: Sequence[str] = ("val", "test"),
-    seed: int = 0,
-) -> EvalScores:
-    """Seeded synthetic scores for tests, examples and notebooks (like faiss' SyntheticDataset).
-
-    Brands are named ``b0, b1, ...``; ``brand_support`` sets their relative frequency among the
-    branded queries. Each query gets a prediction for its true brand (score ~ N(true_mean,
-    spread), per brand when a dict) and ``distractors`` other brands (~ N(false_mean, spread)).
-    Queries alternate over ``groups`` and over the reference kinds.
-    """
-    from index.records import KINDS
-
-    rng = np.random.default_rng(seed)
-    brands = [f"b{i}" for i in range(len(brand_support))]
-    weights = np.asarray(brand_support, dtype=np.float64)
-    weights /= weights.sum()
-    queries: list[Query] = []
-    preds: list[Prediction] = []
-    for i in range(n_queries):
-        brand = (
-            None
-            if rng.random() < logo_free_fraction
-            else brands[int(rng.choice(len(brands), p=weights))]
-        )
-        queries.append(
-            Query(f"q{i:05d}.jpg", brand, kind=KINDS[i % len(KINDS)], group=groups[i % len(groups)])
-        )
-        others = [b for b in brands if b != brand]
-        picked = sorted(
-            rng.choice(others, size=min(distractors, len(others)), replace=False).tolist()
-        )
-        for b in ([brand] if brand is not None else []) + picked:
-            mean = (
-                (true_mean.get(b, 0.78) if isinstance(true_mean, dict) else true_mean)
-                if b == brand
-                else false_mean
-            )
-            kind = KINDS[int(rng.integers(len(KINDS)))]
-            preds.append(Prediction(i, b, float(rng.normal(mean, spread)), kind))
-    return EvalScores.from_predictions(queries, preds)

@@ -24,111 +24,44 @@ context, for up to three rounds. The assembled table is then checked on the whol
 misses, the default is raised until it does not, and failing that the overrides are added one
 by one onto the global table (most support first), keeping those that keep it met. The result
 says whether the target was met and, if not, the best that was achievable.
+
+This module runs that procedure (:func:`tune_thresholds`, :func:`evaluate_holdout`);
+:mod:`~detector.evaluation.tuning_slots` tunes one slot, :mod:`~detector.evaluation.tuning_table`
+builds, checks and adjusts whole tables, :mod:`~detector.evaluation.tuning_result` holds what
+is returned and :mod:`~detector.evaluation.splits` makes the tune/test parts.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import numpy as np
-
-from detector.evaluation.metrics import (
-    DecisionMetrics,
-    OperatingPoint,
-    PRCurve,
-    evaluate_decisions,
-    point_on_curve,
-    pr_curve_from_arrays,
-    query_pr_curve,
-)
+from detector.evaluation.metrics import evaluate_decisions, query_pr_curve
 from detector.evaluation.scores import EvalScores, EvaluationError
-from detector.thresholds import THRESHOLD_KEYS, VERIFIED, Thresholds
+from detector.evaluation.splits import split_by_group, split_random
+from detector.evaluation.tuning_result import HoldoutResult, SlotResult, TuningResult, _fmt
+from detector.evaluation.tuning_slots import _brand_candidates, _choose, _kind_candidates, _support
+from detector.evaluation.tuning_table import (
+    _add_greedily,
+    _meets,
+    _polish_shared,
+    _raise_default,
+    _refit_shared,
+    _table,
+    _table_meets,
+    _with,
+)
+from detector.thresholds import Thresholds
 
-
-@dataclass(frozen=True)
-class SlotResult:
-    """What tuning decided for one slot of the table.
-
-    Attributes:
-        slot: "default", "kind:<k>" or "brand:<b>".
-        support: Labelled positives available to this slot.
-        status: "set" (in the table), "inherited" (too little support or target unreachable on
-            its own data) or "dropped" (reachable alone, but broke the assembled table).
-        threshold: The slot's own threshold (for "inherited", None).
-        point: The slot's operating point on its sub-problem (best achievable when unmet).
-        reason: One line for humans.
-    """
-
-    slot: str
-    support: int
-    status: str
-    threshold: float | None
-    point: OperatingPoint | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class TuningResult:
-    """Tuned table and what it is expected to do on the data it was tuned on.
-
-    Attributes:
-        thresholds: The table (``save_thresholds`` writes it).
-        met: True when the assembled table meets every constraint on the data.
-        target_precision, max_fpr: The constraints asked for.
-        expected: Query-level precision/recall/F1/FPR of the table on the data (with intervals).
-        global_only: The same for the global threshold alone, to see what the overrides changed.
-        best_achievable: When the global target is unmet: the global point closest to it.
-        slots: Every slot considered, in order default, kinds, brands.
-        notes: Human-readable warnings (unmet targets, dropped overrides).
-    """
-
-    thresholds: Thresholds
-    met: bool
-    target_precision: float | None
-    max_fpr: float | None
-    expected: DecisionMetrics
-    global_only: DecisionMetrics
-    best_achievable: OperatingPoint | None
-    slots: tuple[SlotResult, ...]
-    notes: tuple[str, ...]
-
-    def summary(self) -> str:
-        """A few lines for a terminal: met or not, expected figures, overrides, notes."""
-        e = self.expected
-        head = "target met" if self.met else "TARGET NOT MET"
-        lines = [
-            (
-                f"{head}: precision {_fmt(e.precision)} (target {_fmt(self.target_precision)}), "
-                f"recall {_fmt(e.recall)}, FPR {_fmt(e.fpr)} (max {_fmt(self.max_fpr)}), "
-                f"default threshold {self.thresholds.default:.4f}"
-            ),
-            (
-                f"overrides: {len(self.thresholds.kinds)} kinds, {len(self.thresholds.brands)} brands "
-                f"(global threshold alone: precision {_fmt(self.global_only.precision)}, "
-                f"recall {_fmt(self.global_only.recall)}, FPR {_fmt(self.global_only.fpr)})"
-            ),
-        ]
-        lines.extend(f"note: {n}" for n in self.notes)
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class HoldoutResult:
-    """Thresholds tuned on one part and measured on another.
-
-    Attributes:
-        tuning: The tuning on the tune part (``tuning.expected`` = figures on that part).
-        test: Query-level figures of the same table on the test part.
-        n_tune, n_test: Queries in each part.
-    """
-
-    tuning: TuningResult
-    test: DecisionMetrics
-    n_tune: int
-    n_test: int
+# the result types and the tune/test splits live in their own modules and stay importable here
+__all__ = [
+    "HoldoutResult",
+    "SlotResult",
+    "TuningResult",
+    "evaluate_holdout",
+    "split_by_group",
+    "split_random",
+    "tune_thresholds",
+]
 
 
 def tune_thresholds(
@@ -348,341 +281,7 @@ def evaluate_holdout(
     )
 
 
-def split_by_group(
-    scores: EvalScores, tune_groups: str | Iterable[str], test_groups: str | Iterable[str]
-) -> tuple[EvalScores, EvalScores]:
-    """Split by group tag into (tune part, test part).
-
-    Raises:
-        EvaluationError: An unknown group, or a group on both sides.
-    """
-    tune, test = _as_set(tune_groups), _as_set(test_groups)
-    unknown = (tune | test) - set(scores.groups)
-    if unknown:
-        raise EvaluationError(
-            f"unknown group(s) {', '.join(sorted(unknown))}; groups in this set: "
-            f"{', '.join(scores.groups) or 'none'}"
-        )
-    if tune & test:
-        raise EvaluationError(
-            f"group(s) {', '.join(sorted(tune & test))} on both sides of the split"
-        )
-    groups = [q.group for q in scores.queries]
-    return (
-        scores.subset(np.array([g in tune for g in groups], dtype=bool)),
-        scores.subset(np.array([g in test for g in groups], dtype=bool)),
-    )
-
-
-def split_random(
-    scores: EvalScores, *, test_fraction: float = 0.5, seed: int = 0
-) -> tuple[EvalScores, EvalScores]:
-    """Seeded random split into (tune part, test part), stratified by true brand.
-
-    Each brand's queries (and the logo-free ones) are shuffled and split in proportion, so small
-    brands appear on both sides when they have two or more queries.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise EvaluationError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    is_test = np.zeros(scores.n_queries, dtype=bool)
-    strata: dict[str | None, list[int]] = {}
-    for i, q in enumerate(scores.queries):
-        strata.setdefault(q.brand, []).append(i)
-    for key in sorted(strata, key=lambda k: (k is None, k or "")):  # fixed order: reproducible
-        idx = np.array(strata[key])
-        rng.shuffle(idx)
-        is_test[idx[: round(len(idx) * test_fraction)]] = True
-    return scores.subset(~is_test), scores.subset(is_test)
-
-
 # ---- internals -----------------------------------------------------------------------------
-
-
-def _choose(
-    curve: PRCurve, target_precision: float | None, max_fpr: float | None
-) -> tuple[OperatingPoint | None, bool]:
-    """Max-recall point meeting the constraints; else the point closest to them."""
-    if len(curve.thresholds) == 0 or not (curve.tp > 0).any():
-        return None, False
-    has_tp = curve.tp > 0
-    fpr_ok = (
-        np.ones(len(curve.thresholds), dtype=bool) if max_fpr is None else (curve.fpr <= max_fpr)
-    )
-    prec_ok = (
-        np.ones(len(curve.thresholds), dtype=bool)
-        if target_precision is None
-        else (curve.precision >= target_precision)
-    )
-    ok = np.flatnonzero(has_tp & fpr_ok & prec_ok)
-    if len(ok):
-        i = int(ok[curve.recall[ok] == curve.recall[ok].max()][0])
-        return point_on_curve(curve, i, target_precision, met=True), True
-    pool = np.flatnonzero(has_tp & fpr_ok)
-    if len(pool) and target_precision is not None:
-        # best precision within the FPR bound; the highest recall among equals
-        best = curve.precision[pool].max()
-        cand = pool[curve.precision[pool] == best]
-        i = int(cand[np.argmax(curve.recall[cand])])
-    else:
-        # the FPR bound itself is out of reach: lowest FPR, then highest precision
-        pool = np.flatnonzero(has_tp)
-        fpr = np.where(np.isnan(curve.fpr[pool]), np.inf, curve.fpr[pool])
-        cand = pool[fpr == fpr.min()]
-        i = int(cand[np.argmax(curve.precision[cand])])
-    return point_on_curve(curve, i, target_precision, met=False), False
-
-
-def _kind_candidates(
-    scores: EvalScores,
-    context: Thresholds,
-    target_precision: float | None,
-    max_fpr: float | None,
-    min_support: int,
-    slots: list[SlotResult],
-    notes: list[str],
-) -> list[tuple[str, int, float]]:
-    out = []
-    for k in sorted({str(k) for k in scores.ref_kind}):
-        if k not in THRESHOLD_KEYS:
-            notes.append(
-                f"reference kind {k!r} is not a thresholds kind ({', '.join(THRESHOLD_KEYS)}); not tuned"
-            )
-            continue
-        sel = scores.ref_kind == k
-        support = int(np.unique(scores.query_idx[sel & scores.is_true]).size)
-        curve = _slot_curve(scores, context, sel, int(scores.positive.sum()))
-        cand = _slot(f"kind:{k}", support, curve, target_precision, max_fpr, min_support)
-        if isinstance(cand, SlotResult):
-            slots.append(cand)
-        else:
-            out.append((k, support, cand))
-    return out
-
-
-def _brand_candidates(
-    scores: EvalScores,
-    context: Thresholds,
-    target_precision: float | None,
-    max_fpr: float | None,
-    min_support: int,
-    slots: list[SlotResult],
-    notes: list[str],
-) -> list[tuple[str, int, float]]:
-    out = []
-    passing = scores.score >= scores.thresholds_per_prediction(context)
-    best1, best2 = _top_two(scores, passing)
-    by_brand = scores.predictions_by_brand()
-    code_of = {b: i for i, b in enumerate(scores.brands)}
-    for b, support in sorted(scores.support().items(), key=lambda kv: (-kv[1], kv[0])):
-        mine = by_brand[b]  # at most one prediction per query
-        q = scores.query_idx[mine]
-        # the best passing prediction of another brand: the runner-up when b itself is the best
-        other = best1[q]
-        other = np.where(scores.brand_code_of(other) == code_of[b], best2[q], other)
-        curve = _wins_curve(scores, mine, q, other, support)
-        cand = _slot(f"brand:{b}", support, curve, target_precision, max_fpr, min_support)
-        if isinstance(cand, SlotResult):
-            slots.append(cand)
-            if cand.point is not None and not cand.point.met:
-                notes.append(f"brand {b}: {cand.reason}")
-        else:
-            out.append((b, support, cand))
-    return out
-
-
-def _slot_curve(
-    scores: EvalScores, context: Thresholds, in_slot: np.ndarray, n_positive: int
-) -> PRCurve:
-    """PR curve of the flags won by ``in_slot`` predictions under one shared threshold.
-
-    Predictions outside the slot keep their ``context`` thresholds. A query can be flagged through
-    the slot only by its best slot prediction (they share one threshold), and only when that one
-    beats the query's best passing outside prediction (equal scores: the wrong brand wins).
-    """
-    thr = scores.thresholds_per_prediction(context)
-    other = scores.best_per_query(~in_slot & (scores.score >= thr))
-    mine = scores.best_per_query(in_slot)
-    q = np.flatnonzero(mine >= 0)
-    return _wins_curve(scores, mine[q], q, other[q], n_positive)
-
-
-def _wins_curve(
-    scores: EvalScores, mine: np.ndarray, q: np.ndarray, other: np.ndarray, n_positive: int
-) -> PRCurve:
-    """Curve over the slot predictions ``mine`` (of queries ``q``) that beat ``other`` (-1: none)."""
-    s, t = scores.score[mine], scores.is_true[mine]
-    o_score = np.where(other >= 0, scores.score[np.maximum(other, 0)], -np.inf)
-    wins = (s > o_score) | ((s == o_score) & ~t)
-    neg = wins & ~scores.positive[q]
-    return pr_curve_from_arrays(
-        "query", s[wins], t[wins], n_positive, s[neg], int((~scores.positive).sum())
-    )
-
-
-def _top_two(scores: EvalScores, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best and runner-up eligible prediction per query (-1 if none), worst-case tie order."""
-    best1 = np.full(scores.n_queries, -1, dtype=np.int64)
-    best2 = np.full(scores.n_queries, -1, dtype=np.int64)
-    cand = np.flatnonzero(eligible)
-    if len(cand) == 0:
-        return best1, best2
-    order = cand[np.lexsort((scores.is_true[cand], -scores.score[cand], scores.query_idx[cand]))]
-    qs = scores.query_idx[order]
-    start = np.r_[True, qs[1:] != qs[:-1]]
-    group_start = np.maximum.accumulate(np.where(start, np.arange(len(qs)), 0))
-    rank = np.arange(len(qs)) - group_start
-    best1[qs[rank == 0]] = order[rank == 0]
-    best2[qs[rank == 1]] = order[rank == 1]
-    return best1, best2
-
-
-def _slot(
-    name: str,
-    support: int,
-    curve: PRCurve,
-    target_precision: float | None,
-    max_fpr: float | None,
-    min_support: int,
-) -> SlotResult | float:
-    """A threshold for the slot, or a SlotResult saying why it inherits."""
-    if support < min_support:
-        return SlotResult(
-            name, support, "inherited", None, None, f"support {support} < min_support {min_support}"
-        )
-    point, met = _choose(curve, target_precision, max_fpr)
-    if point is None:
-        return SlotResult(
-            name, support, "inherited", None, None, "no correct flag at any threshold"
-        )
-    if not met:
-        return SlotResult(
-            name,
-            support,
-            "inherited",
-            None,
-            point,
-            f"target unreachable on its own flags (best precision {_fmt(point.precision)} at "
-            f"recall {_fmt(point.recall)}, FPR {_fmt(point.fpr)}); inherits",
-        )
-    return float(point.threshold)  # type: ignore[arg-type]
-
-
-def _refit_shared(
-    scores: EvalScores,
-    table: Thresholds,
-    target_precision: float | None,
-    max_fpr: float | None,
-    min_support: int,
-    notes: list[str],
-) -> Thresholds:
-    """Re-tune the kind entries and the default on the predictions they still govern.
-
-    Once strong brands have their own thresholds, the shared thresholds cover what is left
-    (often the weaker brands), so they are tuned again on that, in the context of the overrides.
-    A kind entry left with under ``min_support`` positives is removed (the default takes its
-    predictions); the default is always re-tuned when its remainder can meet the target. Two
-    rounds, as each re-tune changes the others' context.
-    """
-    overridden = scores.has_brand(table.brands)
-    removed: list[str] = []
-    for _ in range(2):
-        for kind in sorted(table.kinds):
-            governed = (scores.governing_kind(table.kinds) == kind) & ~overridden
-            if _support(scores, governed) < min_support:
-                kinds = {k: v for k, v in table.kinds.items() if k != kind}
-                table = _table(table.default, kinds, table.brands, table.version, table.score)
-                removed.append(kind)
-                continue
-            table = _refit_one(scores, table, governed, kind, target_precision, max_fpr)
-        governed = (scores.governing_kind(table.kinds) == "") & ~overridden
-        if _support(scores, governed) > 0:
-            table = _refit_one(scores, table, governed, None, target_precision, max_fpr)
-    if removed:
-        notes.append(
-            f"kind override(s) {', '.join(removed)} removed: under {min_support} positives are left "
-            "to them once brands have their own thresholds"
-        )
-    return table
-
-
-def _raise_default(
-    scores: EvalScores,
-    table: Thresholds,
-    target_precision: float | None,
-    max_fpr: float | None,
-    notes: list[str],
-) -> Thresholds:
-    """Lowest default at or above the current one with which the whole table meets the bounds.
-
-    Used when the predictions left to the default (brands without their own threshold) cannot
-    meet the target alone. Bisects over the scores those predictions can win (assuming the
-    table's precision rises with the default; every answer is checked exactly). Returns the
-    table unchanged when even flagging none of them does not help.
-    """
-    overridden = scores.has_brand(table.brands)
-    governed = (scores.governing_kind(table.kinds) == "") & ~overridden
-    cands = np.unique(scores.score[governed & (scores.score > table.default)])
-    top = np.nextafter(float(scores.score.max()), np.inf)  # flags none of them
-    cands = np.append(cands, top)
-
-    def ok(i: int) -> bool:
-        trial = _table(float(cands[i]), table.kinds, table.brands, table.version, table.score)
-        return _table_meets(scores, trial, target_precision, max_fpr)
-
-    if not ok(len(cands) - 1):
-        return table
-    lo, hi = -1, len(cands) - 1  # cands[hi] meets; everything at or below lo is assumed not to
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    value = float(cands[hi])
-    notes.append(
-        f"default raised from {table.default:.4f} to {value:.4f}: the brands without their own "
-        "threshold cannot meet the target alone, so the table as a whole is held to it"
-    )
-    return _table(value, table.kinds, table.brands, table.version, table.score)
-
-
-def _support(scores: EvalScores, governed: np.ndarray) -> int:
-    return int(np.unique(scores.query_idx[governed & scores.is_true]).size)
-
-
-def _refit_one(
-    scores: EvalScores,
-    table: Thresholds,
-    governed: np.ndarray,
-    kind: str | None,
-    target_precision: float | None,
-    max_fpr: float | None,
-) -> Thresholds:
-    """Re-tune one shared slot (a kind, or the default when ``kind`` is None) if it can meet."""
-    curve = _slot_curve(scores, table, governed, int(scores.positive.sum()))
-    point, met = _choose(curve, target_precision, max_fpr)
-    if not met or point is None or point.threshold is None:
-        return table
-    if kind is None:
-        return _table(point.threshold, table.kinds, table.brands, table.version, table.score)
-    return _with(table, "kinds", {kind: point.threshold})
-
-
-def _add_greedily(
-    scores: EvalScores,
-    table: Thresholds,
-    candidates: Sequence[tuple[str, int, float]],
-    level: str,
-    target_precision: float | None,
-    max_fpr: float | None,
-) -> Thresholds:
-    """Add candidates one by one (most support first), keeping each that keeps the table met."""
-    for name, _, thr in candidates:
-        trial = _with(table, level, {name: thr})
-        if _table_meets(scores, trial, target_precision, max_fpr):
-            table = trial
-    return table
 
 
 def _record(
@@ -729,140 +328,6 @@ def _resynced(slots: list[SlotResult], table: Thresholds, scores: EvalScores) ->
     return out
 
 
-def _with(table: Thresholds, level: str, entries: dict[str, float]) -> Thresholds:
-    kinds, brands = dict(table.kinds), {b: dict(v) for b, v in table.brands.items()}
-    if level == "kinds":
-        kinds.update(entries)
-    else:
-        brands.update({b: {"default": v} for b, v in entries.items()})
-    return _table(table.default, kinds, brands, table.version, table.score)
-
-
-def _table(
-    default: float,
-    kinds: dict[str, float],
-    brands: dict[str, dict[str, float]],
-    version: str,
-    score: str,
-) -> Thresholds:
-    # from_dict validates the range a thresholds file accepts, so what we return can be saved
-    return Thresholds.from_dict(
-        {"default": default, "kinds": kinds, "brands": brands, "version": version, "score": score},
-        origin=f"tuned thresholds {version!r}",
-    )
-
-
-def _table_meets(
-    scores: EvalScores, table: Thresholds, target_precision: float | None, max_fpr: float | None
-) -> bool:
-    return _table_outcome(scores, table, target_precision, max_fpr)[1]
-
-
-def _table_outcome(
-    scores: EvalScores, table: Thresholds, target_precision: float | None, max_fpr: float | None
-) -> tuple[int, bool]:
-    """(true flags, whether the table meets the bounds) on ``scores``."""
-    # decide() without building the per-query brand arrays: this runs once per greedy step
-    best = scores.best_per_query(scores.score >= scores.thresholds_per_prediction(table))
-    flagged_mask = best >= 0
-    tp, flagged = int(scores.is_true[best[flagged_mask]].sum()), int(flagged_mask.sum())
-    neg = ~scores.positive
-    precision = tp / flagged if flagged else math.nan
-    fpr = float((flagged_mask & neg).sum() / neg.sum()) if neg.any() else math.nan
-    return tp, _meets(precision, fpr, tp, target_precision, max_fpr)
-
-
-def _polish_shared(
-    scores: EvalScores,
-    table: Thresholds,
-    target_precision: float | None,
-    max_fpr: float | None,
-    min_support: int,
-    notes: list[str],
-    *,
-    rounds: int = 2,
-    max_candidates: int = 128,
-    pair_candidates: int = 40,
-) -> Thresholds:
-    """Joint search of each kind and its verified entry, then coordinate ascent on the kind
-    entries and the default, against the whole table's recall and bounds.
-
-    Slot-by-slot tuning gives each entry its own share of the bounds; once a kind's verified
-    evidence has an entry of its own, the table with the most recall often spends the bounds
-    unevenly between them (measured on the benchmark's tuning sets, effnet-lite0
-    ``thorough``, seeds 0 and 2: the slot-wise table, logo 1.065 / logo:verified 0.76,
-    flagged 0.403 of branded listings; this search found logo 0.995 / logo:verified 0.76,
-    0.468, within the same bounds). So each kind and its verified
-    entry (both with ``min_support`` positives) are first searched jointly, ``pair_candidates``
-    values each; then every entry in turn, holding the others. Candidate thresholds are the
-    scores that can change a decision (true matches and each query's three best wrong ones),
-    at most ``max_candidates`` by quantile. A step is taken only when it flags more true
-    matches and keeps the table within the bounds, so recall never drops.
-    """
-    tp, met = _table_outcome(scores, table, target_precision, max_fpr)
-    if not met:
-        return table
-    start = tp
-    overridden = scores.has_brand(table.brands)
-    deciding = scores.is_true.copy()
-    for _ in range(3):
-        wrong = scores.best_per_query(~deciding)
-        deciding[wrong[wrong >= 0]] = True
-
-    def candidates(selected: np.ndarray, count: int) -> np.ndarray:
-        values = np.unique(scores.score[selected & ~overridden & deciding])
-        if len(values) > count:
-            values = np.unique(np.quantile(values, np.linspace(0, 1, count), method="nearest"))
-        return values
-
-    def supported(key: str) -> bool:
-        return _support(scores, (scores.ref_kind == key) & ~overridden) >= min_support
-
-    # A kind and its verified evidence trade the bounds between them: search them jointly
-    # (one coordinate at a time cannot lower one while raising the other).
-    for key in [k for k in scores.ref_kinds if k.endswith(f":{VERIFIED}") and k in THRESHOLD_KEYS]:
-        kind = key.split(":", 1)[0]
-        if not (supported(key) and (kind in table.kinds or supported(kind))):
-            continue
-        plain_values = candidates(scores.ref_kind == kind, pair_candidates)
-        verified_values = candidates(scores.ref_kind == key, pair_candidates)
-        for plain, verified in itertools.product(plain_values, verified_values):
-            trial = _with(table, "kinds", {kind: float(plain), key: float(verified)})
-            trial_tp, trial_met = _table_outcome(scores, trial, target_precision, max_fpr)
-            if trial_met and trial_tp > tp:
-                table, tp = trial, trial_tp
-    for _ in range(rounds):
-        changed = False
-        for entry in [*sorted(table.kinds), None]:
-            governing = scores.governing_kind(table.kinds) == (entry or "")
-            for value in candidates(governing, max_candidates):
-                trial = (
-                    _with(table, "kinds", {entry: float(value)}) if entry is not None
-                    else _table(float(value), table.kinds, table.brands, table.version, table.score)
-                )
-                trial_tp, trial_met = _table_outcome(scores, trial, target_precision, max_fpr)
-                if trial_met and trial_tp > tp:
-                    table, tp, changed = trial, trial_tp, True
-        if not changed:
-            break
-    if tp > start:
-        notes.append(
-            f"kind thresholds and default searched jointly: {tp - start} more true flags "
-            f"({start} -> {tp}) within the same bounds"
-        )
-    return table
-
-
-def _meets(
-    precision: float, fpr: float, tp: int, target_precision: float | None, max_fpr: float | None
-) -> bool:
-    if tp == 0:
-        return False
-    if target_precision is not None and not precision >= target_precision:
-        return False
-    return max_fpr is None or fpr <= max_fpr  # NaN FPR (no logo-free queries) fails the bound
-
-
 def _check_constraints(
     target_precision: float | None, max_fpr: float | None, min_support: int
 ) -> None:
@@ -883,11 +348,3 @@ def _describe_constraints(target_precision: float | None, max_fpr: float | None)
     if max_fpr is not None:
         parts.append(f"FPR <= {max_fpr}")
     return " and ".join(parts)
-
-
-def _as_set(groups: str | Iterable[str]) -> set[str]:
-    return {groups} if isinstance(groups, str) else set(groups)
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"

@@ -207,3 +207,4 @@ def test_indexed_logos_carry_their_appearance_thumbnail(logo_index):
     thumbs = [LocalFeatures.from_bytes(b).appearance for b in blobs.values()]
     assert len(thumbs) == len(SLUGS)
     assert all(t is not None and t.shape == (APPEARANCE_SIDE, APPEARANCE_SIDE) and t.std() > 10 for t in thumbs)
+

@@ -252,7 +252,7 @@ class _LimitsMiddleware:
         async def respond(error: ApiError) -> None:
             status_holder["status"] = error.status
             status_holder["started"] = True
-            metrics.errors.inc(code=error.code)
+            metrics.errors.labels(code=error.code).inc()
             response = _error_response(error)
             await response(scope, receive, send)
 
@@ -298,10 +298,10 @@ class _LimitsMiddleware:
             template = route or (
                 scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
             )
-            metrics.requests.inc(
+            metrics.requests.labels(
                 method=scope["method"], route=template, status=str(status_holder["status"])
-            )
-            metrics.latency.observe(time.perf_counter() - started_at, route=template)
+            ).inc()
+            metrics.latency.labels(route=template).observe(time.perf_counter() - started_at)
 
 
 class _BodyTooLarge(Exception):
@@ -429,6 +429,7 @@ def create_app(
                 pool.shutdown(wait=True)
             if state.detector is not None:
                 state.detector.close()
+            state.metrics.close()
 
     app = FastAPI(
         title="Counterfeit detector",
@@ -499,9 +500,9 @@ def _reload(state: _State) -> bool:
     try:
         changed = state.detector.reload_index()
     except Exception:
-        state.metrics.reloads.inc(result="failed")
+        state.metrics.reloads.labels(result="failed").inc()
         raise
-    state.metrics.reloads.inc(result="changed" if changed else "unchanged")
+    state.metrics.reloads.labels(result="changed" if changed else "unchanged").inc()
     if changed:
         _update_index_gauges(state)
     return changed
@@ -514,7 +515,7 @@ async def _in_pool(pool: ThreadPoolExecutor | None, fn: Callable[..., Any], *arg
 def _install_error_handlers(app: FastAPI, state: _State) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        state.metrics.errors.inc(code=exc.code)
+        state.metrics.errors.labels(code=exc.code).inc()
         return _error_response(exc)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -838,11 +839,12 @@ def _add_routes(app: FastAPI, state: _State) -> None:
 
 def _count_verdict(state: _State, verdict: Verdict) -> None:
     if verdict.error is not None:
-        state.metrics.images.inc(outcome="error")
+        state.metrics.images.labels(outcome="error").inc()
         return
-    state.metrics.images.inc(outcome="flagged" if verdict.flagged else "clean")
+    outcome = "flagged" if verdict.flagged else "clean"
+    state.metrics.images.labels(outcome=outcome).inc()
     if verdict.flagged and verdict.brand is not None:
-        state.metrics.flags.inc(brand=verdict.brand)
+        state.metrics.flags.labels(brand=verdict.brand).inc()
 
 
 # ---------------------------------------------------------------------- admin jobs (worker threads)

@@ -488,7 +488,8 @@ def test_info_metrics_and_openapi(serve_fake):
     assert metric(text, "counterfeit_flags_total", brand="w33") == 2
     assert metric(text, "counterfeit_images_total", outcome="error") == 1
     assert metric(text, "counterfeit_http_request_duration_seconds_count", route="/v1/score") == 2
-    assert "counterfeit_model_batch_images_bucket" in text and metric(text, "counterfeit_ready") == 1
+    assert "counterfeit_model_batch_images_bucket" in text
+    assert metric(text, "counterfeit_ready") == 1
     assert {"/v1/score", "/v1/references", "/v1/reload", "/v1/info", "/healthz", "/readyz"} <= set(
         spec["paths"]
     )

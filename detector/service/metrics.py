@@ -40,7 +40,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServiceMetrics:
-    """The scoring service's metrics (names prefixed ``counterfeit_``) in a registry of their own."""
+    """The service's metrics (names prefixed ``counterfeit_``), in a registry of their own."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()

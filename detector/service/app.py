@@ -22,22 +22,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import HTTPBearer
 from PIL import Image
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from detector.errors import DetectorError, ImageLoadError
-from detector.service import auth, index_jobs
+from detector.service import index_jobs
 from detector.service.batcher import BatcherClosedError, BatcherOverloadedError, MicroBatcher
-from detector.service.errors import ApiError, error_response, install_error_handlers
+from detector.service.errors import ApiError, install_error_handlers
+from detector.service.http_auth import auth_dependency
 from detector.service.index_jobs import index_summary, reload_index, update_index_gauges
+from detector.service.limits import LimitsMiddleware
 from detector.service.metrics import CONTENT_TYPE, ServiceMetrics
 from detector.service.schemas import (
     API_VERSION,
@@ -69,120 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------- ASGI middleware
-class _LimitsMiddleware:
-    """Body size limit, whole-request timeout and request metrics, for every HTTP request.
-
-    Pure ASGI so that it sees the body stream: FastAPI would turn an exception raised while it
-    reads the body into a 400, so an oversized body is remembered here and answered 413.
-    """
-
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        settings, metrics = self.state.settings, self.state.metrics
-        started_at = time.perf_counter()
-        status_holder = {"status": 500, "started": False}
-        limit = settings.max_body_bytes
-        exceeded = False
-        received = 0
-
-        async def send_wrapper(message: Message) -> None:
-            if exceeded:
-                return  # the app's answer to a truncated body is replaced by our 413
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                status_holder["started"] = True
-            await send(message)
-
-        async def receive_wrapper() -> Message:
-            nonlocal exceeded, received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    raise _BodyTooLarge()
-            return message
-
-        async def respond(error: ApiError) -> None:
-            status_holder["status"] = error.status
-            status_holder["started"] = True
-            metrics.errors.labels(code=error.code).inc()
-            response = error_response(error)
-            await response(scope, receive, send)
-
-        try:
-            declared = _content_length(scope)
-            if declared is not None and declared > limit:
-                await respond(_too_large(limit))
-                return
-            # Check tokens before the body is read: an unauthenticated client must not make us
-            # parse megabytes of multipart (the route dependencies check again, and document it).
-            area = _PROTECTED.get(scope["path"])
-            if area is not None:
-                headers = dict(scope.get("headers", []))
-                raw = headers.get(b"authorization")
-                denied = _auth_error(
-                    self.state.settings, area == "admin", raw.decode("latin-1") if raw else None
-                )
-                if denied is not None:
-                    await respond(denied)
-                    return
-            try:
-                await asyncio.wait_for(
-                    self.app(scope, receive_wrapper, send_wrapper), settings.request_timeout_s
-                )
-            except TimeoutError:
-                if not status_holder["started"]:
-                    await respond(
-                        ApiError(
-                            504,
-                            "timeout",
-                            f"request took longer than {settings.request_timeout_s:g} s",
-                        )
-                    )
-            except Exception:
-                if not exceeded:
-                    raise
-            if exceeded and not status_holder["started"]:
-                await respond(_too_large(limit))
-        finally:
-            # Label by route template (bounded cardinality); requests answered here before routing
-            # (401, 413) keep their path when it is a known route.
-            route = getattr(scope.get("route"), "path", None)
-            template = route or (
-                scope["path"] if scope["path"] in self.state.route_paths else "unmatched"
-            )
-            metrics.requests.labels(
-                method=scope["method"], route=template, status=str(status_holder["status"])
-            ).inc()
-            metrics.latency.labels(route=template).observe(time.perf_counter() - started_at)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"request body is larger than {limit} bytes")
 
 
 # ---------------------------------------------------------------------- the app
@@ -245,7 +130,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = state
-    app.add_middleware(_LimitsMiddleware, state=state)
+    app.add_middleware(LimitsMiddleware, state=state)
     install_error_handlers(app, state.metrics)
     _add_routes(app, state)
     state.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
@@ -291,61 +176,10 @@ def _observe_batch(state: ServiceState) -> Callable[[int, float], None]:
     return observe
 
 
-_ADMIN_BEARER = HTTPBearer(auto_error=False, scheme_name="AdminToken")
-_SCORE_BEARER = HTTPBearer(auto_error=False, scheme_name="ScoreToken")
-
-# Paths whose every method needs a token: "admin" (disabled without one) or "score" (open without one).
-_PROTECTED = {"/v1/score": "score", "/v1/references": "admin", "/v1/reload": "admin"}
-
-
-def _auth_error(
-    settings: ServiceSettings, admin: bool, authorization: str | None
-) -> ApiError | None:
-    """The error to answer for this Authorization header, or None when the request may go on."""
-    expected = settings.admin_token if admin else settings.score_token
-    result = auth.check(authorization, expected, required=admin)
-    if result is auth.AuthResult.OK:
-        return None
-    if result is auth.AuthResult.DISABLED:
-        return ApiError(
-            403,
-            "admin_disabled",
-            f"admin endpoints are disabled: set {auth.ADMIN_TOKEN_ENV} or --admin-token-file and restart",
-        )
-    if result is auth.AuthResult.MISSING:
-        return ApiError(
-            401,
-            "unauthorized",
-            "send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return ApiError(403, "forbidden", "the token is not valid for this endpoint")
-
-
-def _auth_dependency(state: ServiceState, *, admin: bool) -> Callable[..., Awaitable[None]]:
-    async def require_admin(
-        request: Request, _: Annotated[Any, Security(_ADMIN_BEARER)] = None
-    ) -> None:
-        error = _auth_error(state.settings, True, request.headers.get("authorization"))
-        if error is not None:
-            raise error
-
-    async def require_score(
-        request: Request, _: Annotated[Any, Security(_SCORE_BEARER)] = None
-    ) -> None:
-        error = _auth_error(state.settings, False, request.headers.get("authorization"))
-        if error is not None:
-            raise error
-
-    # Two functions (not one closure over the scheme) so that the annotations resolve at module
-    # level and OpenAPI lists the two tokens separately.
-    return require_admin if admin else require_score
-
-
 def _add_routes(app: FastAPI, state: ServiceState) -> None:
     settings = state.settings
-    require_score = _auth_dependency(state, admin=False)
-    require_admin = _auth_dependency(state, admin=True)
+    require_score = auth_dependency(settings, admin=False)
+    require_admin = auth_dependency(settings, admin=True)
 
     @app.get("/healthz", tags=["ops"], summary="Process is alive")
     async def healthz() -> dict[str, str]:

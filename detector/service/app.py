@@ -17,6 +17,10 @@ Index writes are serialised by a lock, and the detector swaps to the new index g
 atomically, so requests in flight finish on the old one.
 """
 
+# The module docstring above is the OpenAPI description of the app. The service's parts live in
+# sibling modules; this one builds the app and runs its lifecycle, and re-exports the names
+# callers import from here.
+
 from __future__ import annotations
 
 import asyncio
@@ -24,20 +28,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI
 from PIL import Image
 
-from detector.errors import DetectorError, ImageLoadError
-from detector.service import index_jobs
-from detector.service.batcher import BatcherClosedError, BatcherOverloadedError, MicroBatcher
+from detector.service.batcher import MicroBatcher
 from detector.service.errors import ApiError, install_error_handlers
-from detector.service.http_auth import auth_dependency
-from detector.service.index_jobs import index_summary, reload_index, update_index_gauges
+from detector.service.index_jobs import reload_index, update_index_gauges
 from detector.service.limits import LimitsMiddleware
-from detector.service.metrics import CONTENT_TYPE, ServiceMetrics
+from detector.service.metrics import ServiceMetrics
+from detector.service.routes_admin import add_admin_routes
+from detector.service.routes_ops import add_ops_routes
+from detector.service.routes_scoring import add_scoring_routes
 from detector.service.schemas import (
     API_VERSION,
     ErrorBody,
@@ -45,14 +48,9 @@ from detector.service.schemas import (
     MatchModel,
     ScoreResponse,
     VerdictModel,
-    error_responses,
 )
 from detector.service.settings import ServiceSettings
-from detector.service.state import ScoringBackend, ServiceState, in_pool, ready_detector
-from detector.service.uploads import check_file_count, check_text, decode_images, read_uploads
-from detector.verdict import Verdict
-from index.errors import IndexLockedError, IndexStoreError
-from index.records import KINDS
+from detector.service.state import ScoringBackend, ServiceState, in_pool
 
 __all__ = [
     "API_VERSION",
@@ -70,7 +68,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------- the app
 def create_app(
     load_detector: Callable[[], ScoringBackend],
     settings: ServiceSettings | None = None,
@@ -132,7 +129,10 @@ def create_app(
     app.state.service = state
     app.add_middleware(LimitsMiddleware, state=state)
     install_error_handlers(app, state.metrics)
-    _add_routes(app, state)
+    # Registration order is the order of the paths in OpenAPI.
+    add_ops_routes(app, state)
+    add_scoring_routes(app, state)
+    add_admin_routes(app, state)
     state.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
     return app
 
@@ -174,235 +174,3 @@ def _observe_batch(state: ServiceState) -> Callable[[int, float], None]:
         state.metrics.batch_seconds.observe(seconds)
 
     return observe
-
-
-def _add_routes(app: FastAPI, state: ServiceState) -> None:
-    settings = state.settings
-    require_score = auth_dependency(settings, admin=False)
-    require_admin = auth_dependency(settings, admin=True)
-
-    @app.get("/healthz", tags=["ops"], summary="Process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        tags=["ops"],
-        summary="Model and index are loaded",
-        responses=error_responses(503),
-    )
-    async def readyz() -> dict[str, Any]:
-        detector = ready_detector(state)
-        return {"status": "ready", "generation": getattr(detector.index, "generation", None)}
-
-    @app.get(
-        "/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse
-    )
-    async def metrics() -> PlainTextResponse:
-        if state.batcher is not None:
-            state.metrics.queued.set(state.batcher.queued_items)
-        return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
-
-    @app.get(
-        "/v1/info",
-        tags=["ops"],
-        summary="Model fingerprint, index counts, thresholds version",
-        responses=error_responses(503),
-    )
-    async def info() -> dict[str, Any]:
-        detector = ready_detector(state)
-        index = await in_pool(state.admin_pool, index_summary, detector)
-        return {
-            "api_version": API_VERSION,
-            "model": detector.fingerprint.to_dict(),
-            "index": index,
-            "thresholds": {
-                "version": detector.thresholds.version,
-                "score": getattr(detector.thresholds, "score", None),
-            },
-            "limits": {
-                "max_files": settings.max_files,
-                "max_body_bytes": settings.max_body_bytes,
-                "max_pixels": settings.max_pixels or detector.config.max_pixels,
-                "request_timeout_s": settings.request_timeout_s,
-                "max_batch_images": settings.max_batch_images,
-                "max_wait_ms": settings.max_wait_ms,
-            },
-            "admin_enabled": settings.admin_token is not None,
-            "score_token_required": settings.score_token is not None,
-        }
-
-    @app.post(
-        "/v1/score",
-        tags=["scoring"],
-        summary="Score listing images",
-        response_model=ScoreResponse,
-        responses=error_responses(401, 403, 413, 422, 503, 504),
-        dependencies=[Depends(require_score)],
-    )
-    async def score(
-        files: Annotated[
-            list[UploadFile],
-            File(description="One or more listing images (JPEG, PNG, WebP, GIF, BMP, TIFF)."),
-        ],
-        listing_id: Annotated[str | None, Form(description="Passed through to the answer.")] = None,
-        seller_id: Annotated[str | None, Form(description="Passed through to the answer.")] = None,
-    ) -> JSONResponse:
-        """Score 1..max_files images. Each image gets a verdict, in order; an unreadable image
-        gets ``error`` set and the others are still scored. 422 when no image could be read."""
-        detector = ready_detector(state)
-        listing_id = check_text(listing_id, "listing_id", settings.max_field_chars)
-        seller_id = check_text(seller_id, "seller_id", settings.max_field_chars)
-        check_file_count(files, settings)
-        max_pixels = settings.max_pixels or detector.config.max_pixels
-        blobs: list[tuple[str, bytes]] = []
-        decoded: list[Image.Image | ImageLoadError] = []
-
-        async def prepare() -> list[tuple[Image.Image, str]]:
-            blobs.extend(await read_uploads(files))
-            decoded.extend(await in_pool(state.decode_pool, decode_images, blobs, max_pixels))
-            return [
-                (img, name)
-                for (name, _), img in zip(blobs, decoded)
-                if isinstance(img, Image.Image)
-            ]
-
-        assert state.batcher is not None
-        try:
-            # Submitting the preparation (not its result) announces this request to the batcher,
-            # so an idle model waits for it briefly instead of running a batch without it.
-            analyses = iter(await state.batcher.submit(prepare()))
-        except ApiError:
-            raise
-        except BatcherOverloadedError as e:
-            raise ApiError(503, "overloaded", str(e), headers={"Retry-After": "1"}) from e
-        except BatcherClosedError as e:
-            raise ApiError(503, "shutting_down", str(e)) from e
-        except Exception as e:
-            log.exception("scoring failed")
-            raise ApiError(500, "scoring_failed", f"scoring failed: {type(e).__name__}") from e
-        results = []
-        for (name, _), img in zip(blobs, decoded):
-            verdict = (
-                Verdict.failed(name, img.reason)
-                if isinstance(img, ImageLoadError)
-                else next(analyses).verdict
-            )
-            results.append(verdict.to_dict())
-            _count_verdict(state, verdict)
-        body = {"listing_id": listing_id, "seller_id": seller_id, "results": results}
-        if all(isinstance(img, ImageLoadError) for img in decoded):
-            raise ApiError(
-                422, "invalid_image", f"no image could be read: {results[0]['error']}", extra=body
-            )
-        return JSONResponse(body)
-
-    @app.post(
-        "/v1/references",
-        tags=["admin"],
-        summary="Add reference images for a brand",
-        responses=error_responses(401, 403, 409, 413, 422, 503),
-        dependencies=[Depends(require_admin)],
-    )
-    async def add_references(
-        files: Annotated[list[UploadFile], File(description="Reference images.")],
-        brand: Annotated[str, Form(description="Brand the references belong to.")],
-        kind: Annotated[str, Form(description="logo | product")] = "product",
-        product_id: Annotated[str | None, Form()] = None,
-    ) -> dict[str, Any]:
-        """Embed the uploaded images and add them to the index; the service switches to the new
-        index generation atomically (requests in flight finish on the old one)."""
-        detector = ready_detector(state)
-        brand = (check_text(brand, "brand", settings.max_field_chars) or "").strip()
-        if not brand:
-            raise ApiError(422, "invalid_field", "brand must not be empty")
-        if kind not in KINDS:
-            raise ApiError(
-                422, "invalid_field", f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
-            )
-        product_id = check_text(product_id, "product_id", settings.max_field_chars)
-        check_file_count(files, settings)
-        blobs = await read_uploads(files)
-        async with state.admin_lock:
-            # The add embeds images: it runs on the model thread, between scoring batches.
-            # Shielded so a request timeout never abandons a half-done index write.
-            job = in_pool(
-                state.model_pool,
-                index_jobs.add_references,
-                detector,
-                blobs,
-                brand,
-                kind,
-                product_id,
-            )
-            try:
-                report = await asyncio.shield(job)
-            except IndexLockedError as e:
-                raise ApiError(409, "index_locked", str(e)) from e
-            except (IndexStoreError, DetectorError) as e:
-                raise ApiError(409, "index_error", str(e)) from e
-            await in_pool(state.admin_pool, reload_index, state)
-        report["generation"] = getattr(detector.index, "generation", None)
-        return report
-
-    @app.delete(
-        "/v1/references",
-        tags=["admin"],
-        summary="Remove references by brand, ref_id or product_id",
-        responses=error_responses(401, 403, 409, 422, 503),
-        dependencies=[Depends(require_admin)],
-    )
-    async def remove_references(
-        brand: Annotated[str | None, Query()] = None,
-        ref_id: Annotated[list[int] | None, Query(description="Repeatable.")] = None,
-        product_id: Annotated[str | None, Query()] = None,
-    ) -> dict[str, Any]:
-        """Withdraw references (exactly one selector); the index swaps atomically."""
-        detector = ready_detector(state)
-        given = [
-            name
-            for name, v in (("brand", brand), ("ref_id", ref_id), ("product_id", product_id))
-            if v
-        ]
-        if len(given) != 1:
-            raise ApiError(
-                422, "invalid_request", "give exactly one of brand, ref_id or product_id"
-            )
-        async with state.admin_lock:
-            job = in_pool(
-                state.admin_pool, index_jobs.remove_references, detector, brand, ref_id, product_id
-            )
-            try:
-                removed = await asyncio.shield(job)
-            except IndexLockedError as e:
-                raise ApiError(409, "index_locked", str(e)) from e
-            except IndexStoreError as e:
-                raise ApiError(409, "index_error", str(e)) from e
-            await in_pool(state.admin_pool, reload_index, state)
-        return {"removed": removed, "generation": getattr(detector.index, "generation", None)}
-
-    @app.post(
-        "/v1/reload",
-        tags=["admin"],
-        summary="Pick up an index changed on disk",
-        responses=error_responses(401, 403, 409, 503),
-        dependencies=[Depends(require_admin)],
-    )
-    async def reload() -> dict[str, Any]:
-        detector = ready_detector(state)
-        async with state.admin_lock:
-            try:
-                changed = await in_pool(state.admin_pool, reload_index, state)
-            except (IndexStoreError, DetectorError) as e:
-                raise ApiError(409, "reload_failed", f"kept the loaded index: {e}") from e
-        return {"reloaded": changed, "generation": getattr(detector.index, "generation", None)}
-
-
-def _count_verdict(state: ServiceState, verdict: Verdict) -> None:
-    if verdict.error is not None:
-        state.metrics.images.labels(outcome="error").inc()
-        return
-    outcome = "flagged" if verdict.flagged else "clean"
-    state.metrics.images.labels(outcome=outcome).inc()
-    if verdict.flagged and verdict.brand is not None:
-        state.metrics.flags.labels(brand=verdict.brand).inc()

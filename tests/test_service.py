@@ -21,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 from PIL import Image, ImageDraw
+from prometheus_client.parser import text_string_to_metric_families
 
 from detector.service.app import ServiceSettings, create_app
 from detector.verdict import Verdict
@@ -161,6 +162,15 @@ def png(width: int = 40, height: int = 30, color: tuple[int, int, int] = (200, 3
     buf = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of sample ``name{labels}`` in a /metrics answer (parsed by prometheus_client)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
 
 
 @pytest.fixture()
@@ -360,10 +370,9 @@ def test_score_token_enforced(serve_fake):
         assert ok.status_code == 200
         assert c.get("/healthz").status_code == 200  # ops endpoints stay open
         metrics = c.get("/metrics").text
-    assert (
-        'counterfeit_http_requests_total{method="POST",route="/v1/score",status="401"} 2' in metrics
-    )
-    assert 'counterfeit_http_errors_total{code="forbidden"} 2' in metrics
+    requests = "counterfeit_http_requests_total"
+    assert metric(metrics, requests, method="POST", route="/v1/score", status="401") == 2
+    assert metric(metrics, "counterfeit_http_errors_total", code="forbidden") == 2
 
 
 def test_admin_disabled_without_token(serve_fake):
@@ -474,16 +483,33 @@ def test_info_metrics_and_openapi(serve_fake):
     )
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
-    assert 'counterfeit_http_requests_total{method="POST",route="/v1/score",status="200"} 2' in text
-    assert 'counterfeit_flags_total{brand="w33"} 2' in text
-    assert 'counterfeit_images_total{outcome="error"} 1' in text
-    assert 'counterfeit_http_request_duration_seconds_count{route="/v1/score"} 2' in text
-    assert "counterfeit_model_batch_images_bucket" in text and "counterfeit_ready 1" in text
+    requests = "counterfeit_http_requests_total"
+    assert metric(text, requests, method="POST", route="/v1/score", status="200") == 2
+    assert metric(text, "counterfeit_flags_total", brand="w33") == 2
+    assert metric(text, "counterfeit_images_total", outcome="error") == 1
+    assert metric(text, "counterfeit_http_request_duration_seconds_count", route="/v1/score") == 2
+    assert "counterfeit_model_batch_images_bucket" in text
+    assert metric(text, "counterfeit_ready") == 1
     assert {"/v1/score", "/v1/references", "/v1/reload", "/v1/info", "/healthz", "/readyz"} <= set(
         spec["paths"]
     )
     score_form = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert score_form["schema"]["$ref"]
+
+
+def test_metrics_parse_and_count_scoring_requests(serve_fake):
+    """/metrics is valid Prometheus text whose request counter goes up with each scoring call."""
+    server, _ = serve_fake()
+    labels = {"method": "POST", "route": "/v1/score", "status": "200"}
+    with server.client() as c:
+        before = c.get("/metrics").text
+        assert c.post("/v1/score", files={"files": ("a.png", png())}).status_code == 200
+        after = c.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(after)}
+    assert families["counterfeit_http_requests"].type == "counter"
+    assert families["counterfeit_http_request_duration_seconds"].type == "histogram"
+    assert metric(before, "counterfeit_http_requests_total", **labels) is None
+    assert metric(after, "counterfeit_http_requests_total", **labels) == 1
 
 
 # ---------------------------------------------------------------------- real pipeline (tiny preset)
@@ -659,8 +685,8 @@ def test_real_reload_picks_up_an_external_writer(real_server, tmp_path):
             == "umbrella"
         )
         metrics = c.get("/metrics").text
-    assert 'counterfeit_index_reloads_total{result="changed"} 1' in metrics
-    assert "counterfeit_index_references 4" in metrics
+    assert metric(metrics, "counterfeit_index_reloads_total", result="changed") == 1
+    assert metric(metrics, "counterfeit_index_references") == 4
 
 
 def test_match_model_carries_every_scored_match_field():

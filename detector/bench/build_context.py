@@ -39,6 +39,8 @@ class BuildParams:
 
 @dataclass(frozen=True)
 class Product:
+    """A product-photo reference and the box of the logo pasted on it."""
+
     slug: str
     product_id: str
     path: str  # relative to the dataset root
@@ -47,12 +49,15 @@ class Product:
 
 @dataclass(frozen=True)
 class BuildContext:
+    """What every item job gets: the target folder, the parameters, the product references."""
+
     root: Path
     params: BuildParams
     products: tuple[Product, ...] = ()
 
 
 def item_rng(*key: int) -> np.random.Generator:
+    """The generator of one item, seeded by its key, e.g. ``(seed, stage, index)``."""
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
 
 

@@ -141,6 +141,7 @@ class BenchConfig:
 
 
 def config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    """The config as recorded in a result, with the dataset size it resolves to."""
     data = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     data["variants"] = list(cfg.variants)
     data["dataset_size"] = asdict(cfg.dataset_size())

@@ -26,6 +26,7 @@ JPEG_QUALITY_RANGE = (30, 90)
 
 
 def query(ctx: BuildContext, job: tuple[str, int]) -> QueryLabel:
+    """Write query ``index`` of ``group``; returns its label."""
     group, index = job
     params = ctx.params
     rng = item_rng(params.seed, STAGE_QUERY, GROUPS.index(group), index)

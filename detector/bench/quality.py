@@ -19,6 +19,7 @@ from detector.bench.variants import variant_detector
 def measure_quality(
     base: Any, labels: Any, cfg: BenchConfig, scores_dir: Path, say: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Metrics of each of ``cfg.variants`` on every query; ``enabled`` False when skipped."""
     if not cfg.quality:
         reason = "quality needs real weights" if cfg.random_weights else "not requested"
         return {"enabled": False, "reason": reason}

@@ -25,6 +25,7 @@ _REFERENCE_JPEG_QUALITY = 92
 
 
 def logo_reference(ctx: BuildContext, slug: str) -> tuple[str, str, str, str, str]:
+    """Write a brand's logo reference; returns its ``references.csv`` row."""
     rel = f"references/{slug}/logo.png"
     target = ctx.root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,7 @@ def _scene(params: BuildParams, scene: int) -> Image.Image:
 
 
 def product_reference(ctx: BuildContext, job: tuple[int, str, int]) -> Product:
+    """Write product photo ``index`` of a brand on backdrop ``scene``; returns where its logo is."""
     index, slug, scene = job
     params = ctx.params
     rng = item_rng(params.seed, STAGE_PRODUCT, index)

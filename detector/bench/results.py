@@ -21,7 +21,7 @@ RESULT_FORMAT = 1
 
 @dataclass(frozen=True)
 class BenchResult:
-    """Outcome of :func:`run_benchmark`.
+    """Outcome of :func:`detector.bench.runner.run_benchmark`.
 
     Attributes:
         data: Every figure (what the JSON file holds).
@@ -69,6 +69,7 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def model_info(det: Any) -> dict[str, Any]:
+    """Preset, weights, device, precision and threads the figures were measured with."""
     import torch
 
     emb = det.embedder
@@ -86,6 +87,7 @@ def model_info(det: Any) -> dict[str, Any]:
 
 
 def loadavg() -> list[float] | None:
+    """1, 5 and 15-minute load averages, or None where the platform has none."""
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:

@@ -26,6 +26,7 @@ THROUGHPUT_SETTINGS: tuple[str, ...] = ("whole-image", "regions", "regions+verif
 def measure_speed(
     base: Any, labels: Any, cfg: BenchConfig, size: BenchSize, out: Path, say: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Every speed figure of a run, measured on the :func:`speed_subset` of the queries."""
     subset = speed_subset(labels, size.speed_queries_per_class)
     paths = [labels.image_path(i) for i in subset]
     say(f"speed: {len(paths)} query files")
@@ -191,4 +192,5 @@ def _percentiles_ms(seconds: Sequence[float]) -> dict[str, float | None]:
 
 
 def rate(n: int, seconds: float) -> float | None:
+    """``n`` per second, rounded; None when no time was measured."""
     return round(n / seconds, 3) if seconds > 0 else None

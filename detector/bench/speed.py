@@ -12,6 +12,10 @@ noisy. Absolute images/s are reported too, with the load average seen during the
 * project: :meth:`detector.embedder.Embedder.embed_sources` with the preset's defaults
   (or overrides).
 
+This module runs the comparison and renders its table; the sides live in
+:mod:`~detector.bench.speed_sides` and the measurements in :mod:`~detector.bench.speed_timing`
+(their names are importable from here too).
+
 Example:
     >>> from detector.bench.speed import run_speed_benchmark, markdown_table
     >>> result = run_speed_benchmark(["tiny-clip-test"], quick=True)   # doctest: +SKIP
@@ -21,19 +25,50 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from detector.bench.speed_sides import (
+    OneFn,
+    baseline_embed_one,
+    make_listing_jpegs,
+    project_embedder,
+)
+from detector.bench.speed_timing import (
+    BatchFn,
+    cosine_agreement,
+    environment,
+    matmul_peak_gflops,
+    measure_latency,
+    measure_throughput,
+    model_gflops,
+    with_threads,
+)
 from detector.errors import ConfigError
 from detector.models.registry import ModelPreset, get_preset
+
+__all__ = [
+    "ABLATIONS",
+    "DEFAULT_SIZES",
+    "BatchFn",
+    "OneFn",
+    "baseline_embed_one",
+    "cosine_agreement",
+    "environment",
+    "make_listing_jpegs",
+    "markdown_table",
+    "matmul_peak_gflops",
+    "measure_latency",
+    "measure_throughput",
+    "model_gflops",
+    "project_embedder",
+    "run_speed_benchmark",
+    "with_threads",
+]
 
 #: Listing photo sizes measured by default (width, height).
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((1024, 768), (3000, 2000))
@@ -45,240 +80,6 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "draft=False": {"draft": False},
     "channels_last=False": {"channels_last": False},
 }
-
-OneFn = Callable[[Path], np.ndarray]
-
-
-# --- data ------------------------------------------------------------------------------------
-
-
-def make_listing_jpegs(
-    out_dir: str | os.PathLike, size: tuple[int, int], n: int, *, seed: int = 0
-) -> list[Path]:
-    """Photo-like listing JPEGs: bundled skimage photos cropped, resized up, jittered, noised.
-
-    Sensor-like noise (sigma 4) keeps the files as hard to decode as camera JPEGs (upscaled
-    photos alone are unrealistically smooth). Existing files of the same name are reused.
-
-    Args:
-        out_dir: Folder to write into (created).
-        size: (width, height).
-        n: Number of files.
-        seed: Seed; the same seed gives the same files.
-
-    Returns:
-        The file paths.
-    """
-    from detector.bench.photos import random_background
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        path = out / f"listing_{size[0]}x{size[1]}_s{seed}_{i:03d}.jpg"
-        if not path.exists():
-            rng = np.random.default_rng([seed, size[0], size[1], i])
-            img = np.asarray(random_background(rng, size), dtype=np.int16)
-            noisy = img + rng.normal(0, 4, img.shape).astype(np.int16)
-            tmp = path.with_suffix(".tmp")
-            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(tmp, "JPEG", quality=90)
-            os.replace(tmp, path)
-        paths.append(path)
-    return paths
-
-
-# --- the two sides ---------------------------------------------------------------------------
-
-
-def baseline_embed_one(preset: ModelPreset, seed: int = 0) -> OneFn:
-    """The plain loop for one preset: file -> its library's preprocess -> fp32 model -> unit row.
-
-    Raises:
-        ConfigError: The preset's weights are not random/package weights available offline.
-    """
-    import torch
-
-    if preset.backend == "open_clip":
-        import open_clip
-
-        from detector.models.openclip_backend import register_model_config
-
-        register_model_config(preset)
-        # Same seeded init as detector.models.openclip_backend.build_clip_model.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model, _, transform = open_clip.create_model_and_transforms(
-                preset.arch, pretrained=None, device="cpu"
-            )
-        model.eval()
-
-        def one(path: Path) -> np.ndarray:
-            with torch.inference_mode():
-                x = transform(Image.open(path)).unsqueeze(0)
-                return model.encode_image(x, normalize=True)[0].numpy()
-
-        return one
-
-    from detector.models.preprocess import build_transform
-    from detector.models.timm_backend import load_feature_model
-    from detector.models.weights import resolve_weights
-
-    net = load_feature_model(preset, resolve_weights(preset, allow_download=False)).eval()
-    prep = build_transform(preset)
-
-    def one_timm(path: Path) -> np.ndarray:
-        with torch.inference_mode():
-            x = prep(Image.open(path).convert("RGB")).unsqueeze(0)
-            feat = net(x)[0]
-            return (feat / feat.norm()).numpy()
-
-    return one_timm
-
-
-def project_embedder(preset: ModelPreset, **overrides: Any) -> Any:
-    """The project's embedder on CPU: random weights for hub presets, the real ones otherwise."""
-    from detector.embedder import create_embedder
-
-    random_weights = preset.weights.get("type") in ("open_clip_tag", "hf_hub")
-    return create_embedder(preset, device="cpu", random_weights=random_weights, **overrides)
-
-
-# --- measurements ----------------------------------------------------------------------------
-
-
-BatchFn = Callable[[Sequence[Path]], np.ndarray]
-
-
-def with_threads(fn: Callable[..., Any], threads: int) -> Callable[..., Any]:
-    """``fn`` run with torch's intra-op threads set to ``threads`` (each side keeps its own)."""
-    import torch
-
-    def run(*args: Any) -> Any:
-        torch.set_num_threads(threads)
-        return fn(*args)
-
-    return run
-
-
-def measure_throughput(
-    sides: dict[str, BatchFn], paths: Sequence[Path], *, rounds: int, reference: str = "baseline"
-) -> dict[str, Any]:
-    """End-to-end images/s (files -> vectors) of several sides, in rotating order per round.
-
-    Args:
-        sides: Name -> function embedding a list of files (returns (n, dim) vectors).
-        paths: The files.
-        rounds: Timing rounds; each side runs once per round, the order rotates.
-        reference: The side every other side's ratio is taken against.
-
-    Returns:
-        Per side: median images/s and median of per-round ratios to ``reference``; the last
-        vectors of each side (key ``_vectors``) and the 1-minute load average per round.
-    """
-    names = list(sides)
-    for fn in sides.values():
-        fn(paths[:2])  # warm-up: first-call allocations and kernel selection
-    ips: dict[str, list[float]] = {n: [] for n in names}
-    vectors: dict[str, np.ndarray] = {}
-    load = [os.getloadavg()[0]]
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            vectors[name] = sides[name](paths)
-            ips[name].append(len(paths) / (time.perf_counter() - start))
-        load.append(os.getloadavg()[0])
-    out: dict[str, Any] = {"n_images": len(paths), "rounds": rounds}
-    for name in names:
-        out[f"{name}_ips"] = statistics.median(ips[name])
-        if name != reference:
-            out[f"{name}_ratio"] = statistics.median(
-                [a / b for a, b in zip(ips[name], ips[reference])]
-            )
-    out["load_avg_1m"] = [round(v, 2) for v in load]
-    out["_vectors"] = vectors
-    return out
-
-
-def measure_latency(
-    sides: dict[str, Callable[[Path], Any]], paths: Sequence[Path], *, repeats: int
-) -> dict[str, Any]:
-    """Warm single-image latency (file -> vector) of each side, calls alternating."""
-    names = list(sides)
-    for fn in sides.values():
-        fn(paths[0])
-    ms: dict[str, list[float]] = {n: [] for n in names}
-    for k in range(repeats):
-        path = paths[k % len(paths)]
-        for name in names[k % len(names) :] + names[: k % len(names)]:
-            start = time.perf_counter()
-            sides[name](path)
-            ms[name].append(1000 * (time.perf_counter() - start))
-    out: dict[str, Any] = {"repeats": repeats}
-    for name in names:
-        out[f"{name}_p50_ms"] = float(np.percentile(ms[name], 50))
-        out[f"{name}_p99_ms"] = float(np.percentile(ms[name], 99))
-    out["p50_ratio"] = out["project_p50_ms"] / out["baseline_p50_ms"]
-    return out
-
-
-def cosine_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Row-wise cosine between two sets of vectors of the same images (min and mean)."""
-    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    b = other / np.linalg.norm(other, axis=1, keepdims=True)
-    cos = np.sum(a * b, axis=1)
-    return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "n": len(cos)}
-
-
-def model_gflops(embedder: Any) -> float:
-    """FLOPs of one image through the model (torch's FLOP counter; matmuls and convs), in G."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, 3, embedder.image_size, embedder.image_size)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        embedder.embed_tensors(x)
-    return counter.get_total_flops() / 1e9
-
-
-def matmul_peak_gflops(dtype: str = "bf16", size: int = 1024, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of a square matmul (what this CPU gives the model now)."""
-    import torch
-
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a = torch.randn(size, size).to(dt)
-    b = torch.randn(size, size).to(dt)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
-def environment() -> dict[str, Any]:
-    """Machine, library versions and the load at the time of the call."""
-    import open_clip
-    import PIL
-    import torch
-
-    from detector.embedder import cpu_has_native_bf16
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "native_bf16": cpu_has_native_bf16(),
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-        "pillow": PIL.__version__,
-        "load_avg": [round(v, 2) for v in os.getloadavg()],
-    }
-
-
-# --- the whole run ---------------------------------------------------------------------------
-
 
 
 def _ablation_rows(pair: dict[str, Any], files: dict[Any, Sequence[Path]], rounds: int) -> dict[str, Any]:
@@ -292,6 +93,7 @@ def _ablation_rows(pair: dict[str, Any], files: dict[Any, Sequence[Path]], round
             "default_over_variant": tp["project_ratio"],
         }
     return rows
+
 
 def run_speed_benchmark(
     presets: Sequence[str] = ("clip-vit-b-32", "effnet-lite0"),

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.configs import configs_root
 from detector.errors import ConfigError
 from index.atomic import atomic_write_bytes
 from index.records import KINDS
 
-THRESHOLDS_DIR = Path(__file__).resolve().parent.parent / "configs" / "thresholds"
+THRESHOLDS_DIR = configs_root() / "thresholds"  # the shipped tables
 VERIFIED = "verified"
 # Every key a kinds/brands table may hold: the kinds, and each kind's verified evidence.
 THRESHOLD_KEYS: tuple[str, ...] = KINDS + tuple(f"{k}:{VERIFIED}" for k in KINDS)

@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from detector.configs import configs_root
 from detector.embedder import Embedder, create_embedder, resolve_device
 from detector.errors import ConfigError, WeightsUnavailableError
 from detector.images import file_sha256, load_image
 from detector.models import get_preset
 from detector.models.openclip_backend import build_clip_model
-from detector.models.registry import BUILTIN_PRESET_DIR, REPO_ROOT
+from detector.models.registry import BUILTIN_PRESET_DIR
 from index.records import Fingerprint
 
 
@@ -118,7 +119,7 @@ def test_same_seed_same_vectors_across_processes(tiny):
 def test_other_seed_other_weights(tmp_path, tiny):
     raw = json.loads((BUILTIN_PRESET_DIR / "tiny-clip-test.json").read_text())
     raw.update(name="tiny-seed-1", weights={"type": "random", "seed": 1})
-    raw["model_config"] = str(REPO_ROOT / "configs" / "open_clip" / "tiny-clip-test.json")
+    raw["model_config"] = str(configs_root() / "open_clip" / "tiny-clip-test.json")
     path = tmp_path / "tiny1.json"
     path.write_text(json.dumps(raw))
     other = create_embedder(str(path), device="cpu")

@@ -181,10 +181,11 @@ def test_one_and_many_workers_give_identical_vectors(files):
 def test_preset_defaults_can_be_overridden_and_are_validated(tmp_path):
     import json
 
-    from detector.models.registry import BUILTIN_PRESET_DIR, REPO_ROOT
+    from detector.configs import configs_root
+    from detector.models.registry import BUILTIN_PRESET_DIR
 
     raw = json.loads((BUILTIN_PRESET_DIR / "tiny-clip-test.json").read_text())
-    raw["model_config"] = str(REPO_ROOT / "configs" / "open_clip" / "tiny-clip-test.json")
+    raw["model_config"] = str(configs_root() / "open_clip" / "tiny-clip-test.json")
     for bad, message in [
         ({"decode_workers": -1}, "decode_workers"),
         ({"draft": "yes"}, "defaults.draft"),

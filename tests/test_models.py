@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from detector.configs import configs_root
 from detector.errors import ConfigError, WeightsUnavailableError
 from detector.models import add_preset_file, get_preset, list_presets, registry
 from detector.models import weights as weights_mod
@@ -32,7 +33,7 @@ def clean_registry(monkeypatch):
 
 def write_preset(path: Path, **overrides) -> Path:
     base = json.loads((registry.BUILTIN_PRESET_DIR / "tiny-clip-test.json").read_text())
-    base["model_config"] = str(registry.REPO_ROOT / "configs" / "open_clip" / "tiny-clip-test.json")
+    base["model_config"] = str(configs_root() / "open_clip" / "tiny-clip-test.json")
     base.update(overrides)
     base = {k: v for k, v in base.items() if v is not None}
     path.write_text(json.dumps(base))

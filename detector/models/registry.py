@@ -4,8 +4,9 @@ A preset says everything that decides what an embedding *means*: backend and arc
 where the weights come from, the preprocessing and the output dimension. Two vector sets
 are comparable only when all of it is identical (see ``Embedder.fingerprint``).
 
-Preset files are found in ``<repo>/configs/models`` and, when the environment variable
-``COUNTERFEIT_CONFIG_DIR`` is set, in ``$COUNTERFEIT_CONFIG_DIR/models`` (or in that
+Preset files are found in the shipped ``configs/models`` (the checkout's ``configs/`` or a
+wheel's package data, see :func:`detector.configs.configs_root`) and, when the environment
+variable ``COUNTERFEIT_CONFIG_DIR`` is set, in ``$COUNTERFEIT_CONFIG_DIR/models`` (or in that
 directory itself when it has no ``models`` sub-folder); files there and files added with
 :func:`add_preset_file` override built-in presets of the same name.
 
@@ -28,10 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.configs import configs_root
 from detector.errors import ConfigError
 
+# The source checkout's root (meaningful only when running from a checkout; installed from a
+# wheel the shipped files are elsewhere: use detector.configs.configs_root()).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_PRESET_DIR = REPO_ROOT / "configs" / "models"
+BUILTIN_PRESET_DIR = configs_root() / "models"
 CONFIG_DIR_ENV = "COUNTERFEIT_CONFIG_DIR"
 DEFAULT_PRESET = "clip-vit-b-32"
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from PIL import Image
 
 from detector.scoring_config import ScoringConfig
+from detector.shape_scores import shape_bonus, shape_support
 from detector.signals.base import Evidence
 from detector.signals.embedding import SilhouetteCosine
 from detector.signals.local_features import GeometricEvidence
 from detector.signals.logo_area import LogoAreaEvidence
 from detector.signals.shape import ShapeEvidence
-from detector.silhouettes import shape_bonus, shape_support
 from detector.thresholds import Thresholds, threshold_key
 from detector.verdict import Box, ScoredMatch, Verdict
 from detector.verify import fuse_scores

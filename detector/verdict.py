@@ -31,7 +31,7 @@ class ScoredMatch:
             (:attr:`detector.verify.Verification.confirmed`); such a match is held to the
             ``<kind>:verified`` threshold when the table has one (:mod:`detector.thresholds`).
         signals: Evidence details of signals other than the built-in ones, by signal name
-            (:mod:`detector.signals`); omitted from :meth:`to_dict` when empty.
+            (:mod:`detector.signals`); the built-in signals' evidence is in the fields above.
     """
 
     ref_id: int
@@ -52,8 +52,6 @@ class ScoredMatch:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["box"] = list(self.box) if self.box is not None else None
-        if not self.signals:  # only signals beyond the built-in ones (whose fields are above) add details
-            del data["signals"]
         return data
 
 

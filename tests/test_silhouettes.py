@@ -11,20 +11,22 @@ from PIL import Image, ImageDraw
 from detector.errors import ConfigError, DetectorError
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.scoring import Detector
+from detector.shape_scores import (
+    distinct_ious,
+    generic_ious,
+    shape_bonus,
+    shape_floor,
+    shape_support,
+)
 from detector.silhouettes import (
     QueryShapes,
     SilhouetteConfig,
     aligned_iou,
     canonical_mask,
     component_boxes,
-    distinct_ious,
-    generic_ious,
     overlaps,
     query_mask,
     reference_mask,
-    shape_bonus,
-    shape_floor,
-    shape_support,
     silhouette_image,
 )
 from detector.verify import LocalFeatures, extract_features

@@ -32,6 +32,9 @@ class MatchModel(BaseModel):
     logo_area: str | None = None
     mirrored: bool = False
     verified: bool = False
+    signals: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Evidence of signals beyond the built-in ones, by signal name."
+    )
 
 
 class VerdictModel(BaseModel):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from detector.regions import Region
+from detector.shape_scores import distinct_ious, generic_ious, shape_floor
 from detector.signals.base import Evidence, Listing, Signal
 from detector.signals.geometry import Stealable, listing_pool
 from detector.signals.local_features import ranked_eligible
@@ -25,10 +26,7 @@ from detector.silhouettes import (
     QueryShapes,
     canonical_mask,
     component_boxes,
-    distinct_ious,
-    generic_ious,
     query_mask,
-    shape_floor,
     silhouette_image,
 )
 from detector.verdict import Box, ScoredMatch

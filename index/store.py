@@ -62,12 +62,12 @@ from index.errors import (
     ReadOnlyIndexError,
 )
 from index.records import Fingerprint, Match, NewReference, Reference
+from index.validation import as_bytes, reference_attributes_json, validate_queries, validate_vectors
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
 EXPORT_FORMAT = "counterfeit-detector/reference-export"
-UNIT_NORM_TOLERANCE = 1e-3
 QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
 TOMBSTONE_REBUILD_FRACTION = 0.25  # rebuild an HNSW index once this share of its vectors is dead
 TRAIN_SAMPLE_MAX = 262_144  # vectors used to retrain on rebuild (plenty for IVF65536)
@@ -516,16 +516,9 @@ class ReferenceIndex:
             raise ValueError(f"got {len(refs)} references but {len(vectors)} vector entries")
         if aux is not None and len(aux) != len(refs):
             raise ValueError(f"got {len(refs)} references but {len(aux)} aux entries")
-        attributes = []
-        for i, ref in enumerate(refs):
-            if not isinstance(ref, NewReference):
-                raise ValueError(f"references[{i}] must be a NewReference, got {type(ref).__name__}")
-            try:
-                attributes.append(json.dumps(ref.attributes, sort_keys=True))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"references[{i}].attributes is not JSON-serialisable: {e}") from e
-        aux_list = [None] * len(refs) if aux is None else [_as_bytes(a, i) for i, a in enumerate(aux)]
-        matrices = self._validate_vectors(vectors)
+        attributes = reference_attributes_json(refs)
+        aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
+        matrices = validate_vectors(vectors, self.dim)
         now = _now()
         with self._lock:
             self._check_open()
@@ -762,7 +755,7 @@ class ReferenceIndex:
             ``(scores, ref_ids)``, both ``(q, k)``: inner products sorted descending (a
             reference's best vector), ids ``-1`` with score ``-inf`` where fewer than k exist.
         """
-        q = self._validate_queries(queries)
+        q = validate_queries(queries, self.dim)
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         k = int(k)
@@ -1034,56 +1027,6 @@ class ReferenceIndex:
         if not self.writable:
             raise ReadOnlyIndexError(f"index at {self.path} is open read-only; open it with writable=True")
 
-    def _validate_vectors(self, vectors: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-        """Per-reference ``(n_i, dim)`` float32 matrices; checks shape, finiteness and unit norm."""
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            whole = vectors
-            bounds = np.arange(len(vectors) + 1)
-        else:
-            parts = []
-            for i, v in enumerate(vectors):
-                a = np.asarray(v)
-                a = a[None, :] if a.ndim == 1 else a
-                if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != self.dim:
-                    raise ValueError(
-                        f"vectors[{i}] must have shape ({self.dim},) or (n, {self.dim}) with n >= 1, "
-                        f"got {np.shape(v)}"
-                    )
-                parts.append(a)
-            if not parts:
-                return []
-            whole = np.concatenate(parts)
-            bounds = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
-        if whole.shape[1] != self.dim:
-            raise ValueError(f"vectors have dim {whole.shape[1]}, the index has dim {self.dim}")
-        if not np.issubdtype(whole.dtype, np.floating):
-            raise ValueError(f"vectors must be floating point, got {whole.dtype}")
-        whole = np.ascontiguousarray(whole, dtype=np.float32)
-        finite = np.isfinite(whole).all(axis=1)
-        norms = np.linalg.norm(whole, axis=1)
-        bad = np.flatnonzero(~finite | (np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE))
-        if len(bad):
-            row = int(bad[0])
-            item = int(np.searchsorted(bounds, row, side="right") - 1)
-            raise ValueError(
-                f"vectors[{item}] row {row - int(bounds[item])} has L2 norm {norms[row]:.4f}; the "
-                f"index stores finite unit vectors (tolerance {UNIT_NORM_TOLERANCE}): L2-normalise "
-                f"in the embedder ({len(bad)} bad row(s) in total)"
-            )
-        return [whole[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
-
-    def _validate_queries(self, queries: np.ndarray) -> np.ndarray:
-        q = np.asarray(queries)
-        q = q[None, :] if q.ndim == 1 else q
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (q, {self.dim}), got {np.shape(queries)}")
-        if not np.issubdtype(q.dtype, np.floating):
-            raise ValueError(f"queries must be floating point, got {q.dtype}")
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise ValueError("queries contain NaN or infinite values")
-        return q
-
 
 def _distinct_top_k(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep the first (best) hit of each id per row, at most k, order preserved (vectorised)."""
@@ -1100,14 +1043,6 @@ def _distinct_top_k(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, n
         np.where(kept, np.take_along_axis(d, pos, axis=1), -np.inf),
         np.where(kept, np.take_along_axis(i, pos, axis=1), -1),
     )
-
-
-def _as_bytes(value: Any, i: int) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise ValueError(f"aux[{i}] must be bytes or None, got {type(value).__name__}")
 
 
 def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> None:

@@ -61,6 +61,7 @@ from index.errors import (
     IndexStoreError,
     ReadOnlyIndexError,
 )
+from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
 from index.records import Fingerprint, Match, NewReference, Reference
 from index.validation import as_bytes, reference_attributes_json, validate_queries, validate_vectors
 
@@ -69,9 +70,6 @@ MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
 EXPORT_FORMAT = "counterfeit-detector/reference-export"
 QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
-TOMBSTONE_REBUILD_FRACTION = 0.25  # rebuild an HNSW index once this share of its vectors is dead
-TRAIN_SAMPLE_MAX = 262_144  # vectors used to retrain on rebuild (plenty for IVF65536)
-_REBUILD_ADD_BATCH = 65_536
 _LOAD_RETRIES = 5
 REPAIR_HINT = (
     "repair it with ReferenceIndex.repair(path), which rebuilds the faiss file from the vectors "
@@ -600,12 +598,16 @@ class ReferenceIndex:
                     # HNSW cannot remove: hide the ids at search time, compact when too many are dead.
                     self._catalog.add_tombstones(counts)
                     if dead_before + n_vectors > TOMBSTONE_REBUILD_FRACTION * index.ntotal:
-                        index = self._rebuild_from_catalog(self.factory, self._build_params)
+                        index = rebuild_from_catalog(
+                            self._catalog, self.factory, self.dim, self._build_params
+                        )
                 else:
                     mutated = True
                     removed = faiss_ops.try_remove(index, np.array(sorted(counts), dtype=np.int64))
                     if removed is None:
-                        index = self._rebuild_from_catalog(self.factory, self._build_params)
+                        index = rebuild_from_catalog(
+                            self._catalog, self.factory, self.dim, self._build_params
+                        )
                     elif removed != n_vectors:
                         raise IndexCorruptError(
                             f"faiss held {removed} vectors of the removed references, SQLite "
@@ -631,7 +633,7 @@ class ReferenceIndex:
             self._check_open()
             self._catalog.begin_write()
             try:
-                index = self._rebuild_from_catalog(new_factory, new_params)
+                index = rebuild_from_catalog(self._catalog, new_factory, self.dim, new_params)
                 extra: dict[str, Any] = {"factory": new_factory, "build_params": new_params}
                 if new_factory != self.factory:
                     extra["search_params"] = {}
@@ -642,32 +644,6 @@ class ReferenceIndex:
             self.factory, self._build_params = new_factory, new_params
             if "search_params" in extra:
                 self._search_defaults = {}
-
-    def _rebuild_from_catalog(self, factory: str, build_params: Mapping[str, Any]) -> Any:
-        """A new faiss index holding every live stored vector (inside the write transaction)."""
-        index = faiss_ops.build_index(factory, self.dim, build_params)
-        if not index.is_trained:
-            faiss_ops.train_if_needed(index, self._training_sample(), factory)
-        ids_buf: list[np.ndarray] = []
-        vec_buf: list[np.ndarray] = []
-        buffered = 0
-        for ids, vecs in self._catalog.iter_vectors(self.dim):
-            ids_buf.append(ids)
-            vec_buf.append(vecs)
-            buffered += len(ids)
-            if buffered >= _REBUILD_ADD_BATCH:  # big batches: faiss parallelises within a call
-                index.add_with_ids(np.concatenate(vec_buf), np.concatenate(ids_buf))
-                ids_buf, vec_buf, buffered = [], [], 0
-        if buffered:
-            index.add_with_ids(np.concatenate(vec_buf), np.concatenate(ids_buf))
-        self._catalog.clear_tombstones()
-        return index
-
-    def _training_sample(self) -> np.ndarray:
-        total, _ = self._catalog.vector_stats()
-        stride = max(1, -(-total // TRAIN_SAMPLE_MAX))
-        parts = [vecs[::stride] for _, vecs in self._catalog.iter_vectors(self.dim)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
     def _commit(self, index: Any, extra_meta: Mapping[str, Any] | None = None) -> None:
         """Save ``index`` as the next generation and commit the open SQLite transaction."""

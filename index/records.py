@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 Kind = Literal["logo", "product"]
@@ -117,3 +118,8 @@ class Match:
 def canonical_json(value: Any) -> str:
     """Stable JSON text (sorted keys, no spaces) used for fingerprints and hashes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 to the second: the format of ``added_at`` and the index's times."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -33,7 +32,6 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,6 @@ from index.atomic import (
     atomic_write,
     atomic_write_json,
     fsync_dir,
-    fsync_path,
     generation_file_name,
     list_generation_files,
     remove_temp_files,
@@ -54,6 +51,7 @@ from index.atomic import (
 )
 from index.catalog import DB_NAME, Catalog
 from index.errors import (
+    REPAIR_HINT,
     IndexCorruptError,
     IndexExistsError,
     IndexMismatchError,
@@ -61,20 +59,16 @@ from index.errors import (
     IndexStoreError,
     ReadOnlyIndexError,
 )
+from index.export import load_export, read_export, write_export
 from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
-from index.records import Fingerprint, Match, NewReference, Reference
+from index.records import Fingerprint, Match, NewReference, Reference, utc_now
 from index.validation import as_bytes, reference_attributes_json, validate_queries, validate_vectors
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
-EXPORT_FORMAT = "counterfeit-detector/reference-export"
 QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
 _LOAD_RETRIES = 5
-REPAIR_HINT = (
-    "repair it with ReferenceIndex.repair(path), which rebuilds the faiss file from the vectors "
-    "stored in records.sqlite"
-)
 
 
 @dataclass(frozen=True)
@@ -122,10 +116,6 @@ class _Snapshot:
     max_per_ref: int
     selector: Any = None  # excludes tombstoned refs; None when there are none
     keep: tuple[Any, ...] = field(default=())  # Python refs the selector needs alive
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _snapshot(generation: int, index: Any, tomb_ids: np.ndarray, tomb_vectors: int, max_per_ref: int) -> _Snapshot:
@@ -215,7 +205,7 @@ class ReferenceIndex:
         try:
             gen_name = generation_file_name(0)
             atomic_write(tmp / gen_name, lambda p: faiss_ops.write_index(index, p))
-            now = _now()
+            now = utc_now()
             meta = {
                 "format_version": FORMAT_VERSION,
                 "fingerprint": fingerprint.to_dict(),
@@ -517,7 +507,7 @@ class ReferenceIndex:
         attributes = reference_attributes_json(refs)
         aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
         matrices = validate_vectors(vectors, self.dim)
-        now = _now()
+        now = utc_now()
         with self._lock:
             self._check_open()
             existing = self._catalog.existing_sha256(r.sha256 for r in refs)
@@ -665,7 +655,7 @@ class ReferenceIndex:
             "faiss_ntotal": int(index.ntotal),
             "vectors": total_vectors,
             "max_vectors_per_ref": max_per_ref,
-            "updated_at": _now(),
+            "updated_at": utc_now(),
             **(extra_meta or {}),
         }
         self._catalog.set_meta(meta)
@@ -818,15 +808,10 @@ class ReferenceIndex:
 
     def info(self) -> IndexInfo:
         """Counts per brand and kind, sizes and times of the committed state."""
-        with self._lock:
-            self._check_open()
-            self._catalog.begin_read()
-            try:
-                meta = self._catalog.meta()
-                count = self._catalog.count()
-                per_brand = self._catalog.per_brand()
-            finally:
-                self._catalog.commit()
+        with self._read_view() as catalog:
+            meta = catalog.meta()
+            count = catalog.count()
+            per_brand = catalog.per_brand()
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return IndexInfo(
             path=str(self.path), fingerprint=self.fingerprint, factory=meta["factory"], dim=self.dim,
@@ -850,70 +835,8 @@ class ReferenceIndex:
         Raises:
             IndexExistsError: ``dest`` already exists.
         """
-        dest = Path(dest)
-        if dest.exists():
-            raise IndexExistsError(f"{dest} already exists; export writes a new folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.exporting-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            with self._lock:
-                self._check_open()
-                self._catalog.begin_read()  # one consistent snapshot for the whole export
-                try:
-                    count, meta = self._write_export_files(tmp)
-                finally:
-                    self._catalog.commit()
-            for name in ("records.jsonl", "vectors.npy"):
-                fsync_path(tmp / name)
-            atomic_write_json(tmp / "export.json", {
-                "format": EXPORT_FORMAT, "version": 1, "fingerprint": self.fingerprint.to_dict(),
-                "dim": self.dim, "factory": meta["factory"], "metric": self.metric, "count": count,
-                "vectors": int(meta["vectors"]), "generation": int(meta["generation"]),
-                "exported_at": _now(),
-            })  # fmt: skip
-            os.rename(tmp, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return count
-
-    def _write_export_files(self, folder: Path) -> tuple[int, dict[str, Any]]:
-        meta = self._catalog.meta()
-        total = int(meta["vectors"])
-        out = np.lib.format.open_memmap(folder / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(total, self.dim))  # fmt: skip
-        offset = count = 0
-        with open(folder / "records.jsonl", "w", encoding="utf-8") as f:
-            batch: list[Reference] = []
-            for ref in self._catalog.iter_references():
-                batch.append(ref)
-                if len(batch) == 1000:
-                    offset = self._export_batch(batch, f, out, offset)
-                    count += len(batch)
-                    batch = []
-            if batch:
-                offset = self._export_batch(batch, f, out, offset)
-                count += len(batch)
-        out.flush()
-        del out
-        if offset != total:
-            raise IndexCorruptError(f"exported {offset} vectors but the index records {total}")
-        return count, meta
-
-    def _export_batch(self, refs: list[Reference], f: Any, out: np.ndarray, offset: int) -> int:
-        ids = [r.id for r in refs]
-        vectors = self._catalog.get_vectors(ids, self.dim)
-        aux = self._catalog.get_aux(ids)
-        for ref in refs:
-            v = vectors[ref.id]
-            out[offset : offset + len(v)] = v
-            line = {**ref.to_dict(), "vector_offset": offset, "n_vectors": len(v),
-                    "aux_b64": base64.b64encode(aux[ref.id]).decode() if ref.id in aux else None}  # fmt: skip
-            f.write(json.dumps(line, sort_keys=True) + "\n")
-            offset += len(v)
-        return offset
+        return write_export(dest, self._read_view, fingerprint=self.fingerprint, dim=self.dim,
+                            metric=self.metric)  # fmt: skip
 
     def import_records(self, src: str | os.PathLike[str]) -> AddReport:
         """Add every reference of an export folder (one atomic commit, duplicates skipped).
@@ -926,27 +849,7 @@ class ReferenceIndex:
             IndexCorruptError: ``src`` is not a readable export.
         """
         self._require_writable()
-        meta, records, vectors = _read_export(Path(src))
-        exported = Fingerprint.from_dict(meta["fingerprint"])
-        if not exported.is_compatible(self.fingerprint):
-            raise IndexMismatchError(
-                f"export {src} was made with another model ({exported.describe_difference(self.fingerprint)}; "
-                "export != index); re-embed its references with this index's model"
-            )
-        refs, mats, aux, added_at = [], [], [], []
-        for n, rec in enumerate(records):
-            try:
-                refs.append(NewReference(brand=rec["brand"], sha256=rec["sha256"], source=rec["source"],
-                                         kind=rec["kind"], product_id=rec["product_id"],
-                                         attributes=rec["attributes"]))  # fmt: skip
-                off, cnt = int(rec["vector_offset"]), int(rec["n_vectors"])
-                aux.append(base64.b64decode(rec["aux_b64"]) if rec.get("aux_b64") else None)
-                added_at.append(str(rec["added_at"]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise IndexCorruptError(f"{src}/records.jsonl line {n + 1} is not a valid record: {e}") from e
-            if cnt < 1 or off < 0 or off + cnt > len(vectors):
-                raise IndexCorruptError(f"{src}/records.jsonl line {n + 1}: vector rows out of range")
-            mats.append(np.asarray(vectors[off : off + cnt]))
+        refs, mats, aux, added_at = load_export(src, self.fingerprint)
         return self._add(refs, mats, aux, added_at=added_at)
 
     @classmethod
@@ -955,7 +858,7 @@ class ReferenceIndex:
     ) -> ReferenceIndex:
         """Create a new index at ``path`` from an export (same fingerprint; factory as exported
         unless given) and open it writable."""
-        meta, _, _ = _read_export(Path(src))
+        meta, _, _ = read_export(Path(src))
         idx = cls.create(path, fingerprint=Fingerprint.from_dict(meta["fingerprint"]),
                          factory=factory or meta["factory"])  # fmt: skip
         try:
@@ -998,6 +901,17 @@ class ReferenceIndex:
         if self._closed:
             raise IndexStoreError(f"index at {self.path} is closed")
 
+    @contextlib.contextmanager
+    def _read_view(self) -> Iterator[Catalog]:
+        """The open catalog inside one read transaction, under the lock: a consistent view."""
+        with self._lock:
+            self._check_open()
+            self._catalog.begin_read()
+            try:
+                yield self._catalog
+            finally:
+                self._catalog.commit()
+
     def _require_writable(self) -> None:
         self._check_open()
         if not self.writable:
@@ -1028,18 +942,3 @@ def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> Non
     manifest["count"] = count
     manifest["note"] = "mirror of the meta table in records.sqlite, which is authoritative"
     atomic_write_json(folder / MANIFEST_NAME, manifest)
-
-
-def _read_export(src: Path) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
-    try:
-        meta = json.loads((src / "export.json").read_text())
-        if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-        vectors = np.load(src / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        with open(src / "records.jsonl", encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError, KeyError) as e:
-        raise IndexCorruptError(f"{src} is not a readable reference export: {e}") from e
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != int(meta["dim"]):
-        raise IndexCorruptError(f"{src}/vectors.npy is {vectors.dtype}{vectors.shape}, expected float32 (n, {meta['dim']})")
-    return meta, records, vectors

@@ -31,11 +31,10 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from index import faiss_ops
@@ -62,12 +61,12 @@ from index.errors import (
 from index.export import load_export, read_export, write_export
 from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
 from index.records import Fingerprint, Match, NewReference, Reference, utc_now
+from index.search import Snapshot, make_snapshot, search_snapshot
 from index.validation import as_bytes, reference_attributes_json, validate_queries, validate_vectors
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
-QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
 _LOAD_RETRIES = 5
 
 
@@ -106,34 +105,6 @@ class IndexInfo:
         return dataclasses.asdict(self)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """One loaded generation: what searches use. Swapped as a whole, never mutated by readers."""
-
-    generation: int
-    index: Any
-    live_vectors: int
-    max_per_ref: int
-    selector: Any = None  # excludes tombstoned refs; None when there are none
-    keep: tuple[Any, ...] = field(default=())  # Python refs the selector needs alive
-
-
-def _snapshot(generation: int, index: Any, tomb_ids: np.ndarray, tomb_vectors: int, max_per_ref: int) -> _Snapshot:
-    selector, keep = None, ()
-    if len(tomb_ids):
-        batch = faiss.IDSelectorBatch(tomb_ids)
-        selector = faiss.IDSelectorNot(batch)
-        keep = (batch,)
-    return _Snapshot(
-        generation=generation,
-        index=index,
-        live_vectors=int(index.ntotal) - tomb_vectors,
-        max_per_ref=max(1, max_per_ref),
-        selector=selector,
-        keep=keep,
-    )
-
-
 class ReferenceIndex:
     """Brands' reference vectors with their records; one writer, any number of readers.
 
@@ -160,7 +131,7 @@ class ReferenceIndex:
         self._build_params: dict[str, Any] = dict(meta.get("build_params") or {})
         self._search_defaults: dict[str, Any] = dict(meta.get("search_params") or {})
         self._created_at: str = meta["created_at"]
-        self._snap: _Snapshot | None = None
+        self._snap: Snapshot | None = None
         self._generation_on_disk = int(meta["generation"])
 
     # -- construction ---------------------------------------------------------------------------
@@ -368,7 +339,7 @@ class ReferenceIndex:
         return self._snapshot.generation if self._snap is not None else self._generation_on_disk
 
     @property
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self) -> Snapshot:
         if self._closed:
             raise IndexStoreError(f"index at {self.path} is closed")
         if self._snap is None:
@@ -386,7 +357,7 @@ class ReferenceIndex:
 
     # -- loading --------------------------------------------------------------------------------
 
-    def _load(self, *, verify: bool) -> _Snapshot:
+    def _load(self, *, verify: bool) -> Snapshot:
         """Load the committed generation: meta, tombstones and the matching verified faiss file."""
         for _ in range(_LOAD_RETRIES):
             with self._lock:
@@ -406,7 +377,7 @@ class ReferenceIndex:
                         continue
                 raise
             self._generation_on_disk = int(meta["generation"])
-            return _snapshot(
+            return make_snapshot(
                 int(meta["generation"]), index, tomb_ids, tomb_vectors, int(meta["max_vectors_per_ref"])
             )
         raise IndexCorruptError(f"index at {self.path} kept changing while loading; try again")
@@ -661,7 +632,7 @@ class ReferenceIndex:
         self._catalog.set_meta(meta)
         self._commit_catalog()  # the commit point: generation gen is now the state on disk
         self._generation_on_disk = gen
-        self._snap = _snapshot(gen, index, tomb_ids, tomb_vectors, max_per_ref)
+        self._snap = make_snapshot(gen, index, tomb_ids, tomb_vectors, max_per_ref)
         self._write_manifest()
         self._prune_generations(keep_from=gen - 1)
 
@@ -724,28 +695,12 @@ class ReferenceIndex:
         q = validate_queries(queries, self.dim)
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        k = int(k)
         snap = self._snapshot
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(q), k), -1, dtype=np.int64)
-        if snap.live_vectors <= 0 or len(q) == 0:
-            return scores, ids
-        # A reference has up to max_per_ref vectors: fetching k * max_per_ref guarantees k distinct.
-        fetch = min(k * snap.max_per_ref, int(snap.index.ntotal))
-        setup = faiss_ops.SearchSetup(snap.index, {**self._search_defaults, **(params or {})}, snap.selector)
         # The writer modifies its index in place, so its searches wait for writes; readers don't.
         guard = self._lock if self.writable else contextlib.nullcontext()
-        with guard:
-            for start in range(0, len(q), QUERY_BATCH):
-                block = q[start : start + QUERY_BATCH]
-                d, i = snap.index.search(block, fetch, params=setup.params)
-                if snap.max_per_ref > 1:
-                    d, i = _distinct_top_k(d, i, k)
-                n = min(k, d.shape[1])
-                valid = i[:, :n] >= 0
-                scores[start : start + len(block), :n] = np.where(valid, d[:, :n], -np.inf)
-                ids[start : start + len(block), :n] = np.where(valid, i[:, :n], -1)
-        return scores, ids
+        return search_snapshot(
+            snap, q, int(k), defaults=self._search_defaults, params=params, guard=guard
+        )
 
     def search(
         self, queries: np.ndarray, k: int = 10, *, params: Mapping[str, Any] | None = None
@@ -916,23 +871,6 @@ class ReferenceIndex:
         self._check_open()
         if not self.writable:
             raise ReadOnlyIndexError(f"index at {self.path} is open read-only; open it with writable=True")
-
-
-def _distinct_top_k(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the first (best) hit of each id per row, at most k, order preserved (vectorised)."""
-    order = np.argsort(i, axis=1, kind="stable")  # groups equal ids, best score first in a group
-    grouped = np.take_along_axis(i, order, axis=1)
-    first = np.ones_like(grouped, dtype=bool)
-    first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
-    first &= grouped >= 0
-    keep = np.zeros_like(first)
-    np.put_along_axis(keep, order, first, axis=1)
-    pos = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept columns first, in score order
-    kept = np.take_along_axis(keep, pos, axis=1)
-    return (
-        np.where(kept, np.take_along_axis(d, pos, axis=1), -np.inf),
-        np.where(kept, np.take_along_axis(i, pos, axis=1), -1),
-    )
 
 
 def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> None:

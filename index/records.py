@@ -1,4 +1,4 @@
-"""Values that cross module borders: references, matches and the model fingerprint.
+"""Values that cross module borders: references, matches, the model fingerprint and reports.
 
 All are frozen dataclasses with JSON-friendly fields, identical in the Python API, the
 CLI's JSON lines and the HTTP responses.
@@ -110,6 +110,41 @@ class Match:
     product_id: str | None
     score: float
     source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """Outcome of :meth:`index.store.ReferenceIndex.add` (and of ``import_records``).
+
+    Attributes:
+        added: New reference ids, in input order of the references that were added.
+        skipped: ``(input position, existing ref id, sha256)`` for each reference whose content
+            was already stored (or repeated earlier in the same call).
+    """
+
+    added: list[int]
+    skipped: list[tuple[int, int, str]]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """Summary of an index (committed state in SQLite)."""
+
+    path: str
+    fingerprint: Fingerprint
+    factory: str
+    dim: int
+    metric: str
+    count: int
+    vectors: int
+    per_brand: dict[str, dict[str, int]]
+    size_bytes: int
+    generation: int
+    created_at: str
+    updated_at: str
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,14 +24,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +58,15 @@ from index.errors import (
 )
 from index.export import load_export, read_export, write_export
 from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
-from index.records import Fingerprint, Match, NewReference, Reference, utc_now
+from index.records import (
+    AddReport,
+    Fingerprint,
+    IndexInfo,
+    Match,
+    NewReference,
+    Reference,
+    utc_now,
+)
 from index.search import Snapshot, make_snapshot, search_snapshot
 from index.validation import as_bytes, reference_attributes_json, validate_queries, validate_vectors
 
@@ -68,41 +74,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
 _LOAD_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class AddReport:
-    """Outcome of :meth:`ReferenceIndex.add`.
-
-    Attributes:
-        added: New reference ids, in input order of the references that were added.
-        skipped: ``(input position, existing ref id, sha256)`` for each reference whose content
-            was already stored (or repeated earlier in the same call).
-    """
-
-    added: list[int]
-    skipped: list[tuple[int, int, str]]
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """Summary of an index (committed state in SQLite)."""
-
-    path: str
-    fingerprint: Fingerprint
-    factory: str
-    dim: int
-    metric: str
-    count: int
-    vectors: int
-    per_brand: dict[str, dict[str, int]]
-    size_bytes: int
-    generation: int
-    created_at: str
-    updated_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class ReferenceIndex:

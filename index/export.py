@@ -116,7 +116,10 @@ def _export_batch(
 def load_export(
     src: str | os.PathLike[str], fingerprint: Fingerprint
 ) -> tuple[list[NewReference], list[np.ndarray], list[bytes | None], list[str]]:
-    """The references of an export folder, ready for the index's add: records, vectors, aux, added_at.
+    """The references of an export folder as the index's add takes them.
+
+    Returns:
+        ``(references, vectors, aux, added_at)``, one entry per exported record, in export order.
 
     Raises:
         IndexMismatchError: The export was made with a model other than ``fingerprint``'s.

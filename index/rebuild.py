@@ -20,7 +20,9 @@ TRAIN_SAMPLE_MAX = 262_144  # vectors used to retrain on rebuild (plenty for IVF
 _REBUILD_ADD_BATCH = 65_536
 
 
-def rebuild_from_catalog(catalog: Catalog, factory: str, dim: int, build_params: Mapping[str, Any]) -> Any:
+def rebuild_from_catalog(
+    catalog: Catalog, factory: str, dim: int, build_params: Mapping[str, Any]
+) -> Any:
     """A new faiss index holding every live stored vector (inside the write transaction).
 
     Clears the catalog's tombstones: the new index holds no dead vectors.

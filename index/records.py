@@ -156,5 +156,5 @@ def canonical_json(value: Any) -> str:
 
 
 def utc_now() -> str:
-    """Current UTC time as ISO 8601 to the second: the format of ``added_at`` and the index's times."""
+    """Current UTC time, ISO 8601 to the second: the format of ``added_at`` and of index times."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

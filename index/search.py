@@ -71,7 +71,8 @@ def search_snapshot(
         guard: Held around the faiss calls (the writer's lock: it modifies its index in place).
 
     Returns:
-        ``(scores, ref_ids)``, both ``(q, k)``; ids ``-1`` with score ``-inf`` where fewer than k exist.
+        ``(scores, ref_ids)``, both ``(q, k)``; ids ``-1`` with score ``-inf`` where fewer than
+        k exist.
     """
     scores = np.full((len(q), k), -np.inf, dtype=np.float32)
     ids = np.full((len(q), k), -1, dtype=np.int64)

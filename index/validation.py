@@ -1,7 +1,7 @@
 """Checks on what callers hand the index: references, aux blobs, stored vectors and queries.
 
-Everything is checked before a write transaction opens, so bad input never reaches SQLite or
-faiss. Messages name the offending item and say how to fix it.
+Inputs are checked before a write transaction opens or a search runs, so bad input never
+reaches SQLite or faiss. Messages name the offending item and say how to fix it.
 """
 
 from __future__ import annotations

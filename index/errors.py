@@ -5,6 +5,12 @@ Messages say what went wrong and what to do about it (rebuild, repair, wait for 
 
 from __future__ import annotations
 
+# Appended to every error about the faiss file: SQLite keeps the raw vectors, so it can be rebuilt.
+REPAIR_HINT = (
+    "repair it with ReferenceIndex.repair(path), which rebuilds the faiss file from the vectors "
+    "stored in records.sqlite"
+)
+
 
 class IndexStoreError(Exception):
     """Base class of every error the index package raises on purpose."""

@@ -1,4 +1,4 @@
-"""Values that cross module borders: references, matches and the model fingerprint.
+"""Values that cross module borders: references, matches, the model fingerprint and reports.
 
 All are frozen dataclasses with JSON-friendly fields, identical in the Python API, the
 CLI's JSON lines and the HTTP responses.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 Kind = Literal["logo", "product"]
@@ -114,6 +115,46 @@ class Match:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class AddReport:
+    """Outcome of :meth:`index.store.ReferenceIndex.add` (and of ``import_records``).
+
+    Attributes:
+        added: New reference ids, in input order of the references that were added.
+        skipped: ``(input position, existing ref id, sha256)`` for each reference whose content
+            was already stored (or repeated earlier in the same call).
+    """
+
+    added: list[int]
+    skipped: list[tuple[int, int, str]]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """Summary of an index (committed state in SQLite)."""
+
+    path: str
+    fingerprint: Fingerprint
+    factory: str
+    dim: int
+    metric: str
+    count: int
+    vectors: int
+    per_brand: dict[str, dict[str, int]]
+    size_bytes: int
+    generation: int
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def canonical_json(value: Any) -> str:
     """Stable JSON text (sorted keys, no spaces) used for fingerprints and hashes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601 to the second: the format of ``added_at`` and of index times."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

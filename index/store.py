@@ -1,19 +1,8 @@
 """ReferenceIndex: a FAISS index + SQLite records + JSON manifest in one directory.
 
-Layout of an index directory::
-
-    manifest.json             human-readable mirror of the metadata (format, fingerprint, factory...)
-    records.sqlite            references, their raw vectors and aux blobs, tombstones, meta (WAL)
-    vectors.<generation>.faiss  one immutable faiss file per committed generation (last two kept)
-    writer.lock               flock'ed by the single writer
-
-Commit protocol (each ``add``/``remove``/``rebuild`` is one commit): write the faiss file of
-generation G+1 (temp file, fsync, rename), then commit the SQLite transaction that records
-G+1 with the file's sha256, size and vector count, then rewrite the manifest and delete
-generations older than G. A crash before the SQLite commit leaves generation G intact (the
-orphan file is deleted by the next writer); after it, G+1 is complete. Readers read the
-generation from SQLite and the matching immutable file, so they never see a half-written state
-and never wait for the writer.
+This module creates, opens, searches and reads indexes. The write operations are in
+:mod:`index.writes`; the directory layout and the commit protocol that keeps it crash-safe
+are in :mod:`index.commit`.
 
 Example:
     >>> idx = ReferenceIndex.create("refs.idx", fingerprint=fp, factory="HNSW32")
@@ -23,157 +12,39 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import dataclasses
-import json
 import os
-import shutil
-import threading
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from index import faiss_ops
-from index.atomic import (
-    WriterLock,
-    atomic_write,
-    atomic_write_json,
-    fsync_dir,
-    fsync_path,
-    generation_file_name,
-    list_generation_files,
-    remove_temp_files,
-    sha256_file,
-)
+from index.atomic import WriterLock
 from index.catalog import DB_NAME, Catalog
-from index.errors import (
-    IndexCorruptError,
-    IndexExistsError,
-    IndexMismatchError,
-    IndexNotFoundError,
-    IndexStoreError,
-    ReadOnlyIndexError,
-)
-from index.records import Fingerprint, Match, NewReference, Reference
+from index.commit import LOCK_NAME, MANIFEST_NAME, write_empty_index
+from index.errors import IndexExistsError, IndexMismatchError, IndexNotFoundError
+from index.export import read_export, write_export
+from index.records import AddReport, Fingerprint, IndexInfo, Match, Reference
+from index.search import search_snapshot
+from index.validation import validate_queries
+from index.writes import IndexWrites
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-LOCK_NAME = "writer.lock"
-EXPORT_FORMAT = "counterfeit-detector/reference-export"
-UNIT_NORM_TOLERANCE = 1e-3
-QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
-TOMBSTONE_REBUILD_FRACTION = 0.25  # rebuild an HNSW index once this share of its vectors is dead
-TRAIN_SAMPLE_MAX = 262_144  # vectors used to retrain on rebuild (plenty for IVF65536)
-_REBUILD_ADD_BATCH = 65_536
-_LOAD_RETRIES = 5
-REPAIR_HINT = (
-    "repair it with ReferenceIndex.repair(path), which rebuilds the faiss file from the vectors "
-    "stored in records.sqlite"
-)
+# AddReport and IndexInfo live in index.records; callers may import them from here too.
+__all__ = ["AddReport", "IndexInfo", "ReferenceIndex"]
 
 
-@dataclass(frozen=True)
-class AddReport:
-    """Outcome of :meth:`ReferenceIndex.add`.
-
-    Attributes:
-        added: New reference ids, in input order of the references that were added.
-        skipped: ``(input position, existing ref id, sha256)`` for each reference whose content
-            was already stored (or repeated earlier in the same call).
-    """
-
-    added: list[int]
-    skipped: list[tuple[int, int, str]]
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """Summary of an index (committed state in SQLite)."""
-
-    path: str
-    fingerprint: Fingerprint
-    factory: str
-    dim: int
-    metric: str
-    count: int
-    vectors: int
-    per_brand: dict[str, dict[str, int]]
-    size_bytes: int
-    generation: int
-    created_at: str
-    updated_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """One loaded generation: what searches use. Swapped as a whole, never mutated by readers."""
-
-    generation: int
-    index: Any
-    live_vectors: int
-    max_per_ref: int
-    selector: Any = None  # excludes tombstoned refs; None when there are none
-    keep: tuple[Any, ...] = field(default=())  # Python refs the selector needs alive
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _snapshot(generation: int, index: Any, tomb_ids: np.ndarray, tomb_vectors: int, max_per_ref: int) -> _Snapshot:
-    selector, keep = None, ()
-    if len(tomb_ids):
-        batch = faiss.IDSelectorBatch(tomb_ids)
-        selector = faiss.IDSelectorNot(batch)
-        keep = (batch,)
-    return _Snapshot(
-        generation=generation,
-        index=index,
-        live_vectors=int(index.ntotal) - tomb_vectors,
-        max_per_ref=max(1, max_per_ref),
-        selector=selector,
-        keep=keep,
-    )
-
-
-class ReferenceIndex:
+class ReferenceIndex(IndexWrites):
     """Brands' reference vectors with their records; one writer, any number of readers.
 
     Create with :meth:`create`, :meth:`open` or :meth:`open_or_create`, not the constructor.
     Thread-safe: calls on one object may come from several threads.
-    """
 
-    def __init__(self, path: Path, catalog: Catalog, lock: WriterLock | None) -> None:
-        self.path = path
-        self._catalog = catalog
-        self._writer_lock = lock
-        self._lock = threading.RLock()
-        self._closed = False
-        meta = catalog.meta()
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise IndexMismatchError(
-                f"index at {path} has format version {meta['format_version']}; this code reads "
-                f"up to {FORMAT_VERSION}. Upgrade the package."
-            )
-        self.fingerprint = Fingerprint.from_dict(meta["fingerprint"])
-        self.factory: str = meta["factory"]
-        self.dim: int = int(meta["dim"])
-        self.metric: str = meta["metric"]
-        self._build_params: dict[str, Any] = dict(meta.get("build_params") or {})
-        self._search_defaults: dict[str, Any] = dict(meta.get("search_params") or {})
-        self._created_at: str = meta["created_at"]
-        self._snap: _Snapshot | None = None
-        self._generation_on_disk = int(meta["generation"])
+    Built in layers: :class:`~index.commit.CommittedIndex` holds the open state and runs the
+    commit protocol, :class:`~index.writes.IndexWrites` adds ``add``, ``remove``, ``rebuild``
+    and ``import_records``, and this class adds creating, opening, searching and reading.
+    """
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -210,48 +81,8 @@ class ReferenceIndex:
         index = faiss_ops.build_index(factory, fingerprint.dim, build_params)
         if search_params:
             faiss_ops.SearchSetup(index, search_params)  # validates names now, not at first search
-        # Build in a hidden sibling and rename: a crash mid-create leaves no half index at path.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            gen_name = generation_file_name(0)
-            atomic_write(tmp / gen_name, lambda p: faiss_ops.write_index(index, p))
-            now = _now()
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "fingerprint": fingerprint.to_dict(),
-                "dim": int(fingerprint.dim),
-                "metric": faiss_ops.METRIC,
-                "factory": factory,
-                "build_params": dict(build_params or {}),
-                "search_params": dict(search_params or {}),
-                "created_at": now,
-                "updated_at": now,
-                "generation": 0,
-                "faiss_file": gen_name,
-                "faiss_sha256": sha256_file(tmp / gen_name),
-                "faiss_size": (tmp / gen_name).stat().st_size,
-                "faiss_ntotal": 0,
-                "vectors": 0,
-                "max_vectors_per_ref": 0,
-            }
-            catalog = Catalog(tmp / DB_NAME, readonly=False, create=True)
-            try:
-                catalog.init_schema(meta)
-            finally:
-                catalog.close()
-            _write_manifest(tmp, meta, count=0)
-            with contextlib.suppress(FileNotFoundError, OSError):
-                path.rmdir()  # an empty directory given by the caller
-            try:
-                os.rename(tmp, path)
-            except OSError as e:
-                raise IndexExistsError(f"{path} appeared while creating the index: {e}") from e
-            fsync_dir(path.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        write_empty_index(path, index, fingerprint=fingerprint, factory=factory,
+                          build_params=build_params, search_params=search_params)  # fmt: skip
         return cls.open(path, writable=True, fingerprint=fingerprint)
 
     @classmethod
@@ -368,24 +199,7 @@ class ReferenceIndex:
                 lock.release()
             raise
 
-    # -- properties -----------------------------------------------------------------------------
-
-    @property
-    def writable(self) -> bool:
-        return self._writer_lock is not None
-
-    @property
-    def generation(self) -> int:
-        """Generation of the faiss state this object searches (see :meth:`reload`)."""
-        return self._snapshot.generation if self._snap is not None else self._generation_on_disk
-
-    @property
-    def _snapshot(self) -> _Snapshot:
-        if self._closed:
-            raise IndexStoreError(f"index at {self.path} is closed")
-        if self._snap is None:
-            raise IndexCorruptError(f"index at {self.path} has no loaded faiss state; {REPAIR_HINT}")
-        return self._snap
+    # -- size and generations -------------------------------------------------------------------
 
     def __len__(self) -> int:
         with self._lock:
@@ -395,63 +209,6 @@ class ReferenceIndex:
     def __repr__(self) -> str:
         mode = "writable" if self.writable else "read-only"
         return f"ReferenceIndex({str(self.path)!r}, factory={self.factory!r}, dim={self.dim}, {mode})"
-
-    # -- loading --------------------------------------------------------------------------------
-
-    def _load(self, *, verify: bool) -> _Snapshot:
-        """Load the committed generation: meta, tombstones and the matching verified faiss file."""
-        for _ in range(_LOAD_RETRIES):
-            with self._lock:
-                self._catalog.begin_read()  # one consistent view of meta + tombstones
-                try:
-                    meta = self._catalog.meta()
-                    tomb_ids, tomb_vectors = self._catalog.tombstones()
-                finally:
-                    self._catalog.commit()
-            try:
-                index = self._read_faiss(meta, verify=verify)
-            except IndexCorruptError:
-                # A writer may have committed twice and pruned our file meanwhile: retry on a newer
-                # generation; if the generation did not move, the file really is broken.
-                with self._lock:
-                    if self._catalog.generation() != int(meta["generation"]):
-                        continue
-                raise
-            self._generation_on_disk = int(meta["generation"])
-            return _snapshot(
-                int(meta["generation"]), index, tomb_ids, tomb_vectors, int(meta["max_vectors_per_ref"])
-            )
-        raise IndexCorruptError(f"index at {self.path} kept changing while loading; try again")
-
-    def _read_faiss(self, meta: Mapping[str, Any], *, verify: bool) -> Any:
-        fpath = self.path / meta["faiss_file"]
-        gen = meta["generation"]
-        try:
-            size = fpath.stat().st_size
-        except FileNotFoundError:
-            raise IndexCorruptError(
-                f"faiss file {fpath.name} of generation {gen} is missing from {self.path}; {REPAIR_HINT}"
-            ) from None
-        if size != int(meta["faiss_size"]):
-            raise IndexCorruptError(
-                f"faiss file {fpath.name} has {size} bytes but {meta['faiss_size']} were recorded "
-                f"when generation {gen} was saved (truncated or overwritten); {REPAIR_HINT}"
-            )
-        if verify and sha256_file(fpath) != meta["faiss_sha256"]:
-            raise IndexCorruptError(
-                f"faiss file {fpath.name} does not match the sha256 recorded when generation {gen} "
-                f"was saved (corrupted); {REPAIR_HINT}"
-            )
-        # Readers map the file (immutable per generation); the writer needs it in memory to modify.
-        index = faiss_ops.read_index(fpath, mmap=not self.writable)
-        if index.d != self.dim:
-            raise IndexCorruptError(f"faiss file {fpath.name} has dim {index.d}, the index {self.dim}")
-        if int(index.ntotal) != int(meta["faiss_ntotal"]):
-            raise IndexCorruptError(
-                f"faiss file {fpath.name} holds {index.ntotal} vectors, SQLite recorded "
-                f"{meta['faiss_ntotal']} for generation {gen}; {REPAIR_HINT}"
-            )
-        return index
 
     def committed_generation(self) -> int:
         """Latest generation committed on disk (one SQLite read; cheap enough to poll)."""
@@ -475,276 +232,6 @@ class ReferenceIndex:
         self._snap = self._load(verify=True)
         return True
 
-    # -- writes ---------------------------------------------------------------------------------
-
-    def add(
-        self,
-        references: Sequence[NewReference],
-        vectors: Sequence[np.ndarray] | np.ndarray,
-        aux: Sequence[bytes | None] | None = None,
-    ) -> AddReport:
-        """Add references with their vectors in one atomic, durable commit.
-
-        Args:
-            references: Records to add.
-            vectors: ``vectors[i]`` is ``(dim,)`` or ``(n_i, dim)`` float32 unit vectors of
-                ``references[i]`` (several views of one reference share its id). A 2-D array
-                of shape ``(len(references), dim)`` is the one-vector-per-reference fast path.
-            aux: Optional opaque bytes per reference (e.g. local features), or None.
-
-        Returns:
-            Ids of the added references and the skipped duplicates (same sha256 already stored
-            or earlier in this call).
-
-        Raises:
-            ValueError: Lengths differ, wrong dim, not unit-norm, not finite, bad attributes.
-            IndexTrainingError: The factory needs training and these vectors cannot train it.
-            ReadOnlyIndexError: The index was opened read-only.
-        """
-        return self._add(references, vectors, aux, added_at=None)
-
-    def _add(
-        self,
-        references: Sequence[NewReference],
-        vectors: Sequence[np.ndarray] | np.ndarray,
-        aux: Sequence[bytes | None] | None,
-        added_at: Sequence[str] | None,
-    ) -> AddReport:
-        self._require_writable()
-        refs = list(references)
-        if len(vectors) != len(refs):
-            raise ValueError(f"got {len(refs)} references but {len(vectors)} vector entries")
-        if aux is not None and len(aux) != len(refs):
-            raise ValueError(f"got {len(refs)} references but {len(aux)} aux entries")
-        attributes = []
-        for i, ref in enumerate(refs):
-            if not isinstance(ref, NewReference):
-                raise ValueError(f"references[{i}] must be a NewReference, got {type(ref).__name__}")
-            try:
-                attributes.append(json.dumps(ref.attributes, sort_keys=True))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"references[{i}].attributes is not JSON-serialisable: {e}") from e
-        aux_list = [None] * len(refs) if aux is None else [_as_bytes(a, i) for i, a in enumerate(aux)]
-        matrices = self._validate_vectors(vectors)
-        now = _now()
-        with self._lock:
-            self._check_open()
-            existing = self._catalog.existing_sha256(r.sha256 for r in refs)
-            self._catalog.begin_write()
-            mutated = False
-            try:
-                next_id = self._catalog.next_ref_id()
-                seen: dict[str, int] = {}
-                rows, added, skipped, id_parts, vec_parts = [], [], [], [], []
-                for i, (ref, mat) in enumerate(zip(refs, matrices)):
-                    prior = existing.get(ref.sha256, seen.get(ref.sha256))
-                    if prior is not None:
-                        skipped.append((i, prior, ref.sha256))
-                        continue
-                    rid, next_id = next_id, next_id + 1
-                    seen[ref.sha256] = rid
-                    rows.append((
-                        rid, ref.brand, ref.kind, ref.product_id, ref.source, ref.sha256,
-                        added_at[i] if added_at is not None else now, attributes[i],
-                        len(mat), mat.tobytes(), aux_list[i],
-                    ))  # fmt: skip
-                    added.append(rid)
-                    id_parts.append(np.full(len(mat), rid, dtype=np.int64))
-                    vec_parts.append(mat)
-                if not added:
-                    self._catalog.rollback()
-                    return AddReport(added=[], skipped=skipped)
-                self._catalog.insert_references(rows)
-                new_vectors = np.ascontiguousarray(np.concatenate(vec_parts))
-                index = self._snapshot.index
-                if not index.is_trained:
-                    faiss_ops.train_if_needed(index, new_vectors, self.factory)
-                mutated = True
-                index.add_with_ids(new_vectors, np.concatenate(id_parts))
-                self._commit(index)
-            except BaseException:
-                self._abort(mutated)
-                raise
-        return AddReport(added=added, skipped=skipped)
-
-    def remove(
-        self,
-        *,
-        ref_ids: Iterable[int] | None = None,
-        brand: str | None = None,
-        product_id: str | None = None,
-    ) -> int:
-        """Remove references (records, vectors, aux) in one atomic commit.
-
-        Filters combine with AND: ``remove(brand="acme", product_id="X")`` removes acme's
-        product X only. Unknown ids are ignored.
-
-        Returns:
-            Number of references removed.
-
-        Raises:
-            ValueError: No filter given.
-            ReadOnlyIndexError: The index was opened read-only.
-        """
-        self._require_writable()
-        if ref_ids is None and brand is None and product_id is None:
-            raise ValueError("remove() needs ref_ids, brand and/or product_id")
-        id_list = None if ref_ids is None else [int(i) for i in ref_ids]
-        with self._lock:
-            self._check_open()
-            self._catalog.begin_write()
-            mutated = False
-            try:
-                ids = self._catalog.select_ids(id_list, brand, product_id)
-                if not ids:
-                    self._catalog.rollback()
-                    return 0
-                _, dead_before = self._catalog.tombstones()
-                counts = self._catalog.delete_references(ids)
-                n_vectors = sum(counts.values())
-                index = self._snapshot.index
-                if faiss_ops.supports_tombstones(index):
-                    # HNSW cannot remove: hide the ids at search time, compact when too many are dead.
-                    self._catalog.add_tombstones(counts)
-                    if dead_before + n_vectors > TOMBSTONE_REBUILD_FRACTION * index.ntotal:
-                        index = self._rebuild_from_catalog(self.factory, self._build_params)
-                else:
-                    mutated = True
-                    removed = faiss_ops.try_remove(index, np.array(sorted(counts), dtype=np.int64))
-                    if removed is None:
-                        index = self._rebuild_from_catalog(self.factory, self._build_params)
-                    elif removed != n_vectors:
-                        raise IndexCorruptError(
-                            f"faiss held {removed} vectors of the removed references, SQLite "
-                            f"{n_vectors}; {REPAIR_HINT}"
-                        )
-                self._commit(index)
-            except BaseException:
-                self._abort(mutated)
-                raise
-        return len(counts)
-
-    def rebuild(self, *, factory: str | None = None, build_params: Mapping[str, Any] | None = None) -> None:
-        """Rebuild the faiss index from the stored vectors and commit it.
-
-        Compacts removed vectors, retrains (e.g. an IVF trained on a small first batch) or
-        converts to another factory string. Search defaults are kept unless the factory changes.
-        """
-        self._require_writable()
-        new_factory = factory or self.factory
-        new_params = dict(build_params if build_params is not None else
-                          (self._build_params if new_factory == self.factory else {}))  # fmt: skip
-        with self._lock:
-            self._check_open()
-            self._catalog.begin_write()
-            try:
-                index = self._rebuild_from_catalog(new_factory, new_params)
-                extra: dict[str, Any] = {"factory": new_factory, "build_params": new_params}
-                if new_factory != self.factory:
-                    extra["search_params"] = {}
-                self._commit(index, extra_meta=extra)
-            except BaseException:
-                self._abort(False)
-                raise
-            self.factory, self._build_params = new_factory, new_params
-            if "search_params" in extra:
-                self._search_defaults = {}
-
-    def _rebuild_from_catalog(self, factory: str, build_params: Mapping[str, Any]) -> Any:
-        """A new faiss index holding every live stored vector (inside the write transaction)."""
-        index = faiss_ops.build_index(factory, self.dim, build_params)
-        if not index.is_trained:
-            faiss_ops.train_if_needed(index, self._training_sample(), factory)
-        ids_buf: list[np.ndarray] = []
-        vec_buf: list[np.ndarray] = []
-        buffered = 0
-        for ids, vecs in self._catalog.iter_vectors(self.dim):
-            ids_buf.append(ids)
-            vec_buf.append(vecs)
-            buffered += len(ids)
-            if buffered >= _REBUILD_ADD_BATCH:  # big batches: faiss parallelises within a call
-                index.add_with_ids(np.concatenate(vec_buf), np.concatenate(ids_buf))
-                ids_buf, vec_buf, buffered = [], [], 0
-        if buffered:
-            index.add_with_ids(np.concatenate(vec_buf), np.concatenate(ids_buf))
-        self._catalog.clear_tombstones()
-        return index
-
-    def _training_sample(self) -> np.ndarray:
-        total, _ = self._catalog.vector_stats()
-        stride = max(1, -(-total // TRAIN_SAMPLE_MAX))
-        parts = [vecs[::stride] for _, vecs in self._catalog.iter_vectors(self.dim)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
-
-    def _commit(self, index: Any, extra_meta: Mapping[str, Any] | None = None) -> None:
-        """Save ``index`` as the next generation and commit the open SQLite transaction."""
-        gen = self._generation_on_disk + 1
-        name = generation_file_name(gen)
-        self._write_faiss(index, self.path / name)
-        total_vectors, max_per_ref = self._catalog.vector_stats()
-        tomb_ids, tomb_vectors = self._catalog.tombstones()
-        if int(index.ntotal) - tomb_vectors != total_vectors:
-            raise IndexCorruptError(
-                f"internal inconsistency: faiss would hold {index.ntotal - tomb_vectors} live vectors, "
-                f"SQLite {total_vectors}; nothing was committed"
-            )
-        meta = {
-            "generation": gen,
-            "faiss_file": name,
-            "faiss_sha256": sha256_file(self.path / name),
-            "faiss_size": (self.path / name).stat().st_size,
-            "faiss_ntotal": int(index.ntotal),
-            "vectors": total_vectors,
-            "max_vectors_per_ref": max_per_ref,
-            "updated_at": _now(),
-            **(extra_meta or {}),
-        }
-        self._catalog.set_meta(meta)
-        self._commit_catalog()  # the commit point: generation gen is now the state on disk
-        self._generation_on_disk = gen
-        self._snap = _snapshot(gen, index, tomb_ids, tomb_vectors, max_per_ref)
-        self._write_manifest()
-        self._prune_generations(keep_from=gen - 1)
-
-    def _write_faiss(self, index: Any, path: Path) -> None:
-        atomic_write(path, lambda tmp: faiss_ops.write_index(index, tmp))
-
-    def _commit_catalog(self) -> None:
-        self._catalog.commit()
-
-    def _write_manifest(self) -> None:
-        _write_manifest(self.path, self._catalog.meta(), count=self._catalog.count())
-
-    def _prune_generations(self, keep_from: int) -> None:
-        # The previous generation stays for readers that read its number but not yet its file.
-        for gen, p in list_generation_files(self.path).items():
-            if gen < keep_from:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-
-    def _remove_stale_files(self) -> None:
-        """Writer open: delete temp files and generation files a crashed writer left behind."""
-        remove_temp_files(self.path)
-        current = self._catalog.generation()
-        for gen, p in list_generation_files(self.path).items():
-            if gen > current or gen < current - 1:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        meta = self._catalog.meta()
-        # The manifest may be one commit behind if a writer died right after committing SQLite.
-        try:
-            manifest = json.loads((self.path / MANIFEST_NAME).read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if manifest.get("generation") != meta["generation"]:
-            _write_manifest(self.path, meta, count=self._catalog.count())
-
-    def _abort(self, mutated: bool) -> None:
-        """Undo a failed write: roll back SQLite and, if faiss was modified, reload the last commit."""
-        self._catalog.rollback()
-        if mutated:
-            self._snap = self._load(verify=False)
-
     # -- reads ----------------------------------------------------------------------------------
 
     def search_vectors(
@@ -762,31 +249,15 @@ class ReferenceIndex:
             ``(scores, ref_ids)``, both ``(q, k)``: inner products sorted descending (a
             reference's best vector), ids ``-1`` with score ``-inf`` where fewer than k exist.
         """
-        q = self._validate_queries(queries)
+        q = validate_queries(queries, self.dim)
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        k = int(k)
         snap = self._snapshot
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(q), k), -1, dtype=np.int64)
-        if snap.live_vectors <= 0 or len(q) == 0:
-            return scores, ids
-        # A reference has up to max_per_ref vectors: fetching k * max_per_ref guarantees k distinct.
-        fetch = min(k * snap.max_per_ref, int(snap.index.ntotal))
-        setup = faiss_ops.SearchSetup(snap.index, {**self._search_defaults, **(params or {})}, snap.selector)
         # The writer modifies its index in place, so its searches wait for writes; readers don't.
         guard = self._lock if self.writable else contextlib.nullcontext()
-        with guard:
-            for start in range(0, len(q), QUERY_BATCH):
-                block = q[start : start + QUERY_BATCH]
-                d, i = snap.index.search(block, fetch, params=setup.params)
-                if snap.max_per_ref > 1:
-                    d, i = _distinct_top_k(d, i, k)
-                n = min(k, d.shape[1])
-                valid = i[:, :n] >= 0
-                scores[start : start + len(block), :n] = np.where(valid, d[:, :n], -np.inf)
-                ids[start : start + len(block), :n] = np.where(valid, i[:, :n], -1)
-        return scores, ids
+        return search_snapshot(
+            snap, q, int(k), defaults=self._search_defaults, params=params, guard=guard
+        )
 
     def search(
         self, queries: np.ndarray, k: int = 10, *, params: Mapping[str, Any] | None = None
@@ -849,15 +320,10 @@ class ReferenceIndex:
 
     def info(self) -> IndexInfo:
         """Counts per brand and kind, sizes and times of the committed state."""
-        with self._lock:
-            self._check_open()
-            self._catalog.begin_read()
-            try:
-                meta = self._catalog.meta()
-                count = self._catalog.count()
-                per_brand = self._catalog.per_brand()
-            finally:
-                self._catalog.commit()
+        with self._read_view() as catalog:
+            meta = catalog.meta()
+            count = catalog.count()
+            per_brand = catalog.per_brand()
         size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return IndexInfo(
             path=str(self.path), fingerprint=self.fingerprint, factory=meta["factory"], dim=self.dim,
@@ -881,104 +347,8 @@ class ReferenceIndex:
         Raises:
             IndexExistsError: ``dest`` already exists.
         """
-        dest = Path(dest)
-        if dest.exists():
-            raise IndexExistsError(f"{dest} already exists; export writes a new folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.exporting-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            with self._lock:
-                self._check_open()
-                self._catalog.begin_read()  # one consistent snapshot for the whole export
-                try:
-                    count, meta = self._write_export_files(tmp)
-                finally:
-                    self._catalog.commit()
-            for name in ("records.jsonl", "vectors.npy"):
-                fsync_path(tmp / name)
-            atomic_write_json(tmp / "export.json", {
-                "format": EXPORT_FORMAT, "version": 1, "fingerprint": self.fingerprint.to_dict(),
-                "dim": self.dim, "factory": meta["factory"], "metric": self.metric, "count": count,
-                "vectors": int(meta["vectors"]), "generation": int(meta["generation"]),
-                "exported_at": _now(),
-            })  # fmt: skip
-            os.rename(tmp, dest)
-            fsync_dir(dest.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return count
-
-    def _write_export_files(self, folder: Path) -> tuple[int, dict[str, Any]]:
-        meta = self._catalog.meta()
-        total = int(meta["vectors"])
-        out = np.lib.format.open_memmap(folder / "vectors.npy", mode="w+", dtype=np.float32,
-                                        shape=(total, self.dim))  # fmt: skip
-        offset = count = 0
-        with open(folder / "records.jsonl", "w", encoding="utf-8") as f:
-            batch: list[Reference] = []
-            for ref in self._catalog.iter_references():
-                batch.append(ref)
-                if len(batch) == 1000:
-                    offset = self._export_batch(batch, f, out, offset)
-                    count += len(batch)
-                    batch = []
-            if batch:
-                offset = self._export_batch(batch, f, out, offset)
-                count += len(batch)
-        out.flush()
-        del out
-        if offset != total:
-            raise IndexCorruptError(f"exported {offset} vectors but the index records {total}")
-        return count, meta
-
-    def _export_batch(self, refs: list[Reference], f: Any, out: np.ndarray, offset: int) -> int:
-        ids = [r.id for r in refs]
-        vectors = self._catalog.get_vectors(ids, self.dim)
-        aux = self._catalog.get_aux(ids)
-        for ref in refs:
-            v = vectors[ref.id]
-            out[offset : offset + len(v)] = v
-            line = {**ref.to_dict(), "vector_offset": offset, "n_vectors": len(v),
-                    "aux_b64": base64.b64encode(aux[ref.id]).decode() if ref.id in aux else None}  # fmt: skip
-            f.write(json.dumps(line, sort_keys=True) + "\n")
-            offset += len(v)
-        return offset
-
-    def import_records(self, src: str | os.PathLike[str]) -> AddReport:
-        """Add every reference of an export folder (one atomic commit, duplicates skipped).
-
-        Records keep their fields and ``added_at``; they get new ids (see ``AddReport.added``,
-        in export order).
-
-        Raises:
-            IndexMismatchError: The export was made with another model.
-            IndexCorruptError: ``src`` is not a readable export.
-        """
-        self._require_writable()
-        meta, records, vectors = _read_export(Path(src))
-        exported = Fingerprint.from_dict(meta["fingerprint"])
-        if not exported.is_compatible(self.fingerprint):
-            raise IndexMismatchError(
-                f"export {src} was made with another model ({exported.describe_difference(self.fingerprint)}; "
-                "export != index); re-embed its references with this index's model"
-            )
-        refs, mats, aux, added_at = [], [], [], []
-        for n, rec in enumerate(records):
-            try:
-                refs.append(NewReference(brand=rec["brand"], sha256=rec["sha256"], source=rec["source"],
-                                         kind=rec["kind"], product_id=rec["product_id"],
-                                         attributes=rec["attributes"]))  # fmt: skip
-                off, cnt = int(rec["vector_offset"]), int(rec["n_vectors"])
-                aux.append(base64.b64decode(rec["aux_b64"]) if rec.get("aux_b64") else None)
-                added_at.append(str(rec["added_at"]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise IndexCorruptError(f"{src}/records.jsonl line {n + 1} is not a valid record: {e}") from e
-            if cnt < 1 or off < 0 or off + cnt > len(vectors):
-                raise IndexCorruptError(f"{src}/records.jsonl line {n + 1}: vector rows out of range")
-            mats.append(np.asarray(vectors[off : off + cnt]))
-        return self._add(refs, mats, aux, added_at=added_at)
+        return write_export(dest, self._read_view, fingerprint=self.fingerprint, dim=self.dim,
+                            metric=self.metric)  # fmt: skip
 
     @classmethod
     def create_from_export(
@@ -986,7 +356,7 @@ class ReferenceIndex:
     ) -> ReferenceIndex:
         """Create a new index at ``path`` from an export (same fingerprint; factory as exported
         unless given) and open it writable."""
-        meta, _, _ = _read_export(Path(src))
+        meta, _, _ = read_export(Path(src))
         idx = cls.create(path, fingerprint=Fingerprint.from_dict(meta["fingerprint"]),
                          factory=factory or meta["factory"])  # fmt: skip
         try:
@@ -995,140 +365,3 @@ class ReferenceIndex:
             idx.close()
             raise
         return idx
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Release the writer lock and the database (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._snap = None
-            with contextlib.suppress(Exception):
-                self._catalog.rollback()
-            self._catalog.close()
-            if self._writer_lock is not None:
-                self._writer_lock.release()
-
-    def __enter__(self) -> ReferenceIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A forgotten writer must not keep the lock for the life of the process.
-        with contextlib.suppress(Exception):
-            if not self._closed:
-                self.close()
-
-    # -- validation -----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise IndexStoreError(f"index at {self.path} is closed")
-
-    def _require_writable(self) -> None:
-        self._check_open()
-        if not self.writable:
-            raise ReadOnlyIndexError(f"index at {self.path} is open read-only; open it with writable=True")
-
-    def _validate_vectors(self, vectors: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-        """Per-reference ``(n_i, dim)`` float32 matrices; checks shape, finiteness and unit norm."""
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            whole = vectors
-            bounds = np.arange(len(vectors) + 1)
-        else:
-            parts = []
-            for i, v in enumerate(vectors):
-                a = np.asarray(v)
-                a = a[None, :] if a.ndim == 1 else a
-                if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != self.dim:
-                    raise ValueError(
-                        f"vectors[{i}] must have shape ({self.dim},) or (n, {self.dim}) with n >= 1, "
-                        f"got {np.shape(v)}"
-                    )
-                parts.append(a)
-            if not parts:
-                return []
-            whole = np.concatenate(parts)
-            bounds = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
-        if whole.shape[1] != self.dim:
-            raise ValueError(f"vectors have dim {whole.shape[1]}, the index has dim {self.dim}")
-        if not np.issubdtype(whole.dtype, np.floating):
-            raise ValueError(f"vectors must be floating point, got {whole.dtype}")
-        whole = np.ascontiguousarray(whole, dtype=np.float32)
-        finite = np.isfinite(whole).all(axis=1)
-        norms = np.linalg.norm(whole, axis=1)
-        bad = np.flatnonzero(~finite | (np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE))
-        if len(bad):
-            row = int(bad[0])
-            item = int(np.searchsorted(bounds, row, side="right") - 1)
-            raise ValueError(
-                f"vectors[{item}] row {row - int(bounds[item])} has L2 norm {norms[row]:.4f}; the "
-                f"index stores finite unit vectors (tolerance {UNIT_NORM_TOLERANCE}): L2-normalise "
-                f"in the embedder ({len(bad)} bad row(s) in total)"
-            )
-        return [whole[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
-
-    def _validate_queries(self, queries: np.ndarray) -> np.ndarray:
-        q = np.asarray(queries)
-        q = q[None, :] if q.ndim == 1 else q
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"queries must have shape (q, {self.dim}), got {np.shape(queries)}")
-        if not np.issubdtype(q.dtype, np.floating):
-            raise ValueError(f"queries must be floating point, got {q.dtype}")
-        q = np.ascontiguousarray(q, dtype=np.float32)
-        if not np.isfinite(q).all():
-            raise ValueError("queries contain NaN or infinite values")
-        return q
-
-
-def _distinct_top_k(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the first (best) hit of each id per row, at most k, order preserved (vectorised)."""
-    order = np.argsort(i, axis=1, kind="stable")  # groups equal ids, best score first in a group
-    grouped = np.take_along_axis(i, order, axis=1)
-    first = np.ones_like(grouped, dtype=bool)
-    first[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
-    first &= grouped >= 0
-    keep = np.zeros_like(first)
-    np.put_along_axis(keep, order, first, axis=1)
-    pos = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept columns first, in score order
-    kept = np.take_along_axis(keep, pos, axis=1)
-    return (
-        np.where(kept, np.take_along_axis(d, pos, axis=1), -np.inf),
-        np.where(kept, np.take_along_axis(i, pos, axis=1), -1),
-    )
-
-
-def _as_bytes(value: Any, i: int) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise ValueError(f"aux[{i}] must be bytes or None, got {type(value).__name__}")
-
-
-def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> None:
-    keys = ("format_version", "fingerprint", "dim", "metric", "factory", "build_params", "search_params",
-            "generation", "faiss_file", "faiss_sha256", "faiss_size", "vectors", "created_at", "updated_at")  # fmt: skip
-    manifest = {k: meta[k] for k in keys if k in meta}
-    manifest["count"] = count
-    manifest["note"] = "mirror of the meta table in records.sqlite, which is authoritative"
-    atomic_write_json(folder / MANIFEST_NAME, manifest)
-
-
-def _read_export(src: Path) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray]:
-    try:
-        meta = json.loads((src / "export.json").read_text())
-        if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-        vectors = np.load(src / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        with open(src / "records.jsonl", encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError, KeyError) as e:
-        raise IndexCorruptError(f"{src} is not a readable reference export: {e}") from e
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != int(meta["dim"]):
-        raise IndexCorruptError(f"{src}/vectors.npy is {vectors.dtype}{vectors.shape}, expected float32 (n, {meta['dim']})")
-    return meta, records, vectors

@@ -1,0 +1,213 @@
+"""The write operations of a reference index: add, remove, rebuild and import.
+
+Each call is one commit (see :mod:`index.commit`): inputs are checked first, then the SQLite
+write transaction and the in-memory faiss index are changed together and committed as the
+next generation, or rolled back together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from index import faiss_ops
+from index.commit import CommittedIndex
+from index.errors import REPAIR_HINT, IndexCorruptError
+from index.export import load_export
+from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
+from index.records import AddReport, NewReference, utc_now
+from index.validation import as_bytes, reference_attributes_json, validate_vectors
+
+
+class IndexWrites(CommittedIndex):
+    """Adds the write operations to :class:`~index.commit.CommittedIndex`; a base of ReferenceIndex.
+
+    Every operation needs the index opened writable (it holds the writer lock).
+    """
+
+    def add(
+        self,
+        references: Sequence[NewReference],
+        vectors: Sequence[np.ndarray] | np.ndarray,
+        aux: Sequence[bytes | None] | None = None,
+    ) -> AddReport:
+        """Add references with their vectors in one atomic, durable commit.
+
+        Args:
+            references: Records to add.
+            vectors: ``vectors[i]`` is ``(dim,)`` or ``(n_i, dim)`` float32 unit vectors of
+                ``references[i]`` (several views of one reference share its id). A 2-D array
+                of shape ``(len(references), dim)`` is the one-vector-per-reference fast path.
+            aux: Optional opaque bytes per reference (e.g. local features), or None.
+
+        Returns:
+            Ids of the added references and the skipped duplicates (same sha256 already stored
+            or earlier in this call).
+
+        Raises:
+            ValueError: Lengths differ, wrong dim, not unit-norm, not finite, bad attributes.
+            IndexTrainingError: The factory needs training and these vectors cannot train it.
+            ReadOnlyIndexError: The index was opened read-only.
+        """
+        return self._add(references, vectors, aux, added_at=None)
+
+    def _add(
+        self,
+        references: Sequence[NewReference],
+        vectors: Sequence[np.ndarray] | np.ndarray,
+        aux: Sequence[bytes | None] | None,
+        added_at: Sequence[str] | None,
+    ) -> AddReport:
+        self._require_writable()
+        refs = list(references)
+        if len(vectors) != len(refs):
+            raise ValueError(f"got {len(refs)} references but {len(vectors)} vector entries")
+        if aux is not None and len(aux) != len(refs):
+            raise ValueError(f"got {len(refs)} references but {len(aux)} aux entries")
+        attributes = reference_attributes_json(refs)
+        aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
+        matrices = validate_vectors(vectors, self.dim)
+        now = utc_now()
+        with self._lock:
+            self._check_open()
+            existing = self._catalog.existing_sha256(r.sha256 for r in refs)
+            self._catalog.begin_write()
+            mutated = False
+            try:
+                next_id = self._catalog.next_ref_id()
+                seen: dict[str, int] = {}
+                rows, added, skipped, id_parts, vec_parts = [], [], [], [], []
+                for i, (ref, mat) in enumerate(zip(refs, matrices)):
+                    prior = existing.get(ref.sha256, seen.get(ref.sha256))
+                    if prior is not None:
+                        skipped.append((i, prior, ref.sha256))
+                        continue
+                    rid, next_id = next_id, next_id + 1
+                    seen[ref.sha256] = rid
+                    rows.append((
+                        rid, ref.brand, ref.kind, ref.product_id, ref.source, ref.sha256,
+                        added_at[i] if added_at is not None else now, attributes[i],
+                        len(mat), mat.tobytes(), aux_list[i],
+                    ))  # fmt: skip
+                    added.append(rid)
+                    id_parts.append(np.full(len(mat), rid, dtype=np.int64))
+                    vec_parts.append(mat)
+                if not added:
+                    self._catalog.rollback()
+                    return AddReport(added=[], skipped=skipped)
+                self._catalog.insert_references(rows)
+                new_vectors = np.ascontiguousarray(np.concatenate(vec_parts))
+                index = self._snapshot.index
+                if not index.is_trained:
+                    faiss_ops.train_if_needed(index, new_vectors, self.factory)
+                mutated = True
+                index.add_with_ids(new_vectors, np.concatenate(id_parts))
+                self._commit(index)
+            except BaseException:
+                self._abort(mutated)
+                raise
+        return AddReport(added=added, skipped=skipped)
+
+    def remove(
+        self,
+        *,
+        ref_ids: Iterable[int] | None = None,
+        brand: str | None = None,
+        product_id: str | None = None,
+    ) -> int:
+        """Remove references (records, vectors, aux) in one atomic commit.
+
+        Filters combine with AND: ``remove(brand="acme", product_id="X")`` removes acme's
+        product X only. Unknown ids are ignored.
+
+        Returns:
+            Number of references removed.
+
+        Raises:
+            ValueError: No filter given.
+            ReadOnlyIndexError: The index was opened read-only.
+        """
+        self._require_writable()
+        if ref_ids is None and brand is None and product_id is None:
+            raise ValueError("remove() needs ref_ids, brand and/or product_id")
+        id_list = None if ref_ids is None else [int(i) for i in ref_ids]
+        with self._lock:
+            self._check_open()
+            self._catalog.begin_write()
+            mutated = False
+            try:
+                ids = self._catalog.select_ids(id_list, brand, product_id)
+                if not ids:
+                    self._catalog.rollback()
+                    return 0
+                _, dead_before = self._catalog.tombstones()
+                counts = self._catalog.delete_references(ids)
+                n_vectors = sum(counts.values())
+                index = self._snapshot.index
+                if faiss_ops.supports_tombstones(index):
+                    # HNSW cannot remove: hide the ids at search time, compact when too many are dead.
+                    self._catalog.add_tombstones(counts)
+                    if dead_before + n_vectors > TOMBSTONE_REBUILD_FRACTION * index.ntotal:
+                        index = rebuild_from_catalog(
+                            self._catalog, self.factory, self.dim, self._build_params
+                        )
+                else:
+                    mutated = True
+                    removed = faiss_ops.try_remove(index, np.array(sorted(counts), dtype=np.int64))
+                    if removed is None:
+                        index = rebuild_from_catalog(
+                            self._catalog, self.factory, self.dim, self._build_params
+                        )
+                    elif removed != n_vectors:
+                        raise IndexCorruptError(
+                            f"faiss held {removed} vectors of the removed references, SQLite "
+                            f"{n_vectors}; {REPAIR_HINT}"
+                        )
+                self._commit(index)
+            except BaseException:
+                self._abort(mutated)
+                raise
+        return len(counts)
+
+    def rebuild(self, *, factory: str | None = None, build_params: Mapping[str, Any] | None = None) -> None:
+        """Rebuild the faiss index from the stored vectors and commit it.
+
+        Compacts removed vectors, retrains (e.g. an IVF trained on a small first batch) or
+        converts to another factory string. Search defaults are kept unless the factory changes.
+        """
+        self._require_writable()
+        new_factory = factory or self.factory
+        new_params = dict(build_params if build_params is not None else
+                          (self._build_params if new_factory == self.factory else {}))  # fmt: skip
+        with self._lock:
+            self._check_open()
+            self._catalog.begin_write()
+            try:
+                index = rebuild_from_catalog(self._catalog, new_factory, self.dim, new_params)
+                extra: dict[str, Any] = {"factory": new_factory, "build_params": new_params}
+                if new_factory != self.factory:
+                    extra["search_params"] = {}
+                self._commit(index, extra_meta=extra)
+            except BaseException:
+                self._abort(False)
+                raise
+            self.factory, self._build_params = new_factory, new_params
+            if "search_params" in extra:
+                self._search_defaults = {}
+
+    def import_records(self, src: str | os.PathLike[str]) -> AddReport:
+        """Add every reference of an export folder (one atomic commit, duplicates skipped).
+
+        Records keep their fields and ``added_at``; they get new ids (see ``AddReport.added``,
+        in export order).
+
+        Raises:
+            IndexMismatchError: The export was made with another model.
+            IndexCorruptError: ``src`` is not a readable export.
+        """
+        self._require_writable()
+        refs, mats, aux, added_at = load_export(src, self.fingerprint)
+        return self._add(refs, mats, aux, added_at=added_at)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from PIL import Image
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
 from detector.reference_prep import ReferencePrepConfig, reference_views
-from detector.silhouettes import canonical_mask, reference_mask
-from detector.verify import VerifyConfig, appearance_thumbnail, reference_features
+from detector.signals.base import ReferenceImage
+from detector.signals.reference_side import reference_side_data
+from detector.verify import VerifyConfig
 from index.atomic import atomic_write_json
 from index.records import KINDS, NewReference
 from index.store import ReferenceIndex
@@ -272,8 +273,8 @@ def _prepare_chunk(
             views = reference_views(image, item.kind, prep)
             features = None
             if verify_config is not None:
-                logo_box = _logo_box(item, image, views[0])
-                features = _features_blob(image, item.kind, views[0], verify_config, logo_box)
+                reference = ReferenceImage(image, views[0], item.kind, item.attributes)
+                features = reference_side_data(reference, verify_config).to_bytes()
             return _Prepared(item, sha, views, features)
         except ImageLoadError as e:
             return Failure(str(item.path), e.reason)
@@ -287,43 +288,6 @@ def _prepare_chunk(
         else:
             prepared.append(result)
     return prepared
-
-
-def _features_blob(
-    image: Any, kind: str, view: Any, config: VerifyConfig, logo_box: tuple[int, int, int, int] | None = None
-) -> bytes:
-    """Local features of a reference's first view, with the mark's canonical silhouette and
-    appearance thumbnail for logos (the scorer's shape check, see :mod:`detector.silhouettes`,
-    and verification's appearance check) and the logo's box on a product photo (its
-    logo-area check)."""
-    features = replace(reference_features(view, config), logo_box=logo_box)
-    if kind == "logo":
-        mask = reference_mask(image)
-        silhouette = canonical_mask(mask) if mask is not None else None
-        features = replace(features, silhouette=silhouette, appearance=appearance_thumbnail(features))
-    return features.to_bytes()
-
-
-def _logo_box(item: ReferenceItem, image: Any, view: Any) -> tuple[int, int, int, int] | None:
-    """A product photo's ``logo_box`` attribute (x0, y0, x1, y1 in the uploaded image's
-    pixels) in the pixels of its first view, where its features are found.
-
-    Raises:
-        ValueError: The attribute is not four numbers making a non-empty box in the image.
-    """
-    raw = item.attributes.get("logo_box")
-    if raw is None or item.kind != "product":
-        return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"logo_box must be four numbers [x0, y0, x1, y1], got {raw!r}") from None
-    width, height = image.size
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(f"logo_box {raw!r} is not a non-empty box inside the {width}x{height} image")
-    sx, sy = view.width / width, view.height / height  # the view may be downscaled
-    left, top = int(x0 * sx), int(y0 * sy)
-    return left, top, max(left + 1, round(x1 * sx)), max(top + 1, round(y1 * sy))
 
 
 def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:

@@ -11,8 +11,8 @@ A signal takes part in each phase of scoring one batch of listings (:mod:`detect
 5. ``evidence``: one :class:`Evidence` per candidate it examined.
 
 :mod:`detector.fusion` turns the candidates and their evidence into scores and the decision.
-At indexing time a signal may add fields to what is stored per reference
-(:meth:`Signal.reference_fields`, gathered by :mod:`detector.signals.reference_side`).
+At indexing time a signal declares what it stores per reference (:meth:`Signal.reference_fields`,
+gathered by :mod:`detector.signals.reference_side`), mirroring what it reads while scoring.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from detector.verdict import ScoredMatch
 from index.store import ReferenceIndex
 
 if TYPE_CHECKING:
+    from detector.features import LocalFeatures
     from detector.scoring_config import ScoringConfig
     from detector.signals.reference_data import ReferenceData
+    from detector.verify_config import VerifyConfig
 
 
 @dataclass
@@ -47,6 +49,23 @@ class Listing:
     image: Image.Image
     index: ReferenceIndex
     state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """A reference being indexed, as the signals see it at indexing time.
+
+    Attributes:
+        image: As uploaded (RGBA when transparent: a logo's silhouette reads its alpha).
+        view: Its first prepared view (trimmed, padded), where local features are found.
+        kind: ``logo`` or ``product``.
+        attributes: The manifest's attributes (e.g. a product photo's ``logo_box``).
+    """
+
+    image: Image.Image
+    view: Image.Image
+    kind: str
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,13 @@ class Signal:
     def __init__(self, config: ScoringConfig, references: ReferenceData) -> None:
         self.config = config
         self.references = references
+
+    @classmethod
+    def reference_fields(cls, reference: ReferenceImage, stored: LocalFeatures, config: VerifyConfig) -> dict[str, Any]:
+        """Fields of the reference's stored side data (:class:`~detector.features.LocalFeatures`)
+        this signal fills at indexing time; ``stored`` holds the local features and the fields
+        of the signals before it (:func:`detector.signals.reference_side.reference_side_data`)."""
+        return {}
 
     @classmethod
     def active(cls, config: ScoringConfig) -> bool:

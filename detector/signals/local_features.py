@@ -15,10 +15,18 @@ from dataclasses import dataclass, replace
 from PIL import ImageOps
 
 from detector.local_search import LocalFeatureIndex
-from detector.signals.base import Evidence, Listing, Signal
+from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
 from detector.verdict import Box, ScoredMatch
-from detector.verify import LocalFeatures, Verification, mirror_features, query_features, verify
+from detector.verify import (
+    LocalFeatures,
+    Verification,
+    VerifyConfig,
+    appearance_thumbnail,
+    mirror_features,
+    query_features,
+    verify,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,12 @@ class LocalFeatureSignal(Signal):
     @classmethod
     def active(cls, config) -> bool:
         return config.verify.enabled
+
+    @classmethod
+    def reference_fields(cls, reference: ReferenceImage, stored: LocalFeatures, config: VerifyConfig) -> dict:
+        """A logo's appearance thumbnail (verification's appearance check); the local
+        features themselves are the stored record's base (reference_side)."""
+        return {"appearance": appearance_thumbnail(stored)} if reference.kind == "logo" else {}
 
     def start(self, listing: Listing) -> None:
         vcfg = self.config.verify

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from detector.signals.base import Evidence, Listing, Signal
+from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching
 from detector.verdict import Box, ScoredMatch
 from detector.verify import logo_area_verdict, verify
@@ -45,6 +45,13 @@ class ProductLogoAreaSignal(Signal):
     def active(cls, config) -> bool:
         return config.verify.enabled
 
+    @classmethod
+    def reference_fields(cls, reference: ReferenceImage, stored, config) -> dict:
+        """A product photo's ``logo_box`` attribute, in the pixels of its first view."""
+        if reference.kind != "product":
+            return {}
+        return {"logo_box": view_logo_box(reference)}
+
     def plan(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> None:
         vcfg = self.config.verify
         products = [m for m in candidates if m.kind == "product" and m.kind not in vcfg.kinds]
@@ -69,3 +76,26 @@ class ProductLogoAreaSignal(Signal):
                 outcome=outcome, inliers=result.inliers, box=result.logo_box if outcome > 0 and result.logo_box else None
             )
         return found
+
+
+def view_logo_box(reference: ReferenceImage) -> Box | None:
+    """A product photo's ``logo_box`` attribute (x0, y0, x1, y1 in the uploaded image's
+    pixels) in the pixels of its first view, where its features are found.
+
+    Raises:
+        ValueError: The attribute is not four numbers making a non-empty box in the image.
+    """
+    raw = reference.attributes.get("logo_box")
+    if raw is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"logo_box must be four numbers [x0, y0, x1, y1], got {raw!r}") from None
+    width, height = reference.image.size
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"logo_box {raw!r} is not a non-empty box inside the {width}x{height} image")
+    view = reference.view
+    sx, sy = view.width / width, view.height / height  # the view may be downscaled
+    left, top = int(x0 * sx), int(y0 * sy)
+    return left, top, max(left + 1, round(x1 * sx)), max(top + 1, round(y1 * sy))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from detector.regions import Region
 from detector.shape_scores import distinct_ious, generic_ious, shape_floor
-from detector.signals.base import Evidence, Listing, Signal
+from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import Stealable, listing_pool
 from detector.signals.local_features import ranked_eligible
 from detector.silhouettes import (
@@ -27,6 +27,7 @@ from detector.silhouettes import (
     canonical_mask,
     component_boxes,
     query_mask,
+    reference_mask,
     silhouette_image,
 )
 from detector.verdict import Box, ScoredMatch
@@ -77,6 +78,14 @@ class ShapeSignal(Signal):
     @classmethod
     def active(cls, config) -> bool:
         return config.silhouettes.enabled
+
+    @classmethod
+    def reference_fields(cls, reference: ReferenceImage, stored, config) -> dict:
+        """A logo's canonical silhouette (None when its mark cannot be separated)."""
+        if reference.kind != "logo":
+            return {}
+        mask = reference_mask(reference.image)
+        return {"silhouette": canonical_mask(mask) if mask is not None else None}
 
     def start(self, listing: Listing) -> None:
         """Segment the marks: in a worker thread when they are only searched by shape (the

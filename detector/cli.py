@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-groups", default="", help="comma-separated groups to tune on (holdout mode)")
     p.add_argument("--test-groups", default="", help="comma-separated held-out groups to report on")
     p.add_argument("--version", help="version string written into the thresholds file")
+    p.add_argument("--transfer-eval", action="append", default=[], metavar="DIR",
+                   help="another 'counterfeit eval' folder (another logo collection, other backgrounds) to "
+                        "report the tuned table on; repeatable")
+    p.add_argument("--transfer-margin", type=float, default=0.02,
+                   help="warn when precision or false-flag rate there differ by more (default 0.02)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("serve", help="HTTP scoring service (FastAPI + uvicorn)")
@@ -346,6 +351,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         print(result.summary())
         met = result.met
+    if args.transfer_eval:
+        from detector.evaluation.jobs import transfer_job
+
+        table = result.tuning.thresholds if isinstance(result, HoldoutResult) else result.thresholds
+        for check in transfer_job(table, args.eval, args.transfer_eval, margin=args.transfer_margin):
+            print(check.summary())
     print(f"thresholds: {args.out}", file=sys.stderr)
     return EXIT_OK if met else EXIT_ITEM_FAILED
 

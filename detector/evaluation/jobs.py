@@ -16,6 +16,7 @@ from detector.evaluation.runner import (
     run_evaluation,
     save_scores,
 )
+from detector.evaluation.transfer_check import DEFAULT_MARGIN, TransferCheck, check_transfer
 from detector.evaluation.tuning import (
     HoldoutResult,
     TuningResult,
@@ -23,7 +24,7 @@ from detector.evaluation.tuning import (
     split_by_group,
     tune_thresholds,
 )
-from detector.thresholds import save_thresholds
+from detector.thresholds import Thresholds, save_thresholds
 from index.atomic import atomic_write_json
 
 
@@ -108,3 +109,15 @@ def tune_job(
                  title=f"{Path(eval_dir).name} at tuned thresholds",
                  target_precision=target_precision or 0.9)
     return result
+
+
+def transfer_job(
+    thresholds: Thresholds, eval_dir: str | Path, other_dirs: Sequence[str | Path], *, margin: float = DEFAULT_MARGIN
+) -> list[TransferCheck]:
+    """Measure a tuned table on the eval folder it was tuned on and on each other eval folder
+    (:mod:`detector.evaluation.transfer_check`)."""
+    tuned_on = load_scores(Path(eval_dir) / SCORES_FILE)
+    return [
+        check_transfer(thresholds, tuned_on, load_scores(Path(d) / SCORES_FILE), name=Path(d).name, margin=margin)
+        for d in other_dirs
+    ]

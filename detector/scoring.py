@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from detector.errors import DetectorError, ImageLoadError
+from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.fusion import BrandScore, best_per_brand, decide, fuse
 from detector.images import ImageSource, load_image
 from detector.scoring_config import PROFILES, ScoringConfig, merge_options, resolve_scoring
@@ -76,8 +76,10 @@ class Detector:
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self.signals = build_signals(self.config, ReferenceData())
-        self._embedding = self.signals[0]
-        assert isinstance(self._embedding, EmbeddingSignal)  # registry.check_names: it comes first
+        embedding = self.signals[0]
+        if not isinstance(embedding, EmbeddingSignal):  # a subclass may replace it; it must come first
+            raise ConfigError(f"the first signal must be an embedding signal, got {type(embedding).__name__}")
+        self._embedding = embedding
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -99,7 +101,8 @@ class Detector:
             index_dir: Index directory made by ``counterfeit index build``.
             thresholds: A thresholds file or table; default: the preset's shipped file.
             config: Scoring options over the preset's ``scoring`` defaults; a ``"profile"``
-                key (see :data:`~detector.scoring_config.PROFILES`) applies that profile first and picks its thresholds.
+                key (see :data:`~detector.scoring_config.PROFILES`) applies that profile first
+                and picks its thresholds.
             device, precision, batch_size: Embedder overrides.
             checkpoint: Local weights for the index's architecture (must match the index).
             preset: Preset name when it differs from the one recorded in the index.

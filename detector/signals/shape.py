@@ -214,8 +214,9 @@ class ShapeSignal(Signal):
         def build() -> LogoShapes:
             logos = [r for r in index.references() if r.kind == "logo"]
             features = self.references.features(index, [r.id for r in logos])
-            kept = [r for r in logos if r.id in features and features[r.id].silhouette is not None]
-            rows = (np.stack([_canonical_rows(features[r.id].silhouette) for r in kept]) if kept
+            masks = {r.id: features[r.id].silhouette for r in logos if r.id in features}
+            kept = [r for r in logos if masks.get(r.id) is not None]
+            rows = (np.stack([_canonical_rows(mask) for r in kept if (mask := masks[r.id]) is not None]) if kept
                     else np.zeros((0, CANONICAL_SIDE**2), np.int8))
             distinct: dict[int, float] = {}
             if self.config.silhouettes.distinct_margin is not None:

@@ -35,6 +35,16 @@ def _profile_arg(p: argparse.ArgumentParser) -> None:
                         "silhouettes, the mirrored listing: finds more, slower); picks the profile's thresholds")
 
 
+def _queue_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queue", metavar="DB_URL",
+                   help="record flagged verdicts in this review queue (SQLAlchemy URL or SQLite file; "
+                        "the service also serves the brand review portal under /review)")
+    p.add_argument("--queue-margin", type=float, default=0.0, metavar="M",
+                   help="also queue unflagged verdicts within M below their threshold (default 0: off)")
+    p.add_argument("--queue-images", metavar="DIR",
+                   help="where queued images are stored (default: beside a SQLite file)")
+
+
 def _embedder_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"device": args.device}
     for key in ("checkpoint", "precision", "batch_size"):
@@ -90,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
     p.add_argument("--scoring", type=json.loads, metavar="JSON",
                    help='scoring overrides, e.g. \'{"regions": {"enabled": true, "max_regions": 8}}\'')
+    _queue_args(p)
     _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_score)
@@ -110,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("tune", help="choose thresholds for a target precision / false-positive rate")
-    p.add_argument("--eval", required=True, metavar="DIR", help="output folder of 'counterfeit eval'")
+    p.add_argument("--eval", metavar="DIR", help="output folder of 'counterfeit eval' (or --from-reviews)")
+    p.add_argument("--from-reviews", metavar="DB_URL",
+                   help="tune per-brand thresholds on the review queue's confirmed/rejected decisions")
+    p.add_argument("--base-thresholds", metavar="FILE",
+                   help="with --from-reviews: write the brand entries into this table (default: the "
+                        "tuned table as a whole)")
     p.add_argument("--out", required=True, metavar="FILE", help="thresholds file to write (.json/.yaml)")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--max-fpr", type=float, help="maximum false-positive rate on logo-free listings")
@@ -144,9 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int)
+    _queue_args(p)
     _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_serve)
+
+    rv = sub.add_parser("reviews", help="the brand review queue: export decisions, portal users").add_subparsers(
+        dest="reviews_command", required=True
+    )
+    p = rv.add_parser("export", help="write the decisions as a labelled set that 'counterfeit eval' reads")
+    p.add_argument("db_url", metavar="DB_URL")
+    p.add_argument("--out", required=True, metavar="FILE", help="labelled set to write (.jsonl; images beside it)")
+    p.set_defaults(func=cmd_reviews_export)
+    p = rv.add_parser("add-user", help="create a portal user (or give it a new token); prints the token")
+    p.add_argument("db_url", metavar="DB_URL")
+    p.add_argument("name")
+    p.add_argument("--role", choices=("brand", "analyst"), default="brand")
+    p.add_argument("--brand", help="the brand a brand user reviews")
+    p.set_defaults(func=cmd_reviews_add_user)
+    p = rv.add_parser("stats", help="per-brand backlog, decisions, confirmation rate, reversals")
+    p.add_argument("db_url", metavar="DB_URL")
+    p.set_defaults(func=cmd_reviews_stats)
 
     p = sub.add_parser("bench", help="quality per transformation class and speed, on real brand logos")
     from detector.bench.runner import add_arguments
@@ -286,16 +320,34 @@ def cmd_score(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         batch = max(1, min(16, det.embedder.batch_size))
+        recorder, context, queued = _open_recorder(args, det), None, 0
         with tqdm(total=len(paths), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
             for start in range(0, len(paths), batch):
                 chunk = paths[start : start + batch]
-                for verdict in det.score_many(chunk, [str(p) for p in chunk]):
+                for path, verdict in zip(chunk, det.score_many(chunk, [str(p) for p in chunk])):
                     failed += verdict.error is not None
                     print(json.dumps(verdict.to_dict()) if args.json else _verdict_line(verdict), flush=True)
+                    if recorder is not None:
+                        from detector.review.recorder import RecordContext
+
+                        context = context or RecordContext.of(det)
+                        queued += recorder.record(verdict, context, image=path, listing_id=str(path)) is not None
                 bar.update(len(chunk))
+        if recorder is not None:
+            recorder.store.close()
+            print(f"queued {queued} new item(s) for review in {recorder.store.url}", file=sys.stderr)
     if failed:
         print(f"{failed} image(s) could not be scored", file=sys.stderr)
     return EXIT_ITEM_FAILED if failed else EXIT_OK
+
+
+def _open_recorder(args: argparse.Namespace, det: Any) -> Any:
+    if not args.queue:
+        return None
+    from detector.review.recorder import QueueRecorder
+    from detector.review.store import ReviewStore
+
+    return QueueRecorder(ReviewStore(args.queue, image_dir=args.queue_images), near_margin=args.queue_margin)
 
 
 def _verdict_line(v: Any) -> str:
@@ -337,6 +389,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     def groups(text: str) -> list[str]:
         return [g for g in (part.strip() for part in text.split(",")) if g]
 
+    if args.from_reviews:
+        return cmd_tune_from_reviews(args)
+    if not args.eval:
+        print("error: tune needs --eval DIR or --from-reviews DB_URL", file=sys.stderr)
+        return EXIT_USAGE
+
     result = tune_job(
         args.eval, args.out,
         target_precision=args.target_precision, max_fpr=args.max_fpr, min_support=args.min_support,
@@ -361,6 +419,74 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK if met else EXIT_ITEM_FAILED
 
 
+def cmd_tune_from_reviews(args: argparse.Namespace) -> int:
+    from detector.review.store import ReviewStore
+    from detector.review.tuning import tune_from_reviews
+    from detector.thresholds import load_thresholds, save_thresholds
+
+    store = ReviewStore(args.from_reviews)
+    try:
+        result = tune_from_reviews(
+            store, target_precision=args.target_precision, min_support=args.min_support,
+            base=load_thresholds(args.base_thresholds) if args.base_thresholds else None,
+            version=args.version or "tuned-from-reviews",
+        )
+    finally:
+        store.close()
+    print(result.summary())
+    save_thresholds(result.thresholds, args.out)
+    print(f"thresholds: {args.out}", file=sys.stderr)
+    return EXIT_OK if result.result.met else EXIT_ITEM_FAILED
+
+
+def cmd_reviews_export(args: argparse.Namespace) -> int:
+    from detector.review.labelled import export_labels
+    from detector.review.store import ReviewStore
+
+    store = ReviewStore(args.db_url)
+    try:
+        report = export_labels(store, args.out)
+    finally:
+        store.close()
+    print(f"wrote {report.rows} labelled listing(s) to {report.path} ({report.no_image} without a stored "
+          f"image, {report.conflicts} image(s) with conflicting decisions left out)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_reviews_add_user(args: argparse.Namespace) -> int:
+    from detector.review.store import ReviewStore
+    from detector.review.users import add_user
+
+    store = ReviewStore(args.db_url)
+    try:
+        with store.session() as db:
+            token = add_user(db, args.name, args.role, args.brand)
+    finally:
+        store.close()
+    print(token)
+    print("the token is shown once; only its hash is stored", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_reviews_stats(args: argparse.Namespace) -> int:
+    from detector.review.stats import brand_stats
+    from detector.review.store import ReviewStore
+
+    store = ReviewStore(args.db_url)
+    try:
+        stats = brand_stats(store)
+    finally:
+        store.close()
+    print(f"{'brand':20s} {'backlog':>7s} {'confirmed':>9s} {'rejected':>8s} {'skipped':>7s} {'conf.rate':>9s} "
+          f"{'per day':>7s} {'reversals':>9s}")
+    for s in stats:
+        rate = "-" if s.confirmation_rate is None else f"{100 * s.confirmation_rate:.0f}%"
+        per_day = sum(s.per_day.values()) / max(1, len(s.per_day))
+        print(f"{s.brand:20s} {s.backlog:7d} {s.confirmed:9d} {s.rejected:8d} {s.skipped:7d} {rate:>9s} "
+              f"{per_day:7.1f} {s.reversals:9d}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     from detector.service.server import serve
@@ -374,6 +500,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "max_batch_images": args.max_batch, "max_wait_ms": args.max_wait_ms,
             "request_timeout_s": args.timeout, "max_files": args.max_files,
             "max_body_bytes": int(args.max_body_mb * 1024 * 1024),
+            **({"queue_url": args.queue, "queue_margin": args.queue_margin, "queue_image_dir": args.queue_images}
+               if args.queue else {}),
         },
         **options,
     )

@@ -54,6 +54,7 @@ def run_quickstart(
         paths = [sample.labels_path.parent / label.image for label in labels]
         verdicts = detector.score_many(paths, [label.image for label in labels])
         timings[f"score listings ({profile or 'default'} profile)"] = time.perf_counter() - t0
+        queue = _review_queue(out, verdicts, paths, detector)
 
     verdicts_path = out / f"verdicts-{preset}.jsonl"
     atomic_write_bytes(verdicts_path, "".join(json.dumps(v.to_dict()) + "\n" for v in verdicts).encode())
@@ -82,4 +83,28 @@ def run_quickstart(
     say(f"verdicts: {verdicts_path}")
     say(f"index report: {report.report_path}")
     say("timings: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in timings.items()))
+    if queue is not None:
+        _say_portal(say, queue, index_dir)
     return 0
+
+
+def _review_queue(out: Path, verdicts: list[Any], paths: list[Path], detector: Any) -> Any:
+    """The sample review queue (``out/review.sqlite``), or None without the ``review`` extra."""
+    try:
+        from detector.review.recorder import RecordContext
+        from detector.review.sample import fill_sample_queue
+    except ImportError:
+        return None
+    return fill_sample_queue(out, verdicts, paths, RecordContext.of(detector))
+
+
+def _say_portal(say: Any, queue: Any, index_dir: Path) -> None:
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(queue.kinds.items())) or "nothing new"
+    say(f"review queue: {queue.db_path} ({kinds} queued this run; {len(queue.brands)} brand(s) to review)")
+    say("open the brand review portal on it:")
+    say(f"  counterfeit serve --index {index_dir} --queue {queue.db_path}   # then http://127.0.0.1:8000/review")
+    brand_user = queue.brand_user()
+    if brand_user is not None:
+        say(f"  log in as {brand_user[len('brand-'):]}'s reviewer: {queue.tokens[brand_user]}")
+    say(f"  log in as the platform analyst: {queue.tokens['analyst']}")
+    say(f"  (every sample user's token: {queue.tokens_path})")

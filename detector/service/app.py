@@ -118,6 +118,8 @@ def create_app(
                 pool.shutdown(wait=True)
             if state.detector is not None:
                 state.detector.close()
+            if state.review is not None:
+                state.review.store.close()
             state.metrics.close()
 
     app = FastAPI(
@@ -133,8 +135,22 @@ def create_app(
     add_ops_routes(app, state)
     add_scoring_routes(app, state)
     add_admin_routes(app, state)
+    if settings.queue_url:
+        _add_review(app, state)
     state.route_paths = frozenset(getattr(r, "path", "") for r in app.routes)
     return app
+
+
+def _add_review(app: FastAPI, state: ServiceState) -> None:
+    """The review queue (flagged verdicts are recorded) and its portal under ``/review``."""
+    from detector.review.recorder import QueueRecorder
+    from detector.review.store import ReviewStore
+    from detector.review.web import add_review_portal
+
+    settings = state.settings
+    store = ReviewStore(settings.queue_url, image_dir=settings.queue_image_dir)  # type: ignore[arg-type]
+    state.review = QueueRecorder(store, near_margin=settings.queue_margin)
+    add_review_portal(app, store)
 
 
 async def _load(state: ServiceState, load_detector: Callable[[], ScoringBackend]) -> None:

@@ -113,7 +113,36 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # The review queue (when the service has one): read from its database at each scrape,
+        # so every instance reports the same figures.
+        self.review_recorded = Counter(
+            "counterfeit_review_recorded_total",
+            "Verdicts this process recorded into the review queue, by brand.",
+            ("brand",),
+            registry=r,
+        )
+        self.review_backlog = Gauge(
+            "counterfeit_review_backlog",
+            "Review items waiting for a decision, by brand.",
+            ("brand",),
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.review_decisions = Gauge(
+            "counterfeit_review_decisions",
+            "Review items by their current decision (confirmed, rejected, skipped), by brand.",
+            ("brand", "decision"),
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self._multiproc_dir = os.environ.get(MULTIPROC_DIR_ENV) or None
+
+    def update_review(self, stats: list) -> None:  # list[detector.review.stats.BrandStats]
+        """Set the review gauges from the queue's per-brand statistics."""
+        for s in stats:
+            self.review_backlog.labels(brand=s.brand).set(s.backlog)
+            for decision in ("confirmed", "rejected", "skipped"):
+                self.review_decisions.labels(brand=s.brand, decision=decision).set(getattr(s, decision))
 
     def render(self) -> bytes:
         """All metrics in the Prometheus text format (every worker's when multiprocess)."""

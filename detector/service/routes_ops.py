@@ -37,6 +37,10 @@ def add_ops_routes(app: FastAPI, state: ServiceState) -> None:
     async def metrics() -> PlainTextResponse:
         if state.batcher is not None:
             state.metrics.queued.set(state.batcher.queued_items)
+        if state.review is not None:
+            from detector.review.stats import brand_stats
+
+            state.metrics.update_review(await in_pool(None, brand_stats, state.review.store))
         return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get(

@@ -77,6 +77,7 @@ def add_scoring_routes(app: FastAPI, state: ServiceState) -> None:
             log.exception("scoring failed")
             raise ApiError(500, "scoring_failed", f"scoring failed: {type(e).__name__}") from e
         results = []
+        verdicts = []
         for (name, _), img in zip(blobs, decoded):
             verdict = (
                 Verdict.failed(name, img.reason)
@@ -84,13 +85,34 @@ def add_scoring_routes(app: FastAPI, state: ServiceState) -> None:
                 else next(analyses).verdict
             )
             results.append(verdict.to_dict())
+            verdicts.append(verdict)
             _count_verdict(state, verdict)
+        if state.review is not None:
+            await in_pool(None, _record, state, detector, verdicts, [d for _, d in blobs],
+                          listing_id, seller_id)
         body = {"listing_id": listing_id, "seller_id": seller_id, "results": results}
         if all(isinstance(img, ImageLoadError) for img in decoded):
             raise ApiError(
                 422, "invalid_image", f"no image could be read: {results[0]['error']}", extra=body
             )
         return JSONResponse(body)
+
+
+def _record(state: ServiceState, detector: object, verdicts: list[Verdict], data: list[bytes],
+            listing_id: str | None, seller_id: str | None) -> None:
+    """Queue the flagged (and near-threshold) verdicts for review; a failure is logged and
+    counted, never fails the scoring answer."""
+    from detector.review.recorder import RecordContext
+
+    context = RecordContext.of(detector)
+    for verdict, blob in zip(verdicts, data):
+        try:
+            if state.review.record(verdict, context, image=blob, listing_id=listing_id,
+                                   seller_id=seller_id) is not None:
+                state.metrics.review_recorded.labels(brand=verdict.brand or "").inc()
+        except Exception:
+            log.exception("could not queue the verdict of %s for review", verdict.image)
+            state.metrics.errors.labels(code="review_record_failed").inc()
 
 
 def _count_verdict(state: ServiceState, verdict: Verdict) -> None:

@@ -22,6 +22,11 @@ class ServiceSettings:
             useful with several worker processes, where an admin write reaches one of them).
         admin_token: Bearer token of the admin endpoints; None disables them.
         score_token: Bearer token required by /v1/score; None leaves scoring open.
+        queue_url: Review queue database (SQLAlchemy URL or SQLite file): flagged verdicts are
+            recorded there and the brand review portal is served under ``/review``; None: off.
+        queue_margin: Also queue unflagged verdicts scoring within this margin below their
+            threshold (marked ``near``); 0: only flagged ones.
+        queue_image_dir: Where queued images are stored (default: beside a SQLite file).
     """
 
     max_body_bytes: int = 20 * 1024 * 1024
@@ -36,6 +41,9 @@ class ServiceSettings:
     admin_token: str | None = field(default=None, repr=False)
     score_token: str | None = field(default=None, repr=False)
     max_field_chars: int = 256
+    queue_url: str | None = None
+    queue_margin: float = 0.0
+    queue_image_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -51,3 +59,5 @@ class ServiceSettings:
             raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if self.max_wait_ms < 0 or self.index_poll_s < 0:
             raise ValueError("max_wait_ms and index_poll_s must be >= 0")
+        if self.queue_margin < 0:
+            raise ValueError(f"queue_margin must be >= 0, got {self.queue_margin}")

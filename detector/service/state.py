@@ -50,6 +50,7 @@ class ServiceState:
     batcher: MicroBatcher[tuple[Image.Image, str], Any] | None = None
     admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     route_paths: frozenset[str] = frozenset()
+    review: Any = None  # detector.review.recorder.QueueRecorder when a review queue is set
 
 
 def ready_detector(state: ServiceState) -> ScoringBackend:

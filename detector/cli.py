@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-reviews", metavar="DB_URL",
                    help="tune per-brand thresholds on the review queue's confirmed/rejected decisions")
     p.add_argument("--base-thresholds", metavar="FILE",
-                   help="with --from-reviews: write the brand entries into this table (default: the "
-                        "tuned table as a whole)")
+                   help="with --from-reviews: the table the brand entries are written into (default: the "
+                        "shipped table of the model the queue's items were scored with)")
     p.add_argument("--out", required=True, metavar="FILE", help="thresholds file to write (.json/.yaml)")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--max-fpr", type=float, help="maximum false-positive rate on logo-free listings")
@@ -421,18 +421,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_tune_from_reviews(args: argparse.Namespace) -> int:
     from detector.review.store import ReviewStore
-    from detector.review.tuning import tune_from_reviews
+    from detector.review.tuning import preset_thresholds, tune_from_reviews
     from detector.thresholds import load_thresholds, save_thresholds
 
     store = ReviewStore(args.from_reviews)
     try:
+        base = load_thresholds(args.base_thresholds) if args.base_thresholds else preset_thresholds(store)
         result = tune_from_reviews(
             store, target_precision=args.target_precision, min_support=args.min_support,
-            base=load_thresholds(args.base_thresholds) if args.base_thresholds else None,
-            version=args.version or "tuned-from-reviews",
+            base=base, version=args.version or "tuned-from-reviews",
         )
     finally:
         store.close()
+    origin = args.base_thresholds or (f"the queue's model's shipped table ({base.version})" if base else None)
+    print(f"brand entries written into {origin}" if origin else "no base table: the tuned table as a whole")
     print(result.summary())
     save_thresholds(result.thresholds, args.out)
     print(f"thresholds: {args.out}", file=sys.stderr)

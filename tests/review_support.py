@@ -18,7 +18,8 @@ CONTEXT = RecordContext({"preset": "fake", "arch": "fake:arch"}, 7)
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
-    img = Image.new("RGB", size, (40 + seed * 30 % 200, 120, 160))
+    img = Image.new("RGB", size, (40 + (seed * 37) % 200, 120, 160))
+    ImageDraw.Draw(img).rectangle((0, 0, 8 + seed, 12), fill=(10, 10, 10))  # distinct content per seed
     draw = ImageDraw.Draw(img)
     draw.rectangle((60, 50, 180, 150), fill=(230, 230, 230))
     draw.ellipse((80, 70, 160, 130), fill=(200, 20, 40))

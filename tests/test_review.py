@@ -22,6 +22,7 @@ from detector.review.store import QueueFilter, ReviewStore  # noqa: E402
 from detector.review.tuning import tune_from_reviews  # noqa: E402
 from detector.review.users import Principal  # noqa: E402
 from detector.review.web import add_review_portal  # noqa: E402
+from detector.thresholds import Thresholds  # noqa: E402
 from review_support import CONTEXT, fill, login, page_csrf, photo, users, verdict  # noqa: E402
 
 ANALYST = Principal(0, "analyst", "analyst", None)
@@ -212,12 +213,38 @@ def test_tune_from_reviews_moves_thresholds_the_expected_way(store: ReviewStore)
     # zeta: many rejections above 0.8, confirmations only from 0.9 -> its threshold should rise.
     _decide_many(store, "zeta", [0.90 + i * 0.004 for i in range(25)], "confirmed", 200)
     _decide_many(store, "zeta", [0.80 + i * 0.004 for i in range(20)], "rejected", 300)
+    # kilo: confirmations only, all above its threshold -> nothing says it flags too much: kept.
+    _decide_many(store, "kilo", [0.85 + i * 0.005 for i in range(22)], "confirmed", 400)
     result = tune_from_reviews(store, target_precision=0.95, min_support=20)
     by_brand = {b.brand: b for b in result.brands}
     assert by_brand["acme"].after < 0.8 - 0.1 and by_brand["zeta"].after > 0.8
     assert (by_brand["acme"].confirmed, by_brand["acme"].rejected) == (25, 10)
     assert by_brand["acme"].status == "set" and by_brand["zeta"].status == "set"
+    assert (by_brand["kilo"].status, by_brand["kilo"].after) == ("kept", 0.8)
     assert "acme" in result.summary() and result.result.met
+    # With a base table only the brand entries change.
+    base = Thresholds(default=0.8, kinds={"logo:verified": 0.75}, brands={"other": {"default": 0.5}})
+    based = tune_from_reviews(store, target_precision=0.95, min_support=20, base=base)
+    t = based.thresholds
+    assert (t.default, t.kinds, t.brands["other"]) == (0.8, {"logo:verified": 0.75}, {"default": 0.5})
+    assert t.for_match("acme", "logo:verified").value < 0.7 and t.for_match("zeta", "logo:verified").value > 0.8
+    assert "kilo" not in t.brands
+
+
+def test_cli_tune_from_reviews_and_export(store: ReviewStore, tmp_path: Path, capsys):
+    from detector.cli import main
+    from detector.thresholds import load_thresholds
+
+    _decide_many(store, "acme", [0.60 + i * 0.01 for i in range(25)], "confirmed", 0)
+    _decide_many(store, "acme", [0.30 + i * 0.01 for i in range(10)], "rejected", 100)
+    out = tmp_path / "thr.json"
+    assert main(["tune", "--from-reviews", store.url, "--out", str(out), "--target-precision", "0.95"]) == 0
+    printed = capsys.readouterr().out
+    assert "acme" in printed and "35 decisions (25 confirmed, 10 rejected)" in printed
+    assert load_thresholds(out).for_match("acme", "logo:verified").value < 0.7
+    assert main(["reviews", "export", store.url, "--out", str(tmp_path / "set.jsonl")]) == 0
+    assert len(read_labels(tmp_path / "set.jsonl").queries) == 35
+    assert main(["tune", "--out", str(out)]) == 2  # neither --eval nor --from-reviews
 
 
 def test_export_is_a_labelled_set_eval_reads(store: ReviewStore, tmp_path: Path):

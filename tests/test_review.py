@@ -9,21 +9,21 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the review extra is not installed")
 
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import select, text  # noqa: E402
-from sqlalchemy.exc import DatabaseError  # noqa: E402
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from review_support import CONTEXT, fill, login, page_csrf, photo, users, verdict
+from sqlalchemy import select, text
+from sqlalchemy.exc import DatabaseError
 
-from detector.evaluation.labels import read_labels  # noqa: E402
-from detector.review.labelled import export_labels  # noqa: E402
-from detector.review.models import Decision, ReviewItem, User  # noqa: E402
-from detector.review.recorder import QueueRecorder  # noqa: E402
-from detector.review.store import QueueFilter, ReviewStore  # noqa: E402
-from detector.review.tuning import tune_from_reviews  # noqa: E402
-from detector.review.users import Principal  # noqa: E402
-from detector.review.web import add_review_portal  # noqa: E402
-from detector.thresholds import Thresholds  # noqa: E402
-from review_support import CONTEXT, fill, login, page_csrf, photo, users, verdict  # noqa: E402
+from detector.evaluation.labels import read_labels
+from detector.review.labelled import export_labels
+from detector.review.models import Decision, ReviewItem, User
+from detector.review.recorder import QueueRecorder
+from detector.review.store import QueueFilter, ReviewStore
+from detector.review.tuning import tune_from_reviews
+from detector.review.users import Principal
+from detector.review.web import add_review_portal
+from detector.thresholds import Thresholds
 
 ANALYST = Principal(0, "analyst", "analyst", None)
 

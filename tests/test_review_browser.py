@@ -22,14 +22,13 @@ REQUIRED = os.environ.get("COUNTERFEIT_REQUIRE_BROWSER") == "1"  # set by .ci/ru
 if not REQUIRED:
     pytest.importorskip("sqlalchemy", reason="the review extra is not installed")
     pytest.importorskip("playwright.sync_api", reason="playwright (test extra) is not installed")
-from playwright import sync_api  # noqa: E402
+from playwright import sync_api
+from sqlalchemy import select
 
-from sqlalchemy import select  # noqa: E402
-
-from detector.review.models import Decision, ReviewItem  # noqa: E402
-from detector.review.recorder import RecordContext  # noqa: E402
-from detector.review.sample import SampleQueue, fill_sample_queue  # noqa: E402
-from detector.review.store import ReviewStore  # noqa: E402
+from detector.review.models import Decision, ReviewItem
+from detector.review.recorder import RecordContext
+from detector.review.sample import SampleQueue, fill_sample_queue
+from detector.review.store import ReviewStore
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "review-portal"
 

@@ -60,7 +60,7 @@ def export_labels(store: ReviewStore, out: str | Path) -> ExportReport:
             no_image += 1
             continue
         rel = f"{image_dir.name}/{source.name}"
-        row = {"image": rel, "brand": item.brand if item.status == "confirmed" else None,
+        row: dict[str, object] = {"image": rel, "brand": item.brand if item.status == "confirmed" else None,
                "kind": _kind(item) if item.status == "confirmed" else None, "group": "reviews",
                "listing_id": item.listing_id, "review_item": item.id}
         if rel in rows and rows[rel]["brand"] != row["brand"]:

@@ -32,8 +32,8 @@ def verdict_reasons(item: ReviewItem) -> list[str]:
         lines = [f"Flagged as {item.brand}: its score {item.score:.3f} reached {thr}, {item.threshold:.3f}."]
     else:
         gap = item.threshold - item.score
-        lines = [f"Not flagged, but close: its score {item.score:.3f} is {gap:.3f} below {thr} "
-                 f"({item.threshold:.3f}), so it was queued for a second look."]
+        lines = [(f"Not flagged, but close: its score {item.score:.3f} is {gap:.3f} below {thr} "
+                 f"({item.threshold:.3f}), so it was queued for a second look.")]
     for m in item.matches or []:
         if m.get("brand") == item.brand:
             lines.append(match_words(m))

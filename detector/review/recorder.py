@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from detector.review.models import ReviewItem
 from detector.review.store import ReviewStore
 from detector.thresholds import threshold_key
@@ -82,7 +84,7 @@ class QueueRecorder:
             try:
                 stored = self.store.blobs.put(data)
                 blob, width, height = stored.path, stored.width, stored.height
-            except Exception as e:  # an image the scorer read but PIL cannot re-open: keep the item
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # keep the item without it
                 log.warning("could not store the image of %s: %s", verdict.image, e)
         brand_matches = [m for m in verdict.matches if m.brand == verdict.brand]
         top = max(brand_matches, key=lambda m: m.score, default=None)
@@ -113,6 +115,6 @@ class QueueRecorder:
             try:
                 if path.is_file():
                     out[str(m.ref_id)] = self.store.blobs.put_file(path).path
-            except Exception as e:
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
                 log.warning("could not store reference image %s: %s", path, e)
         return out

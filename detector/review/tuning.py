@@ -16,6 +16,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
+from detector.errors import DetectorError
 from detector.evaluation.scores import EvaluationError
 from detector.evaluation.tuning import TuningResult, tune_thresholds
 from detector.review.labelled import review_scores
@@ -44,10 +45,10 @@ class ReviewTuning:
         confirmed = sum(b.confirmed for b in self.brands)
         rejected = sum(b.rejected for b in self.brands)
         changed = sum(abs(b.after - b.before) > 1e-9 for b in self.brands)
-        lines = [f"{confirmed + rejected} decisions ({confirmed} confirmed, {rejected} rejected) on "
-                 f"{len(self.brands)} brand(s); {changed} brand threshold(s) changed", "",
-                 f"{'brand':20s} {'decisions':>9s} {'confirmed':>9s} {'rejected':>8s} "
-                 f"{'before':>7s} {'after':>7s}  status"]
+        lines = [(f"{confirmed + rejected} decisions ({confirmed} confirmed, {rejected} rejected) on "
+                 f"{len(self.brands)} brand(s); {changed} brand threshold(s) changed"), "",
+                 (f"{'brand':20s} {'decisions':>9s} {'confirmed':>9s} {'rejected':>8s} "
+                 f"{'before':>7s} {'after':>7s}  status")]
         for b in self.brands:
             lines.append(f"{b.brand:20s} {b.confirmed + b.rejected:9d} {b.confirmed:9d} {b.rejected:8d} "
                          f"{b.before:7.3f} {b.after:7.3f}  {b.status}: {b.reason}")
@@ -121,5 +122,5 @@ def preset_thresholds(store: ReviewStore) -> Thresholds | None:
         return None
     try:
         return load_thresholds(default_thresholds_path(presets.most_common(1)[0][0]))
-    except Exception:  # an unknown preset, or one without a shipped table
+    except (DetectorError, OSError):  # an unknown preset, or one without a shipped table
         return None

@@ -66,13 +66,13 @@ def portal_router(store: ReviewStore, pages: Pages) -> APIRouter:
             order=order if order in ORDERS else "newest",
         )
         result = store.queue(who, flt, page=page)
-        query = {k: v for k, v in dict(brand=brand if who.is_analyst else None, status=status or "", kind=kind,
-                                       min_score=min_score, max_score=max_score, since=since, until=until,
-                                       order=order).items() if v is not None}
-        return pages.render("queue.html", request, session, page=result, flt=flt, query=query,
+        raw = {"min_score": min_score, "max_score": max_score, "since": since, "until": until}
+        query = {"brand": brand if who.is_analyst else None, "status": status or "", "kind": kind,
+                 "order": order, **raw}
+        return pages.render("queue.html", request, session, page=result, flt=flt,
+                            query={k: v for k, v in query.items() if v is not None},
                             brands=store.brands(who), statuses=STATUSES, kinds=ITEM_KINDS, orders=ORDERS,
-                            raw=dict(min_score=min_score or "", max_score=max_score or "",
-                                     since=since or "", until=until or ""))
+                            raw={k: v or "" for k, v in raw.items()})
 
     @router.get("/review/items/{item_id}", include_in_schema=False)
     def item_page(request: Request, item_id: int) -> Response:

@@ -18,7 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from detector.review.pages import Pages
 from detector.review.store import ReviewStore
-from detector.review.users import Principal, authenticate, end_session, session_principal, start_session
+from detector.review.users import (
+    Principal,
+    authenticate,
+    end_session,
+    session_principal,
+    start_session,
+)
 
 SESSION_COOKIE = "review_session"
 LOGIN_CSRF_COOKIE = "review_login_csrf"

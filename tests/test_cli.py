@@ -235,3 +235,6 @@ def test_quickstart_main_job_end_to_end(tmp_path):
     assert len(verdicts) == len(labels) > 0
     for line in verdicts:
         check_verdict_schema(json.loads(line))
+    # the review portal on the sample queue: the command and the tokens (the review extra)
+    assert f"--queue {tmp_path / 'qs' / 'review.sqlite'}" in text and "log in as the platform analyst: analyst." in text
+    assert (tmp_path / "qs" / "review-tokens.txt").stat().st_mode & 0o077 == 0

@@ -283,3 +283,19 @@ def test_service_queues_flagged_verdicts_and_reports_metrics(tmp_path: Path):
         assert [(i.listing_id, i.seller_id, i.brand, i.model_preset, i.index_generation) for i in items] == [
             ("L9", "S9", "w40", "fake", 1)]
     s.close()
+
+
+def test_cli_score_queues_a_batch_run(tiny_index_dir: Path, sample_set, tmp_path: Path, capsys):
+    from detector.cli import main
+
+    listings = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:2]
+    db = tmp_path / "batch.sqlite"
+    args = ["score", "--index", str(tiny_index_dir), *map(str, listings), "--device", "cpu",
+            "--queue", str(db), "--queue-margin", "100"]  # margin: every verdict with a brand is queued
+    assert main(args) == 0 and main(args) == 0  # the second run queues nothing new
+    assert "queued 0 new item(s)" in capsys.readouterr().err
+    s = ReviewStore(db)
+    page = s.queue(ANALYST, QueueFilter(status=None))
+    assert page.total == 2 and {i.listing_id for i in page.items} == {str(p) for p in listings}
+    assert all(i.model_preset == "tiny-clip-test" and i.image_blob for i in page.items)
+    s.close()

@@ -21,6 +21,7 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 Method = Literal["sift", "orb"]
 METHODS: tuple[str, ...] = ("sift", "orb")
 _FORMAT_VERSION = 1
+LOGO_BOX_ORIGINS: tuple[str, ...] = ("given", "located")  # LocalFeatures.logo_box_origin, stored by index
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,11 @@ class LocalFeatures:
             the image the features were found on (the ``logo_box`` attribute a brand gives
             with the photo); the scorer checks that this area, not only the scene, is in
             the listing (:func:`logo_area_verdict`). None when unknown.
+        logo_box_origin: Where ``logo_box`` comes from: ``"given"`` (the brand's attribute,
+            an override) or ``"located"`` (the brand's logo found on the photo at indexing
+            time, :mod:`detector.signals.mark_locator`; ``logo_box`` None then records "no
+            mark found"). None: never located (a logo, or a product whose brand had no logo
+            references yet, or a record of an older index; with a box there, "given").
         appearance: Optional uint8 (s, s) greyscale thumbnail of the content box (logo
             references, :func:`appearance_thumbnail`): :func:`verify` compares it with the
             listing's region rectified by the homography. None: no such check.
@@ -64,6 +70,7 @@ class LocalFeatures:
     logo_box: tuple[int, int, int, int] | None = None
     appearance: np.ndarray | None = None
     pixels: np.ndarray | None = None
+    logo_box_origin: str | None = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -88,6 +95,8 @@ class LocalFeatures:
             extra["logo_box"] = np.array(self.logo_box, dtype=np.int64)
         if self.appearance is not None:
             extra["appearance"] = self.appearance.astype(np.uint8)
+        if self.logo_box_origin is not None:
+            extra["logo_box_origin"] = np.array([LOGO_BOX_ORIGINS.index(self.logo_box_origin)], dtype=np.int32)
         np.savez(
             buffer,
             **extra,
@@ -122,6 +131,11 @@ class LocalFeatures:
             logo_box = arrays.get("logo_box")
             logo_box = None if logo_box is None else tuple(int(v) for v in logo_box)
             appearance = arrays.get("appearance")  # absent in blobs of older indexes
+            origin = arrays.get("logo_box_origin")  # absent in older blobs: a box there was given
+            if origin is not None:
+                origin = LOGO_BOX_ORIGINS[int(origin[0])]
+            elif logo_box is not None:
+                origin = "given"
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
         if version != _FORMAT_VERSION:
@@ -145,7 +159,7 @@ class LocalFeatures:
             raise DetectorError(f"invalid local-features blob: logo_box {logo_box}")
         return cls(
             keypoints, descriptors, (width, height), scale, method, (x0, y0, x1, y1), silhouette, logo_box,
-            appearance,
+            appearance, logo_box_origin=origin,
         )
 
 

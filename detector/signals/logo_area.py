@@ -20,7 +20,7 @@ import numpy as np
 
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching
-from detector.signals.mark_locator import GIVEN, LOCATED
+from detector.signals.mark_locator import GIVEN, LOCATED, product_marks
 from detector.verdict import Box, ScoredMatch
 from detector.verify import (
     LocalFeatures,
@@ -104,7 +104,12 @@ class ProductLogoAreaSignal(Signal):
         if reference.kind != "product":
             return {}
         box = view_logo_box(reference)
-        return {"logo_box": box, "logo_box_origin": GIVEN if box is not None else None}
+        if box is not None:
+            return {"logo_box": box, "logo_box_origin": GIVEN}
+        # Its candidate marks, so that the brand's logos can be located by shape too.
+        marks = product_marks(reference.view)
+        return {"logo_box": None, "logo_box_origin": None, "marks": marks[0] if marks else None,
+                "mark_boxes": marks[1] if marks else None}
 
     def plan(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> None:
         """The top product candidates by cosine, all of them: with a known mark its area is

@@ -25,7 +25,11 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.signals.base import ReferenceImage
-from detector.signals.mark_locator import brand_logo_features, relocate_brand_products, with_located_mark
+from detector.signals.mark_locator import (
+    brand_logo_features,
+    relocate_brand_products,
+    with_located_mark,
+)
 from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
@@ -360,7 +364,7 @@ def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
 
     try:
         preset = get_preset(index.fingerprint.preset)
-    except Exception:  # an unknown or custom preset: the defaults locate marks as well
+    except DetectorError:  # an unknown or custom preset: the defaults locate marks as well
         return VerifyConfig()
     return ScoringConfig.from_dict(preset.defaults.get("scoring", {})).verify
 

@@ -357,6 +357,25 @@ def remove_references(
     return index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
 
 
+def relocate_marks(
+    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+) -> int:
+    """Locate the logos on the product photos of ``brands`` (default: every brand) again from
+    their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
+    logo references through the raw index API, or for an index built before marks were
+    located (its product records keep no candidate marks: only RANSAC locates there).
+
+    Returns:
+        How many product records changed.
+    """
+    config = verify_config or verify_config_of(index)
+    if not config.enabled:
+        return 0
+    if brands is None:
+        brands = sorted({r.brand for r in index.references() if r.kind == "product"})
+    return index.replace_aux(relocate_brand_products(index, brands, config))
+
+
 def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
     """The verification options of the index's model preset (the defaults when unknown)."""
     from detector.models.registry import get_preset

@@ -207,3 +207,23 @@ def test_records_of_older_indexes_load():
     back = LocalFeatures.from_bytes(located.to_bytes())
     assert back.logo_box is None and back.logo_box_origin == "located"
     assert np.array_equal(back.marks, marks) and back.mark_boxes.tolist() == [[0, 0, 5, 5], [1, 1, 9, 9]]
+
+
+def test_relocate_marks_locates_records_written_without_a_location(tmp_path, staged):
+    """E.g. an index written before marks were located, or logos added through the raw index API."""
+    import shutil
+    from dataclasses import replace
+
+    from detector.indexing import relocate_marks
+    from index.store import ReferenceIndex
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(staged["index"], index_dir)
+    with ReferenceIndex.open(index_dir, writable=True) as index:
+        ids = {r.product_id: r.id for r in index.references() if r.kind == "product"}
+        stale = replace(staged["stages"]["after"]["P1"], logo_box=None, logo_box_origin=None)
+        assert index.replace_aux({ids["P1"]: stale.to_bytes()}) == 1
+        assert relocate_marks(index) == 1  # P1 only: P2 stays "no mark", P3 given
+    records = _records(index_dir)
+    assert records["P1"].logo_box == staged["stages"]["after"]["P1"].logo_box
+    assert records["P1"].logo_box_origin == "located"

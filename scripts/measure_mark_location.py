@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 truth[path] = attributes["logo_box"]
             writer.writerow([path, row["brand"], row["kind"], row.get("product_id", "")])
     index_dir = out / f"index-{args.model}"
+    shutil.rmtree(index_dir, ignore_errors=True)  # indexing skips what is indexed: start afresh
     started = time.perf_counter()
     report = run_indexing(manifest, index_dir, preset=args.model, embedder_options={"device": "cpu"})
     seconds = time.perf_counter() - started

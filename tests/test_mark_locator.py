@@ -227,3 +227,30 @@ def test_relocate_marks_locates_records_written_without_a_location(tmp_path, sta
     records = _records(index_dir)
     assert records["P1"].logo_box == staged["stages"]["after"]["P1"].logo_box
     assert records["P1"].logo_box_origin == "located"
+
+
+def test_a_flat_logo_is_located_by_the_shape_of_a_stored_mark():
+    """No keypoints to fit: the product's stored candidate mark whose shape aligns with the
+    logo's silhouette is the located mark, unless its box is far more elongated than the logo."""
+    import cv2
+
+    from detector.signals.mark_locator import locate_mark
+    from detector.silhouettes import canonical_mask
+    from detector.verify import LocalFeatures, VerifyConfig
+
+    triangle = np.zeros((100, 100), np.uint8)
+    cv2.fillPoly(triangle, [np.array([[50, 10], [90, 85], [10, 85]], np.int32)], 1)
+    square = np.zeros((100, 100), np.uint8)
+    square[20:80, 20:80] = 1
+    shape = canonical_mask(triangle)
+    none = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+    logo = LocalFeatures(*none, (100, 100), 1.0, "sift", (10, 10, 90, 85), silhouette=shape)
+
+    def product(box):
+        marks = np.stack([canonical_mask(square), shape])
+        return LocalFeatures(*none, (640, 480), 1.0, "sift", (0, 0, 640, 480),
+                             marks=marks, mark_boxes=np.array([[0, 0, 50, 50], box]))
+
+    found = locate_mark(product([300, 200, 380, 275]), [logo], VerifyConfig())
+    assert found.box == (300, 200, 380, 275) and found.method == "shape" and found.shape_iou > 0.9
+    assert locate_mark(product([300, 200, 600, 220]), [logo], VerifyConfig()).box is None  # a stripe

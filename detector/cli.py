@@ -266,10 +266,12 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
+    from detector.indexing import remove_references
     from index.store import ReferenceIndex
 
     with ReferenceIndex.open(args.index, writable=True) as index:
-        removed = index.remove(ref_ids=args.ref_id, brand=args.brand, product_id=args.product_id)
+        # Withdrawn logos: their brand's product photos are located again in the same commit.
+        removed = remove_references(index, ref_ids=args.ref_id, brand=args.brand, product_id=args.product_id)
     print(f"removed {removed} reference(s)", file=sys.stderr)
     return EXIT_OK
 

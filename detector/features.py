@@ -21,6 +21,7 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 Method = Literal["sift", "orb"]
 METHODS: tuple[str, ...] = ("sift", "orb")
 _FORMAT_VERSION = 1
+LOGO_BOX_ORIGINS: tuple[str, ...] = ("given", "located")  # LocalFeatures.logo_box_origin, stored by index
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,15 @@ class LocalFeatures:
             the image the features were found on (the ``logo_box`` attribute a brand gives
             with the photo); the scorer checks that this area, not only the scene, is in
             the listing (:func:`logo_area_verdict`). None when unknown.
+        logo_box_origin: Where ``logo_box`` comes from: ``"given"`` (the brand's attribute,
+            an override) or ``"located"`` (the brand's logo found on the photo at indexing
+            time, :mod:`detector.signals.mark_locator`; ``logo_box`` None then records "no
+            mark found"). None: never located (a logo, or a product whose brand had no logo
+            references yet, or a record of an older index; with a box there, "given").
+        marks: Optional uint8 (k, s, s) canonical masks of a product photo's candidate marks
+            (its isolated colour components, :mod:`detector.signals.mark_locator`), so the
+            brand's logos can be located by shape whenever they arrive; None: not kept.
+        mark_boxes: int (k, 4) box of each of ``marks`` in the features' image pixels.
         appearance: Optional uint8 (s, s) greyscale thumbnail of the content box (logo
             references, :func:`appearance_thumbnail`): :func:`verify` compares it with the
             listing's region rectified by the homography. None: no such check.
@@ -64,6 +74,9 @@ class LocalFeatures:
     logo_box: tuple[int, int, int, int] | None = None
     appearance: np.ndarray | None = None
     pixels: np.ndarray | None = None
+    logo_box_origin: str | None = None
+    marks: np.ndarray | None = None
+    mark_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -77,7 +90,7 @@ class LocalFeatures:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays a stored blob decodes to (``pixels`` excluded)."""
-        arrays = (self.keypoints, self.descriptors, self.silhouette, self.appearance)
+        arrays = (self.keypoints, self.descriptors, self.silhouette, self.appearance, self.marks, self.mark_boxes)
         return sum(a.nbytes for a in arrays if a is not None)
 
     def to_bytes(self) -> bytes:
@@ -88,6 +101,12 @@ class LocalFeatures:
             extra["logo_box"] = np.array(self.logo_box, dtype=np.int64)
         if self.appearance is not None:
             extra["appearance"] = self.appearance.astype(np.uint8)
+        if self.marks is not None and self.mark_boxes is not None and len(self.marks):
+            extra["marks"] = np.packbits(self.marks.astype(bool), axis=-1)  # 1 bit a pixel
+            extra["marks_side"] = np.array([self.marks.shape[-1]], dtype=np.int32)
+            extra["mark_boxes"] = np.asarray(self.mark_boxes, dtype=np.int64).reshape(-1, 4)
+        if self.logo_box_origin is not None:
+            extra["logo_box_origin"] = np.array([LOGO_BOX_ORIGINS.index(self.logo_box_origin)], dtype=np.int32)
         np.savez(
             buffer,
             **extra,
@@ -122,6 +141,17 @@ class LocalFeatures:
             logo_box = arrays.get("logo_box")
             logo_box = None if logo_box is None else tuple(int(v) for v in logo_box)
             appearance = arrays.get("appearance")  # absent in blobs of older indexes
+            origin = arrays.get("logo_box_origin")  # absent in older blobs: a box there was given
+            if origin is not None:
+                origin = LOGO_BOX_ORIGINS[int(origin[0])]
+            elif logo_box is not None:
+                origin = "given"
+            marks, mark_boxes = arrays.get("marks"), arrays.get("mark_boxes")  # absent in older blobs
+            if marks is not None:
+                side = int(arrays["marks_side"][0])
+                marks = np.unpackbits(marks, axis=-1, count=side).astype(np.uint8)
+                if mark_boxes is None or mark_boxes.shape != (len(marks), 4) or marks.shape[1:] != (side, side):
+                    raise ValueError(f"marks {marks.shape} and boxes do not agree")
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
         if version != _FORMAT_VERSION:
@@ -145,7 +175,7 @@ class LocalFeatures:
             raise DetectorError(f"invalid local-features blob: logo_box {logo_box}")
         return cls(
             keypoints, descriptors, (width, height), scale, method, (x0, y0, x1, y1), silhouette, logo_box,
-            appearance,
+            appearance, logo_box_origin=origin, marks=marks, mark_boxes=mark_boxes,
         )
 
 

@@ -2,8 +2,10 @@
 
 The fused score of a candidate (see docs/scoring.md):
 
-* a product photo whose logo area was checked: ``cosine + logo_weight * outcome``
-  (outcome +1 matched, -1 missing, 0 undecided);
+* a product photo checked by the logo-area signal: ``cosine + logo_weight`` when its mark
+  (given or located at indexing) is matched in the listing or the whole frame agrees at
+  re-post grade, else ``cosine - logo_weight`` (mark missing, undecided or not found: a
+  product match never counts on the whole-frame cosine alone);
 * otherwise ``fuse_scores(cosine, accepted inliers)`` (:func:`detector.verify.fuse_scores`)
   ``+ shape_bonus`` when a mark's shape passes the reference's floor, and with
   ``shape_score`` at least ``shape_score + shape_score_weight * support``. A cosine that
@@ -69,7 +71,14 @@ def fuse_one(m: ScoredMatch, evidence: Mapping[str, Evidence], config: ScoringCo
     others = {name: e for name, e in evidence.items() if not isinstance(e, _DEDICATED)}
     area = by_type.get(LogoAreaEvidence)
     if isinstance(area, LogoAreaEvidence):
-        m = replace(m, score=m.cosine + config.verify.logo_weight * area.outcome, inliers=area.inliers,
+        # A product match counts only with evidence about its mark (matched) or re-post-grade
+        # agreement of the whole frame. Without either, the score is reduced by logo_weight
+        # rather than capped: fusion does not know the per-brand thresholds (tuned afterwards
+        # on this score), and a reduction keeps the score monotone in the cosine, so products
+        # still rank among themselves; with logo_weight 0.1, a cosine <= 1 then stays below
+        # every product threshold above 0.9.
+        sign = 1 if area.counts else -1
+        m = replace(m, score=m.cosine + config.verify.logo_weight * sign, inliers=area.inliers,
                     box=area.box or m.box, logo_area=area.label)
     elif len(others) < len(evidence):
         m = _fuse_image_evidence(m, by_type, config)

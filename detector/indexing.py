@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,13 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import IMAGE_EXTENSIONS, load_image, read_bytes, sha256_bytes
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.signals.base import ReferenceImage
+from detector.signals.mark_locator import (
+    brand_logo_features,
+    relocate_brand_products,
+    with_located_mark,
+)
 from detector.signals.reference_side import reference_side_data
-from detector.verify import VerifyConfig
+from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
 from index.records import KINDS, NewReference
 from index.store import ReferenceIndex
@@ -182,7 +187,7 @@ class _Prepared:
     item: ReferenceItem
     sha256: str
     views: list[Image.Image]
-    features: bytes | None
+    features: LocalFeatures | None
 
 
 def index_references(
@@ -226,7 +231,11 @@ def index_references(
             for chunk in _chunks(items, chunk_size):
                 prepared = _prepare_chunk(chunk, index, pool, prep, verify_config if want_features else None, report)
                 if prepared:
-                    _commit(prepared, index, embedder, report)
+                    updates: dict[int, bytes] = {}
+                    if want_features:
+                        assert verify_config is not None
+                        prepared, updates = _locate_marks(prepared, index, verify_config)
+                    _commit(prepared, index, embedder, report, updates)
                 if progress:
                     progress(len(chunk))
     except KeyboardInterrupt:
@@ -274,7 +283,7 @@ def _prepare_chunk(
             features = None
             if verify_config is not None:
                 reference = ReferenceImage(image, views[0], item.kind, item.attributes)
-                features = reference_side_data(reference, verify_config).to_bytes()
+                features = replace(reference_side_data(reference, verify_config), pixels=None)
             return _Prepared(item, sha, views, features)
         except ImageLoadError as e:
             return Failure(str(item.path), e.reason)
@@ -290,7 +299,99 @@ def _prepare_chunk(
     return prepared
 
 
-def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport) -> None:
+def _locate_marks(
+    prepared: list[_Prepared], index: ReferenceIndex, config: VerifyConfig
+) -> tuple[list[_Prepared], dict[int, bytes]]:
+    """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
+    index and in the chunk), and re-locate the stored product photos of every brand the chunk
+    brings logos for: their new records go into the chunk's commit (``aux_updates``)."""
+    new_logos: dict[str, list[LocalFeatures]] = {}
+    for p in prepared:
+        if p.item.kind == "logo" and p.features is not None:
+            new_logos.setdefault(p.item.brand, []).append(p.features)
+    product_brands = {p.item.brand for p in prepared if p.item.kind == "product" and p.features is not None}
+    logos = brand_logo_features(index, product_brands)
+    located = []
+    for p in prepared:
+        if p.item.kind == "product" and p.features is not None:
+            brand_logos = logos[p.item.brand] + new_logos.get(p.item.brand, [])
+            p = replace(p, features=with_located_mark(p.features, brand_logos, config))
+        located.append(p)
+    updates = relocate_brand_products(index, new_logos, config, extra_logos=new_logos) if new_logos else {}
+    return located, updates
+
+
+def remove_references(
+    index: ReferenceIndex,
+    *,
+    ref_ids: Sequence[int] | None = None,
+    brand: str | None = None,
+    product_id: str | None = None,
+    verify_config: VerifyConfig | None = None,
+) -> int:
+    """:meth:`ReferenceIndex.remove`, re-locating the marks of the product photos of every
+    brand that loses logo references, in the same commit.
+
+    Args:
+        index: Writable index.
+        ref_ids, brand, product_id: Which references (filters combine with AND).
+        verify_config: Verification options; default: the index's preset's.
+
+    Returns:
+        Number of references removed.
+    """
+    if ref_ids is None and brand is None and product_id is None:
+        raise ValueError("remove_references() needs ref_ids, brand and/or product_id")
+    wanted = None if ref_ids is None else {int(i) for i in ref_ids}
+    doomed = [
+        r for r in index.references(brand)
+        if (wanted is None or r.id in wanted) and (product_id is None or r.product_id == product_id)
+    ]
+    logo_brands = {r.brand for r in doomed if r.kind == "logo"}
+    updates: dict[int, bytes] = {}
+    if logo_brands:
+        config = verify_config or verify_config_of(index)
+        if config.enabled:
+            exclude = frozenset(r.id for r in doomed)
+            updates = relocate_brand_products(index, logo_brands, config, exclude=exclude)
+    return index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
+
+
+def relocate_marks(
+    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+) -> int:
+    """Locate the logos on the product photos of ``brands`` (default: every brand) again from
+    their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
+    logo references through the raw index API, or for an index built before marks were
+    located (its product records keep no candidate marks: only RANSAC locates there).
+
+    Returns:
+        How many product records changed.
+    """
+    config = verify_config or verify_config_of(index)
+    if not config.enabled:
+        return 0
+    if brands is None:
+        brands = sorted({r.brand for r in index.references() if r.kind == "product"})
+    return index.replace_aux(relocate_brand_products(index, brands, config))
+
+
+def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
+    """The verification options of the index's model preset (the defaults when unknown)."""
+    from detector.models.registry import get_preset
+    from detector.scoring_config import ScoringConfig
+
+    try:
+        preset = get_preset(index.fingerprint.preset)
+    except DetectorError:  # an unknown or custom preset: the defaults locate marks as well
+        return VerifyConfig()
+    return ScoringConfig.from_dict(preset.defaults.get("scoring", {})).verify
+
+
+def _commit(
+    prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport,
+    aux_updates: dict[int, bytes] | None = None,
+) -> None:
     flat = [view for p in prepared for view in p.views]
     vectors = embedder.embed(flat)
     per_ref: list[np.ndarray] = []
@@ -309,7 +410,8 @@ def _commit(prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, rep
         )
         for p in prepared
     ]
-    result = index.add(records, per_ref, aux=[p.features for p in prepared])
+    aux = [p.features.to_bytes() if p.features is not None else None for p in prepared]
+    result = index.add(records, per_ref, aux=aux, aux_updates=aux_updates)
     report.added += len(result.added)
     report.skipped += len(result.skipped)
 

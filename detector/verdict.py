@@ -22,9 +22,13 @@ class ScoredMatch:
         shape_iou: Aligned IoU of the query's best mark silhouette with the reference's
             (:mod:`detector.silhouettes`), or None when shapes were not compared.
         box: Where the evidence lies in the listing image (x0, y0, x1, y1), or None.
-        logo_area: For a product photo whose logo box is known: ``"matched"`` (the logo's
-            area is in the listing, not only the scene), ``"missing"`` or ``"undecided"``;
-            None when not checked.
+        logo_area: For a product photo checked against the listing
+            (:mod:`detector.signals.logo_area`): ``"matched"`` (its mark's area, given or
+            located at indexing, is in the listing, not only the scene), ``"repost"`` (not
+            that, but the whole frame agrees at re-post grade), else ``"missing"``,
+            ``"undecided"``, ``"no mark"`` (none was found on the photo) or ``"not located"``
+            (its brand had no logos); only the first two let the match count. None when
+            not checked.
         mirrored: True when RANSAC confirmed the reference mirrored in the listing.
         verified: True when geometric verification accepted this reference and, where the
             index holds its appearance, the listing's rectified region looks like it

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,18 @@ class Catalog:
             for table, col in (("refs", "id"), ("ref_vectors", "ref_id"), ("ref_aux", "ref_id")):
                 self._conn.execute(f"DELETE FROM {table} WHERE {col} IN ({marks})", chunk)
         return counts
+
+    def replace_aux(self, updates: Mapping[int, bytes | None]) -> int:
+        """Replace (None: delete) the aux bytes of existing refs; unknown ids are ignored.
+        Returns how many refs were updated (call inside the write transaction)."""
+        live = set(self.select_ids(list(updates), None, None))
+        for rid in live:
+            self._conn.execute("DELETE FROM ref_aux WHERE ref_id = ?", (rid,))
+        self._conn.executemany(
+            "INSERT INTO ref_aux (ref_id, data) VALUES (?, ?)",
+            [(rid, updates[rid]) for rid in sorted(live) if updates[rid] is not None],
+        )
+        return len(live)
 
     def add_tombstones(self, counts: dict[int, int]) -> None:
         self._conn.executemany(

@@ -33,6 +33,8 @@ class IndexWrites(CommittedIndex):
         references: Sequence[NewReference],
         vectors: Sequence[np.ndarray] | np.ndarray,
         aux: Sequence[bytes | None] | None = None,
+        *,
+        aux_updates: Mapping[int, bytes | None] | None = None,
     ) -> AddReport:
         """Add references with their vectors in one atomic, durable commit.
 
@@ -42,6 +44,9 @@ class IndexWrites(CommittedIndex):
                 ``references[i]`` (several views of one reference share its id). A 2-D array
                 of shape ``(len(references), dim)`` is the one-vector-per-reference fast path.
             aux: Optional opaque bytes per reference (e.g. local features), or None.
+            aux_updates: New aux bytes of references already stored (None deletes theirs),
+                replaced in the same commit (:meth:`replace_aux`): e.g. the side data a new
+                logo changes for its brand's product photos. Unknown ids are ignored.
 
         Returns:
             Ids of the added references and the skipped duplicates (same sha256 already stored
@@ -52,7 +57,7 @@ class IndexWrites(CommittedIndex):
             IndexTrainingError: The factory needs training and these vectors cannot train it.
             ReadOnlyIndexError: The index was opened read-only.
         """
-        return self._add(references, vectors, aux, added_at=None)
+        return self._add(references, vectors, aux, added_at=None, aux_updates=aux_updates)
 
     def _add(
         self,
@@ -60,6 +65,7 @@ class IndexWrites(CommittedIndex):
         vectors: Sequence[np.ndarray] | np.ndarray,
         aux: Sequence[bytes | None] | None,
         added_at: Sequence[str] | None,
+        aux_updates: Mapping[int, bytes | None] | None = None,
     ) -> AddReport:
         self._require_writable()
         refs = list(references)
@@ -70,6 +76,7 @@ class IndexWrites(CommittedIndex):
         attributes = reference_attributes_json(refs)
         aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
         matrices = validate_vectors(vectors, self.dim)
+        updates = _checked_updates(aux_updates)
         now = utc_now()
         with self._lock:
             self._check_open()
@@ -96,8 +103,12 @@ class IndexWrites(CommittedIndex):
                     id_parts.append(np.full(len(mat), rid, dtype=np.int64))
                     vec_parts.append(mat)
                 if not added:
-                    self._catalog.rollback()
+                    if updates and self._catalog.replace_aux(updates):
+                        self._commit(self._snapshot.index)
+                    else:
+                        self._catalog.rollback()
                     return AddReport(added=[], skipped=skipped)
+                self._catalog.replace_aux(updates)  # before the insert: new ids are not updated
                 self._catalog.insert_references(rows)
                 new_vectors = np.ascontiguousarray(np.concatenate(vec_parts))
                 index = self._snapshot.index
@@ -117,11 +128,13 @@ class IndexWrites(CommittedIndex):
         ref_ids: Iterable[int] | None = None,
         brand: str | None = None,
         product_id: str | None = None,
+        aux_updates: Mapping[int, bytes | None] | None = None,
     ) -> int:
         """Remove references (records, vectors, aux) in one atomic commit.
 
         Filters combine with AND: ``remove(brand="acme", product_id="X")`` removes acme's
-        product X only. Unknown ids are ignored.
+        product X only. Unknown ids are ignored. ``aux_updates`` replaces the aux bytes of
+        references that stay, in the same commit (see :meth:`add`; removed ids are ignored).
 
         Returns:
             Number of references removed.
@@ -134,6 +147,7 @@ class IndexWrites(CommittedIndex):
         if ref_ids is None and brand is None and product_id is None:
             raise ValueError("remove() needs ref_ids, brand and/or product_id")
         id_list = None if ref_ids is None else [int(i) for i in ref_ids]
+        updates = _checked_updates(aux_updates)
         with self._lock:
             self._check_open()
             self._catalog.begin_write()
@@ -145,6 +159,7 @@ class IndexWrites(CommittedIndex):
                     return 0
                 _, dead_before = self._catalog.tombstones()
                 counts = self._catalog.delete_references(ids)
+                self._catalog.replace_aux({rid: b for rid, b in updates.items() if rid not in counts})
                 n_vectors = sum(counts.values())
                 index = self._snapshot.index
                 if faiss_ops.supports_tombstones(index):
@@ -171,6 +186,36 @@ class IndexWrites(CommittedIndex):
                 self._abort(mutated)
                 raise
         return len(counts)
+
+    def replace_aux(self, updates: Mapping[int, bytes | None]) -> int:
+        """Replace the aux bytes (side data) of stored references in one atomic commit; None
+        deletes a reference's. Records and vectors are unchanged; the generation advances,
+        so readers drop side data they decoded from the old bytes. Unknown ids are ignored.
+
+        Returns:
+            How many references were updated (0: nothing committed).
+
+        Raises:
+            ValueError: A value is neither bytes nor None.
+            ReadOnlyIndexError: The index was opened read-only.
+        """
+        self._require_writable()
+        checked = _checked_updates(updates)
+        if not checked:
+            return 0
+        with self._lock:
+            self._check_open()
+            self._catalog.begin_write()
+            try:
+                n = self._catalog.replace_aux(checked)
+                if not n:
+                    self._catalog.rollback()
+                    return 0
+                self._commit(self._snapshot.index)
+            except BaseException:
+                self._abort(False)
+                raise
+        return n
 
     def rebuild(self, *, factory: str | None = None, build_params: Mapping[str, Any] | None = None) -> None:
         """Rebuild the faiss index from the stored vectors and commit it.
@@ -211,3 +256,10 @@ class IndexWrites(CommittedIndex):
         self._require_writable()
         refs, mats, aux, added_at = load_export(src, self.fingerprint)
         return self._add(refs, mats, aux, added_at=added_at)
+
+
+def _checked_updates(updates: Mapping[int, bytes | None] | None) -> dict[int, bytes | None]:
+    """``aux_updates`` with int ids and bytes values (checked before any write)."""
+    if not updates:
+        return {}
+    return {int(rid): as_bytes(value, int(rid)) for rid, value in updates.items()}

@@ -78,6 +78,11 @@ class Detector:
         self.signals = build_signals(self.config, ReferenceData())
         self._embedding = self.signals[0]
         assert isinstance(self._embedding, EmbeddingSignal)  # registry.check_names: it comes first
+        self._embedding.embed = self._embed  # the background set of score normalisation
+
+    def _embed(self, images: list[Image.Image]) -> Any:
+        with self._model_lock:
+            return self.embedder.embed(images)
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -8,7 +8,12 @@ reference keypoint with a listing keypoint that lands anywhere in the listing, u
 independently. A homography is fixed by 4 matches; each of the other ``n - 4`` then falls
 within ``eps`` pixels of where the homography sends its reference keypoint with probability::
 
-    p(eps) = min(1, pi * eps^2 / A)        A = the listing's area in pixels
+    p(eps) = min(1, pi * eps^2 / A)        A = the area the matches fall in, pixels
+
+``A`` is the listing's area, or (the verifier's ``chance_area="matches"``) the area of the
+convex hull of the matches' listing positions: the null model then spreads chance matches
+over the patch the matches actually fall in, so a fit among matches bunched in a small
+patch (a few keypoints of text, nearly collinear points) is not significant.
 
 The number of false alarms of a fit whose k-th smallest residual (distinct listing keypoints)
 is ``eps_k``::
@@ -35,7 +40,7 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["chance_probability", "log_binomial_tail", "log_nfa", "log_nfa_of_fit", "residuals"]
+__all__ = ["chance_probability", "hull_area", "log_binomial_tail", "log_nfa", "log_nfa_of_fit", "residuals"]
 
 _LN10 = math.log(10.0)
 MIN_SAMPLE = 4  # matches that fix a homography
@@ -178,6 +183,21 @@ def residuals(homography: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.nd
     out = np.full(len(src), np.inf)
     out[ok] = np.linalg.norm(projected[ok, :2] / w[ok, None] - dst[ok], axis=1)
     return out
+
+
+def hull_area(points: np.ndarray) -> float:
+    """Area of the convex hull of (n, 2) points, pixels^2 (0 for fewer than 3 or collinear).
+
+    Example:
+        >>> hull_area(np.array([[0, 0], [10, 0], [10, 10], [0, 10], [5, 5]]))
+        100.0
+    """
+    import cv2
+
+    points = np.asarray(points, np.float32).reshape(-1, 2)
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points)))
 
 
 def _log_hypotheses(n: int, tests: int) -> float:

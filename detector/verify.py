@@ -44,7 +44,7 @@ from itertools import pairwise
 import numpy as np
 from PIL import Image
 
-from detector.chance import MIN_SAMPLE, log_nfa_of_fit, residuals
+from detector.chance import MIN_SAMPLE, hull_area, log_nfa_of_fit, residuals
 from detector.errors import ConfigError
 from detector.features import (
     LocalFeatures,
@@ -226,7 +226,7 @@ def verify(
     x0, y0, x1, y1 = reference.content
     reason = _degenerate(outline, (x1 - x0, y1 - y0), query.image_size, config)
     box = _clipped_box(outline, query.image_size) if outline is not None else None
-    chance = _chance(homography, src, dst, good_queries, query, threshold, config)
+    chance = _chance(homography, src, dst, query, threshold, config)
     if not reason and counting and inliers < config.min_inliers:
         reason = f"{inliers} inliers < {config.min_inliers}"
     if not reason and not counting and chance > config.max_log_nfa:
@@ -256,19 +256,29 @@ def verify(
 
 
 def _chance(
-    homography: np.ndarray, src: np.ndarray, dst: np.ndarray, good_queries: np.ndarray, query: LocalFeatures,
-    tolerance: float, config: VerifyConfig,
+    homography: np.ndarray, src: np.ndarray, dst: np.ndarray, query: LocalFeatures, tolerance: float,
+    config: VerifyConfig,
 ) -> float:
-    """log10 NFA of the fit (:func:`detector.chance.log_nfa_of_fit`), matches and residuals
-    counted per distinct query keypoint (the best residual of each), in original pixels; the
-    finest tolerance is one pixel of the working copy features were found on."""
+    """log10 NFA of the fit (:func:`detector.chance.log_nfa_of_fit`) in original pixels.
+
+    Matches count once per listing *position* (to the working copy's pixel; the best residual
+    of each): greyscale and chroma keypoints at one corner, or several reference keypoints on
+    one listing keypoint, are one event, not independent evidence. The area is the listing's
+    (``chance_area="image"``) or that of the convex hull of the matches' listing positions
+    (``"matches"``: matches bunched in a small patch fit a homography easily). The finest
+    tolerance is one pixel of the working copy."""
     errors = residuals(homography, src.reshape(-1, 2), dst.reshape(-1, 2))
-    order = np.lexsort((errors, good_queries))  # by query keypoint, best residual first
+    points = dst.reshape(-1, 2)
+    cells = np.round(points * query.scale).astype(np.int64)
+    order = np.lexsort((errors, cells[:, 1], cells[:, 0]))  # by position, best residual first
     first = np.ones(len(order), bool)
-    first[1:] = good_queries[order][1:] != good_queries[order][:-1]
+    first[1:] = np.any(cells[order][1:] != cells[order][:-1], axis=1)
     distinct = errors[order][first]
     width, height = query.image_size
-    area, resolution = float(width * height), 1.0 / query.scale  # one pixel of the working copy
+    area = float(width * height)
+    if config.chance_area == "matches":
+        area = min(area, hull_area(points[order][first]))
+    resolution = 1.0 / query.scale  # one pixel of the working copy
     return log_nfa_of_fit(distinct, len(distinct), area, tolerance, config.chance_tests, resolution)[0]
 
 

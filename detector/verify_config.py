@@ -8,6 +8,7 @@ from detector.errors import ConfigError
 from detector.features import METHODS
 
 ACCEPTANCES: tuple[str, ...] = ("count", "a_contrario")
+CHANCE_AREAS: tuple[str, ...] = ("image", "matches")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class VerifyConfig:
             :attr:`Verification.log_nfa` is reported.
         max_log_nfa: The a-contrario acceptance's bound on ``log10 NFA`` (0: fewer than one
             fit this good expected by chance over the listing's verified references).
+        chance_area: The area chance matches spread over in the chance model: ``"image"``
+            (the listing's) or ``"matches"`` (the convex hull of the ratio-test matches'
+            listing positions; matches bunched in a small patch then fit a homography by
+            chance, as measured on the benchmark: chance fits of 6-9 inliers had all their
+            matches within 100-1,600 px^2 of a 640x480 listing).
         ransac_reproj_threshold: RANSAC inlier tolerance in pixels of the query's working copy.
         ransac_max_iters: RANSAC iterations.
         query_max_side: Query photos are downscaled to this longer side before extraction.
@@ -134,6 +140,7 @@ class VerifyConfig:
     min_appearance: float = 0.5
     acceptance: str = "count"
     max_log_nfa: float = 0.0
+    chance_area: str = "matches"
 
     @property
     def chance_tests(self) -> int:
@@ -182,6 +189,8 @@ class VerifyConfig:
               f"{self.min_area_fraction}, {self.max_area_fraction}")),
             (self.acceptance in ACCEPTANCES,
              f"acceptance must be one of {', '.join(ACCEPTANCES)}, got {self.acceptance!r}"),
+            (self.chance_area in CHANCE_AREAS,
+             f"chance_area must be one of {', '.join(CHANCE_AREAS)}, got {self.chance_area!r}"),
             (-1000.0 <= self.max_log_nfa <= 10.0, f"max_log_nfa must be in [-1000, 10], got {self.max_log_nfa}"),
             (0.0 <= self.min_corner_angle < 90.0,
              f"min_corner_angle must be in [0, 90), got {self.min_corner_angle}"),

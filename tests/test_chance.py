@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from detector.chance import chance_probability, log_binomial_tail, log_nfa, log_nfa_of_fit, residuals
+from detector.chance import chance_probability, hull_area, log_binomial_tail, log_nfa, log_nfa_of_fit, residuals
 from detector.errors import ConfigError
 from detector.verify import VerifyConfig, extract_features, verify
 
@@ -132,7 +132,21 @@ def test_chance_tests_count_the_verified_references():
     assert VerifyConfig(top_candidates=0).chance_tests == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"acceptance": "nfa"}, {"max_log_nfa": 11.0}, {"max_log_nfa": -2000.0}])
+def test_matches_bunched_in_a_patch_are_not_significant_over_their_own_area():
+    """12 matches in a 30x30 px patch of a 640x480 listing, 8 within 2 px of a fit: a chance
+    event for matches that fall in that patch anyway, a rare one for matches spread over the
+    whole listing."""
+    rng = np.random.default_rng(0)
+    patch = rng.uniform(100, 130, (12, 2))
+    errors = np.concatenate([rng.uniform(0.5, 2.0, 8), rng.uniform(8, 20, 4)])
+    image = log_nfa_of_fit(errors, 12, 640 * 480, 5.0, tests=20)[0]
+    bunched = log_nfa_of_fit(errors, 12, hull_area(patch), 5.0, tests=20)[0]
+    assert image < 0 < bunched
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"acceptance": "nfa"}, {"max_log_nfa": 11.0}, {"max_log_nfa": -2000.0}, {"chance_area": "hull"}]
+)
 def test_chance_options_are_validated(kwargs):
     with pytest.raises(ConfigError):
         VerifyConfig(**kwargs)

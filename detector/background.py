@@ -243,6 +243,7 @@ def build_background(
             path.parent.mkdir(exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}", suffix=".tmp", delete=False) as f:
                 np.save(f, vectors, allow_pickle=False)
+            os.chmod(f.name, 0o644)  # readable like the index's other files (mkstemp makes 0600)
             os.replace(f.name, path)
         except OSError as e:
             log.warning("background vectors not stored in %s (%s); kept in memory", path.parent, e)

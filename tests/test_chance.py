@@ -150,3 +150,20 @@ def test_matches_bunched_in_a_patch_are_not_significant_over_their_own_area():
 def test_chance_options_are_validated(kwargs):
     with pytest.raises(ConfigError):
         VerifyConfig(**kwargs)
+
+
+def test_the_detector_scores_with_a_contrario_acceptance(tiny_index_dir, sample_set):
+    from detector.scoring import Detector
+    from detector.signals.local_features import GeometricEvidence
+
+    paths = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
+    options = {"regions": {"enabled": False}}
+    with Detector.open(tiny_index_dir, device="cpu", config=options) as det:
+        counted = det.score_many(paths)
+    options["verify"] = {"acceptance": "a_contrario", "max_log_nfa": -1.0}
+    with Detector.open(tiny_index_dir, device="cpu", config=options) as det:
+        assert det.config.verify.acceptance == "a_contrario"
+        chance = det.score_many(paths)
+    assert [v.image for v in chance] == [v.image for v in counted] and not any(v.error for v in chance)
+    evidence = GeometricEvidence(result=verify(_features(_texture(0)), _features(_texture(0)), A_CONTRARIO))
+    assert evidence.detail()["log_nfa"] < -20

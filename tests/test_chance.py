@@ -167,3 +167,13 @@ def test_the_detector_scores_with_a_contrario_acceptance(tiny_index_dir, sample_
     assert [v.image for v in chance] == [v.image for v in counted] and not any(v.error for v in chance)
     evidence = GeometricEvidence(result=verify(_features(_texture(0)), _features(_texture(0)), A_CONTRARIO))
     assert evidence.detail()["log_nfa"] < -20
+
+
+def test_shape_chance_scale_sketch():
+    from detector.shape_scores import mark_chance_floor, mark_rank_log_nfa
+
+    blob, distinct = np.array([0.8, 0.78, 0.77, 0.76, 0.75, 0.7]), np.array([0.4, 0.3, 0.2, 0.2, 0.1])
+    assert mark_chance_floor(blob, k=5) > mark_chance_floor(distinct, k=5)
+    assert mark_chance_floor(distinct[:3], k=5) == 0.0  # fewer than k others: no floor
+    assert mark_rank_log_nfa(0.9, blob) < mark_rank_log_nfa(0.76, blob) < mark_rank_log_nfa(0.5, blob)
+    assert mark_rank_log_nfa(0.9, blob, marks=3) > mark_rank_log_nfa(0.9, blob, marks=1)

@@ -23,6 +23,10 @@ keypoints RANSAC confirms, while chance homographies that pass the sanity checks
 (on the tuning set, 0-2 of 100 logo-free listings among 10 voted candidates each). Thresholds
 are tuned on the fused score. With ``enabled=False`` the fused score is the embedding score.
 
+A fit that passes the geometric checks is accepted with ``min_inliers`` inliers or, with
+``acceptance="a_contrario"``, when its number of false alarms under the chance model of
+:mod:`detector.chance` is small (``log_nfa <= max_log_nfa``); every fit reports ``log_nfa``.
+
 An accepted verification is also *confirmed* when the listing's region, rectified by the
 homography, lines up with the reference's edges (:func:`rectified_similarity`, on a 64 px
 thumbnail stored with each logo's features). Chance homographies pass the geometric checks

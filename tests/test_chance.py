@@ -3,13 +3,21 @@ use in verify() (``VerifyConfig(acceptance="a_contrario")``)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from detector.chance import chance_probability, hull_area, log_binomial_tail, log_nfa, log_nfa_of_fit, residuals
+from detector.chance import (
+    chance_probability,
+    hull_area,
+    log_binomial_tail,
+    log_nfa,
+    log_nfa_of_fit,
+    residuals,
+)
 from detector.errors import ConfigError
 from detector.verify import VerifyConfig, extract_features, verify
 
@@ -53,9 +61,9 @@ def test_binomial_tail_matches_the_exact_sum():
 def test_nfa_is_monotone_in_inliers_matches_tolerance_and_tests():
     p = chance_probability(5.0, 640 * 480)
     by_inliers = [log_nfa(k, 80, p, tests=20) for k in range(5, 40)]
-    assert all(a > b for a, b in zip(by_inliers, by_inliers[1:]))  # more inliers: less likely by chance
+    assert all(a > b for a, b in itertools.pairwise(by_inliers))  # more inliers: less likely by chance
     by_matches = [log_nfa(10, n, p, tests=20) for n in range(10, 400, 10)]
-    assert all(a < b for a, b in zip(by_matches, by_matches[1:]))  # more keypoints / matches: likelier
+    assert all(a < b for a, b in itertools.pairwise(by_matches))  # more keypoints / matches: likelier
     wider = chance_probability(10.0, 640 * 480)
     smaller = chance_probability(5.0, 320 * 240)
     assert log_nfa(10, 80, wider) > log_nfa(10, 80, p) < log_nfa(10, 80, smaller)
@@ -91,7 +99,7 @@ def test_random_matches_are_rejected_by_chance_and_a_true_fit_is_not():
         n = 60
         src = rng.uniform(0, [400, 400], (n, 2)).astype(np.float32)
         dst = rng.uniform(0, [640, 480], (n, 2)).astype(np.float32)
-        h, mask = cv2.findHomography(src, dst, cv2.RANSAC, 5.0, maxIters=2000)
+        h, _ = cv2.findHomography(src, dst, cv2.RANSAC, 5.0, maxIters=2000)
         if h is None:
             continue
         values.append(log_nfa_of_fit(residuals(h, src, dst), n, 640 * 480, 5.0, tests=20)[0])
@@ -156,7 +164,7 @@ def test_the_detector_scores_with_a_contrario_acceptance(tiny_index_dir, sample_
     from detector.scoring import Detector
     from detector.signals.local_features import GeometricEvidence
 
-    paths = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
+    paths = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:2]
     options = {"regions": {"enabled": False}}
     with Detector.open(tiny_index_dir, device="cpu", config=options) as det:
         counted = det.score_many(paths)

@@ -93,7 +93,7 @@ def _scores(det: Detector, paths) -> list[list[tuple[str, float]]]:
 
 
 def test_scoring_with_an_empty_background_equals_raw_scoring(tiny_index_dir, sample_set):
-    paths = listings(sample_set)[:4]
+    paths = listings(sample_set)[:2]
     with Detector.open(tiny_index_dir, device="cpu", config=WHOLE) as det:
         raw = _scores(det, paths)
     identity = {**WHOLE, "normalise": {"enabled": True, "background": 0}}

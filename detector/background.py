@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from detector.errors import ConfigError
+from detector.errors import ConfigError, DetectorError
 from index.records import Fingerprint
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def load_background(path: Path, dim: int, count: int) -> np.ndarray | None:
 
 
 def build_background(
-    index_dir: str | os.PathLike[str], fingerprint: Fingerprint, config: NormaliseConfig, embed: Embed,
+    index_dir: str | os.PathLike[str], fingerprint: Fingerprint, config: NormaliseConfig, embed: Embed | None,
     *, write: bool = True,
 ) -> np.ndarray:
     """The background vectors for an index: read from its ``background/`` folder, else
@@ -237,6 +237,8 @@ def build_background(
     found = load_background(path, fingerprint.dim, config.background)
     if found is not None:
         return found
+    if embed is None:
+        raise DetectorError(f"no background vectors in {path.parent} and no model to embed them with")
     vectors = embed_background(embed, config)
     if write:
         try:

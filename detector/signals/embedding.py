@@ -8,8 +8,9 @@ reference (an official product photo) by the whole frame only, a ``logo`` by any
 
 With ``normalise.enabled`` every cosine is normalised against a background set
 (:mod:`detector.background`): each view's cosines less ``beta`` times its k-th highest cosine
-to the background. The background is embedded with the detector's model (:attr:`EmbeddingSignal.embed`,
-set by the detector) once per index and model and stored with the index.
+to the background. The background is embedded with the detector's model
+(``EmbeddingSignal.embed``, set by the detector) once per index and model and stored with the
+index.
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from detector.background import build_background, normalised, offsets_for
-from detector.errors import DetectorError
 from detector.regions import FRAME_SOURCES, Region, crop_regions, propose_regions
 from detector.signals.base import Evidence, Listing, Signal
 from detector.verdict import ScoredMatch
 from index.records import Reference
+
+if TYPE_CHECKING:
+    from detector.scoring_config import ScoringConfig
+    from detector.signals.reference_data import ReferenceData
 
 
 @dataclass
@@ -64,7 +69,8 @@ class EmbeddingSignal(Signal):
     """Whole frame, regions and other signals' views, embedded and searched."""
 
     name = "embedding"
-    def __init__(self, config, references) -> None:
+
+    def __init__(self, config: ScoringConfig, references: ReferenceData) -> None:
         super().__init__(config, references)
         # The detector's model (a batch of images -> their vectors), for the background set.
         self.embed: Callable[[list[Image.Image]], np.ndarray] | None = None
@@ -102,9 +108,7 @@ class EmbeddingSignal(Signal):
         index, ncfg = listing.index, self.config.normalise
         key = (str(index.path), ncfg.background, ncfg.seed)
         with self._background_lock:
-            if key not in self._backgrounds:
-                if self.embed is None and ncfg.background > 0:
-                    raise DetectorError("background normalisation needs the detector's model (EmbeddingSignal.embed)")
+            if key not in self._backgrounds:  # DetectorError when not stored and no model is set
                 self._backgrounds[key] = build_background(index.path, index.fingerprint, ncfg, self.embed)
             return self._backgrounds[key]
 

@@ -80,6 +80,11 @@ class Detector:
         if not isinstance(embedding, EmbeddingSignal):  # a subclass may replace it; it must come first
             raise ConfigError(f"the first signal must be an embedding signal, got {type(embedding).__name__}")
         self._embedding = embedding
+        self._embedding.embed = self._embed  # the background set of score normalisation
+
+    def _embed(self, images: list[Image.Image]) -> Any:
+        with self._model_lock:
+            return self.embedder.embed(images)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -215,8 +220,7 @@ class Detector:
                 signal.start(listing)
             extra = [view for signal in others for view in signal.embed_views(listing)]
             crops += self._embedding.finish_views(listing, extra)
-        with self._model_lock:
-            vectors = self.embedder.embed(crops)
+        vectors = self._embed(crops)
         k = max(self.config.search_k, self.config.top_k)
         scores, ref_ids = index.search_vectors(vectors, k, params=self.config.search_params or None)
         start = 0

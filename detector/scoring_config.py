@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from detector.background import NormaliseConfig
 from detector.errors import ConfigError
 from detector.images import DEFAULT_MAX_PIXELS
 from detector.regions import RegionConfig
@@ -29,6 +30,8 @@ class ScoringConfig:
         signals: The signals that score, in order (:mod:`detector.signals.registry`); each
             also needs its own section enabled (``verify`` for local features and the
             product logo area, ``silhouettes`` for the shape search).
+        normalise: Background normalisation of the embedding cosine
+            (:mod:`detector.background`; off by default).
     """
 
     top_k: int = 5
@@ -39,6 +42,7 @@ class ScoringConfig:
     search_params: dict[str, Any] = field(default_factory=dict)
     max_pixels: int = DEFAULT_MAX_PIXELS
     signals: tuple[str, ...] = DEFAULT_SIGNALS
+    normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ScoringConfig:
@@ -56,6 +60,7 @@ class ScoringConfig:
             search_params=dict(data.get("search_params", {})),
             max_pixels=int(data.get("max_pixels", base.max_pixels)),
             signals=tuple(data.get("signals", base.signals)),
+            normalise=_override(base.normalise, data.get("normalise")),
         )
 
 

@@ -1,7 +1,8 @@
 """How much a shape match counts: the floor an aligned IoU must pass (:func:`shape_floor`),
 the support above it and the score bonus (:func:`shape_support`, :func:`shape_bonus`), and
 how distinct a logo's shape is from other brands' logos and from generic shapes (stars,
-rings, hearts), which raises its floor (``SilhouetteConfig.distinct_margin``)."""
+rings, hearts), which raises its floor (``SilhouetteConfig.distinct_margin``); and, not yet
+wired, a mark's own chance scale (:func:`mark_chance_floor`, :func:`mark_rank_log_nfa`)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,45 @@ def shape_bonus(iou: float, config: SilhouetteConfig, floor: float | None = None
     if not config.enabled:
         return 0.0
     return config.weight * shape_support(iou, config.iou_floor if floor is None else floor)
+
+
+def mark_chance_floor(others: np.ndarray, k: int = 5, beta: float = 1.0) -> float:
+    """A floor on a listing mark's aligned IoU from the mark's own chance scale (the shape
+    analogue of :mod:`detector.background`'s ``bg_k``): ``beta`` times its k-th best aligned IoU
+    with the library's *other* masks (other brands' logos, generic shapes), 0 with fewer than
+    ``k``. A plain blob that aligns with many logos gets a high floor; a distinctive mark a
+    low one. Not wired into the shape signal yet (docs/scoring.md, section 5).
+
+    Example:
+        >>> mark_chance_floor(np.array([0.82, 0.8, 0.79, 0.78, 0.75, 0.7]), k=5)  # a plain blob
+        0.75
+        >>> mark_chance_floor(np.array([0.41, 0.3, 0.2, 0.2, 0.1]), k=5)          # a distinctive mark
+        0.1
+    """
+    others = np.asarray(others, np.float64).ravel()
+    if len(others) < k:
+        return 0.0
+    return float(beta * np.partition(-others, k - 1)[k - 1] * -1)
+
+
+def mark_rank_log_nfa(iou: float, others: np.ndarray, marks: int = 1) -> float:
+    """``log10`` of a rank NFA of a mark's aligned IoU with a candidate logo: ``marks * L *
+    (c + 1) / (L + 1)`` with ``c`` of the ``L`` other masks (other brands' logos, generic
+    shapes) aligning with the mark at least as well. At most 0 (NFA <= 1) only when the
+    candidate is the mark's unique best over a single mark.
+
+    Example:
+        >>> round(mark_rank_log_nfa(0.8, np.array([0.5, 0.4, 0.3])), 3)   # the unique best: 3/4
+        -0.125
+        >>> round(mark_rank_log_nfa(0.6, np.array([0.7, 0.65, 0.3])), 3)  # two better: 3 * 3/4
+        0.352
+    """
+    others = np.asarray(others, np.float64).ravel()
+    total = len(others)
+    if total == 0:
+        return float(np.log10(max(marks, 1)))
+    better = int(np.count_nonzero(others >= iou))
+    return float(np.log10(max(marks, 1) * total * (better + 1) / (total + 1)))
 
 
 def distinct_ious(masks: np.ndarray, brands: Sequence[str], *, chunk: int = 1024) -> np.ndarray:

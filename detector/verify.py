@@ -23,6 +23,10 @@ keypoints RANSAC confirms, while chance homographies that pass the sanity checks
 (on the tuning set, 0-2 of 100 logo-free listings among 10 voted candidates each). Thresholds
 are tuned on the fused score. With ``enabled=False`` the fused score is the embedding score.
 
+A fit that passes the geometric checks is accepted with ``min_inliers`` inliers or, with
+``acceptance="a_contrario"``, when its number of false alarms under the chance model of
+:mod:`detector.chance` is small (``log_nfa <= max_log_nfa``); every fit reports ``log_nfa``.
+
 An accepted verification is also *confirmed* when the listing's region, rectified by the
 homography, lines up with the reference's edges (:func:`rectified_similarity`, on a 64 px
 thumbnail stored with each logo's features). Chance homographies pass the geometric checks
@@ -44,6 +48,7 @@ from itertools import pairwise
 import numpy as np
 from PIL import Image
 
+from detector.chance import MIN_SAMPLE, hull_area, log_nfa_of_fit, residuals
 from detector.errors import ConfigError
 from detector.features import (
     LocalFeatures,
@@ -73,7 +78,9 @@ class Verification:
         homography: 3x3 reference-to-query homography as nested tuples, or None.
         box: The reference outline projected into the query, as an axis-aligned
             (x0, y0, x1, y1) box clipped to the query image, or None.
-        accepted: True when inliers >= min_inliers and the homography passed sanity checks.
+        accepted: True when the homography passed the sanity checks and has
+            ``min_inliers`` inliers or more (``acceptance="count"``) or a small enough
+            number of false alarms (``acceptance="a_contrario"``: ``log_nfa <= max_log_nfa``).
         reason: Why it was rejected ("" when accepted), for analysts and debugging.
         logo_keypoints: Reference keypoints inside the reference's ``logo_box`` (0 without one).
         logo_inliers: How many of them are RANSAC inliers.
@@ -81,6 +88,10 @@ class Verification:
         appearance: Edge agreement of the rectified listing region with the reference's
             appearance thumbnail (:func:`rectified_similarity`), when it was checked.
         confirmed: Accepted, and the appearance (when checked) reaches ``min_appearance``.
+        log_nfa: ``log10`` of the fit's number of false alarms under the chance model
+            (:func:`detector.chance.log_nfa_of_fit`, ``N_tests`` =
+            :attr:`VerifyConfig.chance_tests`), when a homography was fit; the lower, the
+            less likely by chance.
     """
 
     inliers: int
@@ -94,6 +105,7 @@ class Verification:
     logo_box: tuple[int, int, int, int] | None = None
     appearance: float | None = None
     confirmed: bool = False
+    log_nfa: float | None = None
 
     @property
     def accepted_inliers(self) -> int:
@@ -196,7 +208,8 @@ def verify(
     indices, distances = neighbours if neighbours is not None else nearest_two(query, [reference])[0]
     good_refs = np.flatnonzero(distances[:, 0] < config.ratio * distances[:, 1])  # reference keypoints
     good_queries = indices[good_refs, 0]  # their matches in the query
-    if len(good_refs) < config.min_inliers:
+    counting = config.acceptance == "count"
+    if len(good_refs) < (config.min_inliers if counting else MIN_SAMPLE + 1):
         return Verification(0, len(good_refs), None, None, False, f"{len(good_refs)} ratio-test matches")
 
     src = reference.keypoints[good_refs].reshape(-1, 1, 2)
@@ -217,8 +230,11 @@ def verify(
     x0, y0, x1, y1 = reference.content
     reason = _degenerate(outline, (x1 - x0, y1 - y0), query.image_size, config)
     box = _clipped_box(outline, query.image_size) if outline is not None else None
-    if not reason and inliers < config.min_inliers:
+    chance = _chance(homography, src, dst, query, threshold, config)
+    if not reason and counting and inliers < config.min_inliers:
         reason = f"{inliers} inliers < {config.min_inliers}"
+    if not reason and not counting and chance > config.max_log_nfa:
+        reason = f"log10 NFA {chance:.1f} > {config.max_log_nfa}"
     if not reason and box is None:
         reason = "projected outline lies outside the query"
     appearance = None
@@ -238,8 +254,36 @@ def verify(
             "logo_box": _clipped_box(projected, query.image_size) if projected is not None else None,
         }
     return Verification(
-        inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed, **logo
+        inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed,
+        log_nfa=chance, **logo,
     )
+
+
+def _chance(
+    homography: np.ndarray, src: np.ndarray, dst: np.ndarray, query: LocalFeatures, tolerance: float,
+    config: VerifyConfig,
+) -> float:
+    """log10 NFA of the fit (:func:`detector.chance.log_nfa_of_fit`) in original pixels.
+
+    Matches count once per listing *position* (to the working copy's pixel; the best residual
+    of each): greyscale and chroma keypoints at one corner, or several reference keypoints on
+    one listing keypoint, are one event, not independent evidence. The area is the listing's
+    (``chance_area="image"``) or that of the convex hull of the matches' listing positions
+    (``"matches"``: matches bunched in a small patch fit a homography easily). The finest
+    tolerance is one pixel of the working copy."""
+    errors = residuals(homography, src.reshape(-1, 2), dst.reshape(-1, 2))
+    points = dst.reshape(-1, 2)
+    cells = np.round(points * query.scale).astype(np.int64)
+    order = np.lexsort((errors, cells[:, 1], cells[:, 0]))  # by position, best residual first
+    first = np.ones(len(order), bool)
+    first[1:] = np.any(cells[order][1:] != cells[order][:-1], axis=1)
+    distinct = errors[order][first]
+    width, height = query.image_size
+    area = float(width * height)
+    if config.chance_area == "matches":
+        area = min(area, hull_area(points[order][first]))
+    resolution = 1.0 / query.scale  # one pixel of the working copy
+    return log_nfa_of_fit(distinct, len(distinct), area, tolerance, config.chance_tests, resolution)[0]
 
 
 def appearance_thumbnail(features: LocalFeatures, side: int = APPEARANCE_SIDE) -> np.ndarray | None:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from detector.errors import ConfigError
 from detector.features import METHODS
 
+ACCEPTANCES: tuple[str, ...] = ("count", "a_contrario")
+CHANCE_AREAS: tuple[str, ...] = ("image", "matches")
+
 
 @dataclass(frozen=True)
 class VerifyConfig:
@@ -22,7 +25,21 @@ class VerifyConfig:
             0.26 / 0.14 without, 0.68 / 0.38 with, for ~11 ms more per 640x480 photo.
             An index built without it still works; re-index to give references theirs.
         ratio: Lowe's ratio test: keep a match if best < ratio * second-best distance.
-        min_inliers: Fewest RANSAC inliers (distinct query keypoints) to accept.
+        min_inliers: Fewest RANSAC inliers (distinct query keypoints) to accept (with
+            ``acceptance`` ``"count"``).
+        acceptance: ``"count"``: a fit is accepted with ``min_inliers`` inliers or more;
+            ``"a_contrario"``: when its number of false alarms under the chance model of
+            :mod:`detector.chance` is small, ``log10 NFA <= max_log_nfa`` — the inliers a fit
+            needs then grow with the matches it chose from, the listing's size and the
+            tolerance, instead of one count fitted to one logo collection. Either way
+            :attr:`Verification.log_nfa` is reported.
+        max_log_nfa: The a-contrario acceptance's bound on ``log10 NFA`` (0: fewer than one
+            fit this good expected by chance over the listing's verified references).
+        chance_area: The area chance matches spread over in the chance model: ``"image"``
+            (the listing's) or ``"matches"`` (the convex hull of the ratio-test matches'
+            listing positions; matches bunched in a small patch then fit a homography by
+            chance, as measured on the benchmark: chance fits of 6-9 inliers had all their
+            matches within 100-1,600 px^2 of a 640x480 listing).
         ransac_reproj_threshold: RANSAC inlier tolerance in pixels of the query's working copy.
         ransac_max_iters: RANSAC iterations.
         query_max_side: Query photos are downscaled to this longer side before extraction.
@@ -121,6 +138,16 @@ class VerifyConfig:
     cosine_floor: float = -1.0
     confirmed_floor: float = -1.0
     min_appearance: float = 0.5
+    acceptance: str = "count"
+    max_log_nfa: float = 0.0
+    chance_area: str = "matches"
+
+    @property
+    def chance_tests(self) -> int:
+        """References verified per listing at most, the ``N_tests`` of the chance model:
+        the top candidates and the voted ones (twice with the mirrored listing)."""
+        voted = self.local_candidates * (2 if self.mirrored else 1)
+        return max(1, self.top_candidates + voted)
 
     def __post_init__(self) -> None:
         positive = {
@@ -160,6 +187,11 @@ class VerifyConfig:
             (0.0 <= self.min_area_fraction < self.max_area_fraction,
              (f"need 0 <= min_area_fraction < max_area_fraction, got "
               f"{self.min_area_fraction}, {self.max_area_fraction}")),
+            (self.acceptance in ACCEPTANCES,
+             f"acceptance must be one of {', '.join(ACCEPTANCES)}, got {self.acceptance!r}"),
+            (self.chance_area in CHANCE_AREAS,
+             f"chance_area must be one of {', '.join(CHANCE_AREAS)}, got {self.chance_area!r}"),
+            (-1000.0 <= self.max_log_nfa <= 10.0, f"max_log_nfa must be in [-1000, 10], got {self.max_log_nfa}"),
             (0.0 <= self.min_corner_angle < 90.0,
              f"min_corner_angle must be in [0, 90), got {self.min_corner_angle}"),
         ]

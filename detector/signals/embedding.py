@@ -5,20 +5,33 @@ It is the signal every profile has: its candidates come first, and every other s
 proposals are scored by their best allowed region's cosine (:meth:`EmbeddingSignal.by_cosine`),
 so that the fused score has one scale. Kinds are matched for what they are: a ``product``
 reference (an official product photo) by the whole frame only, a ``logo`` by any region.
+
+With ``normalise.enabled`` every cosine is normalised against a background set
+(:mod:`detector.background`): each view's cosines less ``beta`` times its k-th highest cosine
+to the background. The background is embedded with the detector's model
+(``EmbeddingSignal.embed``, set by the detector) once per index and model and stored with the
+index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from detector.background import build_background, normalised, offsets_for
 from detector.regions import FRAME_SOURCES, Region, crop_regions, propose_regions
 from detector.signals.base import Evidence, Listing, Signal
 from detector.verdict import ScoredMatch
 from index.records import Reference
+
+if TYPE_CHECKING:
+    from detector.scoring_config import ScoringConfig
+    from detector.signals.reference_data import ReferenceData
 
 
 @dataclass
@@ -32,6 +45,13 @@ class EmbeddingScan:
     ref_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     # Candidates matched best by a mark's silhouette -> their best cosine over the other regions.
     unconfirmed: dict[int, float] = field(default_factory=dict)
+    # Per view, what background normalisation takes off its cosines (None: normalisation off).
+    offsets: np.ndarray | None = None
+
+    def cosines(self, rows: Sequence[int] | slice, stored: np.ndarray) -> np.ndarray:
+        """Cosines (normalised when on) of the views ``rows`` to a reference's stored vectors."""
+        similarity = self.vectors[rows] @ stored.T
+        return similarity if self.offsets is None else normalised(similarity, self.offsets[rows])
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,13 @@ class EmbeddingSignal(Signal):
     """Whole frame, regions and other signals' views, embedded and searched."""
 
     name = "embedding"
+
+    def __init__(self, config: ScoringConfig, references: ReferenceData) -> None:
+        super().__init__(config, references)
+        # The detector's model (a batch of images -> their vectors), for the background set.
+        self.embed: Callable[[list[Image.Image]], np.ndarray] | None = None
+        self._backgrounds: dict[tuple[str, int, int], np.ndarray] = {}
+        self._background_lock = threading.Lock()
 
     def start(self, listing: Listing) -> None:
         regions = propose_regions(listing.image, self.config.regions)  # full frame first
@@ -71,6 +98,19 @@ class EmbeddingSignal(Signal):
     def set_results(self, listing: Listing, vectors: np.ndarray, scores: np.ndarray, ref_ids: np.ndarray) -> None:
         scan = self.scan(listing)
         scan.vectors, scan.scores, scan.ref_ids = vectors, scores, ref_ids
+        ncfg = self.config.normalise
+        if ncfg.enabled:
+            scan.offsets = offsets_for(vectors, self.background(listing), ncfg)
+            scan.scores = normalised(scores, scan.offsets)
+
+    def background(self, listing: Listing) -> np.ndarray:
+        """The background vectors for the listing's index and the model (built on first use)."""
+        index, ncfg = listing.index, self.config.normalise
+        key = (str(index.path), ncfg.background, ncfg.seed)
+        with self._background_lock:
+            if key not in self._backgrounds:  # DetectorError when not stored and no model is set
+                self._backgrounds[key] = build_background(index.path, index.fingerprint, ncfg, self.embed)
+            return self._backgrounds[key]
 
     def candidates(self, listing: Listing) -> list[ScoredMatch]:
         """Each reference found by some region, scored by its best allowed region."""
@@ -100,7 +140,7 @@ class EmbeddingSignal(Signal):
                        if ref.kind != "product" or region.source in FRAME_SOURCES]
             if rid not in stored or not allowed:
                 continue
-            similarity = (scan.vectors[allowed] @ stored[rid].T).max(axis=1)  # best view per region
+            similarity = scan.cosines(allowed, stored[rid]).max(axis=1)  # best view per region
             best = int(similarity.argmax())
             added.append(candidate(ref, float(similarity[best]), scan.regions[allowed[best]].box))
         return added
@@ -115,7 +155,7 @@ class EmbeddingSignal(Signal):
             return
         stored = listing.index.get_vectors(m.ref_id for m in candidates if m.kind != "product")
         for rid, views in stored.items():
-            similarity = scan.vectors @ views.T  # (regions, views)
+            similarity = scan.cosines(slice(None), views)  # (regions, views)
             plain = float(similarity[others].max())  # region 0, the whole frame, is never a mark
             if float(similarity[marks].max()) > plain:
                 scan.unconfirmed[rid] = plain

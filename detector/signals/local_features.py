@@ -40,7 +40,7 @@ class GeometricEvidence(Evidence):
     def detail(self) -> dict[str, object]:
         r = self.result
         return {} if r is None else {"inliers": r.inliers, "accepted": r.accepted, "reason": r.reason,
-                                     "confirmed": r.confirmed, "mirrored": self.mirrored}
+                                     "confirmed": r.confirmed, "mirrored": self.mirrored, "log_nfa": r.log_nfa}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from detector.errors import ConfigError
 from detector.images import DEFAULT_MAX_PIXELS
 from detector.regions import RegionConfig
 from detector.signals.registry import DEFAULT_SIGNALS
+from detector.signals.text import TextConfig
 from detector.silhouettes import SilhouetteConfig
 from detector.verify import VerifyConfig
 
@@ -28,7 +29,9 @@ class ScoringConfig:
         max_pixels: Decompression-bomb guard for listing images.
         signals: The signals that score, in order (:mod:`detector.signals.registry`); each
             also needs its own section enabled (``verify`` for local features and the
-            product logo area, ``silhouettes`` for the shape search).
+            product logo area, ``silhouettes`` for the shape search, ``text`` for the
+            brand names read in the photo).
+        text: The text signal's OCR and score (:mod:`detector.signals.text`).
     """
 
     top_k: int = 5
@@ -39,6 +42,7 @@ class ScoringConfig:
     search_params: dict[str, Any] = field(default_factory=dict)
     max_pixels: int = DEFAULT_MAX_PIXELS
     signals: tuple[str, ...] = DEFAULT_SIGNALS
+    text: TextConfig = field(default_factory=TextConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ScoringConfig:
@@ -56,6 +60,7 @@ class ScoringConfig:
             search_params=dict(data.get("search_params", {})),
             max_pixels=int(data.get("max_pixels", base.max_pixels)),
             signals=tuple(data.get("signals", base.signals)),
+            text=_override(base.text, data.get("text")),
         )
 
 

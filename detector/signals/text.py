@@ -60,7 +60,7 @@ class TextConfig:
     max_boxes: int = 12
     min_confidence: float = 0.6
     score: float = 1.1
-    distance_penalty: float = 0.1
+    distance_penalty: float = 0.05
     refs_per_brand: int = 2
 
     def ocr(self) -> OcrConfig:

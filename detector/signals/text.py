@@ -8,6 +8,7 @@ matched brand's references as candidates and supports them with a :class:`TextEv
 ``score`` is its calibrated score::
 
     score = text.score * confidence - text.distance_penalty * distance
+            - text.ordinary_penalty * (the name is an ordinary word)
 
 (``confidence``: the OCR's, ``distance``: edits between the text read and the name, after
 folding). Fusion raises the candidate's score to it; a match whose score the text decided is
@@ -51,6 +52,8 @@ class TextConfig:
         working_size, min_box_height, max_boxes, min_confidence: OCR (:class:`~detector.ocr.OcrConfig`).
         score: Score of an exact name read with confidence 1.
         distance_penalty: Subtracted per edit between the text read and the name.
+        ordinary_penalty: Subtracted when the brand's name is itself an ordinary word (a
+            listing reading "UNITY" or "BOOTS" alone is weak evidence of those brands).
         refs_per_brand: References of a matched brand proposed as candidates (logos first).
     """
 
@@ -61,6 +64,7 @@ class TextConfig:
     min_confidence: float = 0.6
     score: float = 1.1
     distance_penalty: float = 0.05
+    ordinary_penalty: float = 0.2
     refs_per_brand: int = 2
 
     def ocr(self) -> OcrConfig:
@@ -180,4 +184,5 @@ def _warn_missing() -> None:
 
 
 def _strength(match: NameMatch, line: OcrLine, config: ScoringConfig) -> float:
-    return config.text.score * line.confidence - config.text.distance_penalty * match.distance
+    text = config.text
+    return text.score * line.confidence - text.distance_penalty * match.distance - text.ordinary_penalty * match.ordinary

@@ -48,7 +48,11 @@ _WORDS = re.compile(r"[^\W_]+|[$|!]+", re.UNICODE)
 
 # Words that identify no brand on their own: product words, sizes, shop and legal words, and
 # the words benchmark photos without any brand's name read (see docs/text.md).
-STOP_WORDS: frozenset[str] = frozenset("""
+def _word_list(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOP_WORDS: frozenset[str] = _word_list("""
 the and for with from new original authentic genuine official store shop sale made
 in of by to a an de la le les du et und der die das el los y co inc ltd llc gmbh sa ag
 company group brand brands international global world usa uk eu china italy paris london
@@ -57,13 +61,13 @@ limited vintage style fashion home original logo trade mark registered trademark
 size small medium large xl xxl xs cotton leather wool silk gold silver black white red blue
 green yellow pink grey gray brown men women kids baby unisex free shipping price off
 quality best top super ultra pro plus max mini one two air star power energy life world
-""".split()) | frozenset(
+""") | _word_list(
     # read by OCR in the benchmark's logo-free photos (scikit-image's "page": a text page)
     """
     and are background based can coins determine either first grey here histogram
     label let like markers object pixels region segmentation that the these unambiguously
     values zeros
-    """.split()
+    """
 )
 
 
@@ -193,9 +197,9 @@ class BrandNameIndex:
         self, names: Mapping[str, Iterable[str]], *, extra_generic: Iterable[str] = (),
         ordinary: frozenset[str] | None = None,
     ) -> None:
-        """``ordinary``: folded ordinary words that never match a brand by a misspelling
+        """``ordinary``: ordinary words, which never match a brand by a misspelling
         (default: :func:`ordinary_words`)."""
-        self.ordinary = ordinary_words() if ordinary is None else ordinary
+        self.ordinary = ordinary_words() if ordinary is None else frozenset(fold(w) for w in ordinary)
         names = {brand: tuple(dict.fromkeys(n for n in ns if n and n.strip())) for brand, ns in names.items()}
         self.generic = generic_names(names) | {fold(w) for w in extra_generic}
         self.names = names

@@ -116,7 +116,7 @@ class TextReader:
         small = bgr
         if scale < 1.0:
             small = np.asarray(image.convert("RGB").resize(
-                (max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR
+                (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
             ))[:, :, ::-1].copy()  # fmt: skip
         if min(small.shape[:2]) < 16:
             return ()

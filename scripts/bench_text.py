@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.bench.text_classes import CLASSES, NEGATIVE, build_text_set  # noqa: E402
-from detector.signals import DEFAULT_SIGNALS  # noqa: E402
+from detector.bench.text_classes import CLASSES, NEGATIVE, build_text_set
+from detector.signals import DEFAULT_SIGNALS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _per_class(labels, verdicts) -> dict[str, dict[str, float]]:
+def _per_class(labels, verdicts) -> dict[str, dict[str, float | None]]:
     out = {}
     for cls in CLASSES:
         rows = [(row, v) for row, v in zip(labels, verdicts) if row["group"] == cls]

@@ -18,7 +18,7 @@ FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 TEXT_SIGNALS = list(DEFAULT_SIGNALS) + ["text"]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.truetype(FONT, size)
     except OSError:
@@ -87,6 +87,8 @@ def test_misspellings_match_and_ordinary_words_do_not():
     assert names.match_text("roles") == [] and names.match_text("bike") == []  # ordinary words
     assert names.match_text("NIKA") == []  # a short name must be read exactly
     assert names.match_text("Chanel") == []  # a brand not indexed
+    unity = BrandNameIndex({"unity": ["Unity"]}, ordinary=frozenset({"unity"})).match_text("UNITY")
+    assert [(m.brand, m.ordinary) for m in unity] == [("unity", True)]  # matched, scored lower
 
 
 def test_generic_words_never_match_alone():

@@ -60,7 +60,7 @@ def system_fonts() -> list[str]:
     return [f for f in found if "Math" not in f]  # symbol fonts draw no letters
 
 
-def _font(fonts: list[str], rng: np.random.Generator, size: int) -> ImageFont.ImageFont:
+def _font(fonts: list[str], rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     if fonts:
         return ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], size)
     return ImageFont.load_default(size)
@@ -114,7 +114,7 @@ def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: li
         size = int(size * 0.85)
         font = _font(fonts, rng, size)
         x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
-    tw, th = x1 - x0, y1 - y0
+    tw, th = int(x1 - x0), int(y1 - y0)
     pad = size // 3
     x = int(rng.integers(pad + 8, max(pad + 9, w - tw - pad - 8)))
     y = int(rng.integers(pad + 8, max(pad + 9, h - th - pad - 8)))
@@ -132,7 +132,7 @@ def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: li
     draw.text((x - x0, y - y0), text, fill=(*ink, 255), font=font)
     if rng.random() < 1 / 3:
         angle = float(rng.uniform(3, 12)) * (1 if rng.random() < 0.5 else -1)
-        layer = layer.rotate(angle, resample=Image.BICUBIC, center=(x + tw / 2, y + th / 2))
+        layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(x + tw / 2, y + th / 2))
     return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
 
 

@@ -2,7 +2,7 @@
 """Benchmark of the text signal: brand names on photos, with and without the signal.
 
     python scripts/bench_text.py --out bench-text [--brands 40] [--per-class 20] [--seed 0]
-        [--model effnet-lite0] [--profiles fast,thorough]
+        [--model effnet-lite0] [--profiles fast,thorough] [--scoring JSON] [--text-only]
 
 Builds the text set (:mod:`detector.bench.text_classes`), indexes its logos (names from the
 manifest), scores every listing with each profile, with and without ``text``, at the
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="effnet-lite0")
     p.add_argument("--profiles", default="fast,thorough")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--scoring", type=json.loads, default={}, metavar="JSON",
+                   help='scoring overrides for every variant, e.g. \'{"text": {"ordinary_penalty": 0}}\'')
+    p.add_argument("--text-only", action="store_true", help="only the variants with the text signal")
     args = p.parse_args(argv)
 
     from detector.indexing import run_indexing
@@ -47,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     images = [str(text_set.root / row["image"]) for row in labels]
     results = {}
     for profile in args.profiles.split(","):
-        for with_text in (False, True):
+        for with_text in (True,) if args.text_only else (False, True):
             signals = list(DEFAULT_SIGNALS) + (["text"] if with_text else [])
             variant = f"{profile}{' + text' if with_text else ''}"
-            with Detector.open(index_dir, device="cpu", config={"profile": profile, "signals": signals}) as det:
+            with Detector.open(index_dir, device="cpu", config={**args.scoring, "profile": profile, "signals": signals}) as det:
                 det.score_many(images[:2])  # warm-up: models, descriptor index
                 started = time.perf_counter()
                 verdicts = []

@@ -156,3 +156,26 @@ def test_text_threshold_key_applies():
     assert text.threshold_key == "logo:text" and table.for_match("gucci", text.threshold_key).value == 1.0
     old = Thresholds.from_dict({"default": 0.9, "kinds": {"logo": 0.95}})  # older tables still work
     assert old.for_match("gucci", text.threshold_key).source == "kind:logo"
+
+
+def test_tune_gives_text_matches_their_own_threshold():
+    """Text-decided matches (0.85-0.9) never happen on logo-free listings, whose image matches
+    reach 0.95: ``counterfeit tune`` gives ``logo:text`` its own, lower entry."""
+    import numpy as np
+
+    from detector.evaluation.scores import EvalScores, Prediction, Query
+    from detector.evaluation.tuning import tune_thresholds
+
+    rng = np.random.default_rng(2)
+    queries, preds = [], []
+    for i in range(60):
+        queries.append(Query(f"t{i}", f"b{i % 6}"))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.85, 0.9)), "logo:text"))
+        queries.append(Query(f"u{i}", f"b{i % 6}"))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.96, 0.99)), "logo"))
+        queries.append(Query(f"n{i}", None))
+        preds.append(Prediction(len(queries) - 1, f"b{i % 6}", float(rng.uniform(0.5, 0.95)), "logo"))
+    result = tune_thresholds(EvalScores.from_predictions(queries, preds), target_precision=0.95, max_fpr=0.01,
+                             min_support=20, per_brand=False, n_boot=0)  # fmt: skip
+    assert result.met and result.thresholds.kinds["logo:text"] <= 0.86
+    assert result.thresholds.for_match("b0", "logo").value > 0.94

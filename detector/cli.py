@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--chunk-size", type=int, default=128, help="images per atomic commit")
         p.add_argument("--random-weights", action="store_true",
                        help="the preset's architecture with seeded random weights (speed tests only)")
+        p.add_argument("--read-text", action="store_true",
+                       help="OCR each logo and store its text as the brand's names (text signal; 'text' extra)")
         _model_args(p)
         p.set_defaults(func=cmd_index_build if name == "build" else cmd_index_add)
 
@@ -243,6 +245,7 @@ def _run_indexing(args: argparse.Namespace, *, create: bool) -> int:
             chunk_size=args.chunk_size,
             progress=advance,
             on_total=on_total,
+            read_text=getattr(args, "read_text", False),
         )
     finally:
         close()
@@ -279,8 +282,12 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 def cmd_index_info(args: argparse.Namespace) -> int:
     from index.store import ReferenceIndex
 
+    from detector.brand_names import brand_names_of
+
     with ReferenceIndex.open(args.index) as index:
         info = index.info().to_dict()
+        names = brand_names_of(index.references())  # the text signal's names per brand
+    info["names"] = {brand: list(n) for brand, n in sorted(names.items())}
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return EXIT_OK
@@ -289,9 +296,9 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     print(f"model     {fp['preset']} ({fp['arch']}, weights {fp['weights']}, dim {fp['dim']})")
     print(f"factory   {info['factory']}   references {info['count']}   vectors {info['vectors']}")
     print(f"size      {info['size_bytes'] / 1e6:.2f} MB   generation {info['generation']}   updated {info['updated_at']}")
-    print(f"{'brand':30s} {'logo':>6s} {'product':>8s}")
+    print(f"{'brand':30s} {'logo':>6s} {'product':>8s}  names")
     for brand, kinds in sorted(info["per_brand"].items()):
-        print(f"{brand:30s} {kinds.get('logo', 0):6d} {kinds.get('product', 0):8d}")
+        print(f"{brand:30s} {kinds.get('logo', 0):6d} {kinds.get('product', 0):8d}  {' | '.join(names.get(brand, ()))}")
     return EXIT_OK
 
 

@@ -11,7 +11,9 @@ The fused score of a candidate (see docs/scoring.md):
   ``shape_score`` at least ``shape_score + shape_score_weight * support``. A cosine that
   comes from a mark's silhouette counts only when the shape confirms it
   (``silhouettes.confirm_iou``; else the best over the other regions);
-* evidence of any other signal with a ``score`` raises the candidate's score to it.
+* evidence of any other signal with a ``score`` raises the candidate's score to it; when it
+  decides the score and declares a ``threshold_basis`` (the text signal), the match is held to
+  the ``<kind>:<basis>`` threshold and takes that evidence's box.
 
 A listing is flagged for the highest-scoring brand whose score reaches its own threshold
 (:mod:`detector.thresholds`: per brand, per kind, per verified kind).
@@ -48,11 +50,12 @@ class BrandScore:
     kind: str
     ref_id: int
     verified: bool = False
+    basis: str | None = None  # the evidence that decided the score, when it has its own key
 
     @property
     def threshold_key(self) -> str:
         """Which thresholds entry this evidence is held to (:func:`threshold_key`)."""
-        return threshold_key(self.kind, self.verified)
+        return threshold_key(self.kind, self.verified, self.basis)
 
 
 def fuse(
@@ -115,7 +118,13 @@ def _fuse_image_evidence(m: ScoredMatch, by_type: dict[type, Evidence], config: 
 def _with_other_signals(m: ScoredMatch, others: Mapping[str, Evidence]) -> ScoredMatch:
     score = max([m.score] + [e.score for e in others.values() if e.score is not None])
     details = {**m.signals, **{name: e.detail() for name, e in others.items()}}
-    return replace(m, score=score, signals=details)
+    box = m.box
+    decisive = [(name, e) for name, e in others.items() if e.score is not None and e.score == score > m.score]
+    if decisive and decisive[0][1].threshold_basis:
+        name, e = decisive[0]
+        details[name] = {**details[name], "threshold_basis": e.threshold_basis}
+        box = getattr(e, "box", None) or box
+    return replace(m, score=score, signals=details, box=box)
 
 
 def best_per_brand(candidates: Sequence[ScoredMatch]) -> list[BrandScore]:
@@ -123,7 +132,8 @@ def best_per_brand(candidates: Sequence[ScoredMatch]) -> list[BrandScore]:
     seen: dict[str, BrandScore] = {}
     for m in candidates:
         if m.brand not in seen:
-            seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id, m.verified)
+            basis = next((d["threshold_basis"] for d in m.signals.values() if d.get("threshold_basis")), None)
+            seen[m.brand] = BrandScore(m.brand, m.score, m.kind, m.ref_id, m.verified, basis)
     return list(seen.values())
 
 

@@ -188,6 +188,7 @@ class _Prepared:
     sha256: str
     views: list[Image.Image]
     features: LocalFeatures | None
+    attributes: dict[str, Any]  # the item's, with the text read on a logo (``read_text``)
 
 
 def index_references(
@@ -200,6 +201,7 @@ def index_references(
     verify_config: VerifyConfig | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int = 2,
+    read_text: bool = False,
 ) -> IndexingReport:
     """Embed ``items`` and add them to a writable ``index``, one atomic commit per chunk.
 
@@ -216,6 +218,8 @@ def index_references(
         verify_config: When verification is enabled, local features are stored with each record.
         progress: Called with the number of items finished after each chunk.
         workers: Threads that read and decode images while the model runs.
+        read_text: OCR each logo and store the text read (its wordmark) as the reference's
+            ``ocr_text`` attribute: the brand's names for the text signal (needs the ``text`` extra).
     """
     if not embedder.fingerprint.is_compatible(index.fingerprint):
         raise DetectorError(
@@ -229,7 +233,8 @@ def index_references(
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
-                prepared = _prepare_chunk(chunk, index, pool, prep, verify_config if want_features else None, report)
+                prepared = _prepare_chunk(chunk, index, pool, prep, verify_config if want_features else None, report,
+                                          read_text=read_text)
                 if prepared:
                     updates: dict[int, bytes] = {}
                     if want_features:
@@ -256,6 +261,8 @@ def _prepare_chunk(
     prep: ReferencePrepConfig,
     verify_config: VerifyConfig | None,
     report: IndexingReport,
+    *,
+    read_text: bool = False,
 ) -> list[_Prepared]:
     blobs: list[tuple[ReferenceItem, bytes]] = []
     for item in chunk:
@@ -284,7 +291,10 @@ def _prepare_chunk(
             if verify_config is not None:
                 reference = ReferenceImage(image, views[0], item.kind, item.attributes)
                 features = replace(reference_side_data(reference, verify_config), pixels=None)
-            return _Prepared(item, sha, views, features)
+            attributes = dict(item.attributes)
+            if read_text and item.kind == "logo":
+                attributes.update(logo_text(image))
+            return _Prepared(item, sha, views, features, attributes)
         except ImageLoadError as e:
             return Failure(str(item.path), e.reason)
         except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
@@ -406,7 +416,7 @@ def _commit(
             source=p.item.display_source,
             kind=p.item.kind,
             product_id=p.item.product_id,
-            attributes=p.item.attributes,
+            attributes=p.attributes,
         )
         for p in prepared
     ]
@@ -414,6 +424,18 @@ def _commit(
     result = index.add(records, per_ref, aux=aux, aux_updates=aux_updates)
     report.added += len(result.added)
     report.skipped += len(result.skipped)
+
+
+def logo_text(image: Image.Image) -> dict[str, Any]:
+    """The ``ocr_text`` attribute of a logo: the text OCR reads on it, composited on white."""
+    from detector.ocr import shared_reader
+    from detector.signals.text import logo_text_attributes
+
+    if image.mode in ("RGBA", "LA", "P"):
+        canvas = Image.new("RGB", image.size, (255, 255, 255))
+        canvas.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        image = canvas
+    return logo_text_attributes(shared_reader().read(image))
 
 
 def write_report(index_dir: str | Path, operation: str, report: IndexingReport) -> Path:
@@ -439,6 +461,7 @@ def run_indexing(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     prep: ReferencePrepConfig | None = None,
+    read_text: bool = False,
 ) -> IndexingReport:
     """The ``index build``/``index add`` job: collect, embed, commit, write a report.
 
@@ -454,6 +477,7 @@ def run_indexing(
         progress: Called with the count of items done after each chunk.
         on_total: Called once with the number of items to process.
         prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
+        read_text: OCR the logos for the brands' names (:func:`index_references`).
     """
     from detector.embedder import create_embedder
 
@@ -485,7 +509,8 @@ def run_indexing(
         on_total(len(items))
     with index:
         report = index_references(
-            items, index, embedder, chunk_size=chunk_size, prep=prep, verify_config=config.verify, progress=progress
+            items, index, embedder, chunk_size=chunk_size, prep=prep, verify_config=config.verify, progress=progress,
+            read_text=read_text,
         )
     report.failed[:0] = failures
     write_report(index_dir, "build" if create else "add", report)

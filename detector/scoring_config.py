@@ -11,6 +11,7 @@ from detector.errors import ConfigError
 from detector.images import DEFAULT_MAX_PIXELS
 from detector.regions import RegionConfig
 from detector.signals.registry import DEFAULT_SIGNALS
+from detector.signals.text import TextConfig
 from detector.silhouettes import SilhouetteConfig
 from detector.verify import VerifyConfig
 
@@ -29,9 +30,11 @@ class ScoringConfig:
         max_pixels: Decompression-bomb guard for listing images.
         signals: The signals that score, in order (:mod:`detector.signals.registry`); each
             also needs its own section enabled (``verify`` for local features and the
-            product logo area, ``silhouettes`` for the shape search).
+            product logo area, ``silhouettes`` for the shape search, ``text`` for the
+            brand names read in the photo).
         normalise: Background normalisation of the embedding cosine
             (:mod:`detector.background`; off by default).
+        text: The text signal's OCR and score (:mod:`detector.signals.text`).
     """
 
     top_k: int = 5
@@ -43,6 +46,7 @@ class ScoringConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     signals: tuple[str, ...] = DEFAULT_SIGNALS
     normalise: NormaliseConfig = field(default_factory=NormaliseConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ScoringConfig:
@@ -61,6 +65,7 @@ class ScoringConfig:
             max_pixels=int(data.get("max_pixels", base.max_pixels)),
             signals=tuple(data.get("signals", base.signals)),
             normalise=_override(base.normalise, data.get("normalise")),
+            text=_override(base.text, data.get("text")),
         )
 
 
@@ -80,6 +85,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # searches marks by shape): marks' silhouettes embedded, shapes checked and added; a
         # shape another brand's logo or a generic shape (a star) comes close to counts less.
         "silhouettes": {**asdict(SilhouetteConfig()), "enabled": True, "distinct_margin": 0.05},
+        # Brand names read in the photo (offline OCR, the ``text`` extra; skipped when it is not
+        # installed): recall of names written on goods, misspelled ones included, for ~0.2-0.6 s
+        # a listing on 2 cores — too slow for the default profile (docs/text.md).
+        "signals": [*DEFAULT_SIGNALS, "text"],
     },
 }
 

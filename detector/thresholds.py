@@ -10,8 +10,9 @@ Format (JSON, or YAML when the file ends in .yaml/.yml)::
       "brands": {"acme": 0.70, "globex": {"default": 0.72, "logo": 0.68}}
     }
 
-A key is a reference kind, or ``<kind>:verified`` for matches whose geometric verification
-was accepted (RANSAC found the reference in the listing). The two kinds of evidence fail
+A key is a reference kind, ``<kind>:verified`` for matches whose geometric verification
+was accepted (RANSAC found the reference in the listing), or ``<kind>:text`` for matches
+whose score a brand name read in the photo decided (:mod:`detector.signals.text`). The two kinds of evidence fail
 differently: an embedding-only match of a flat mark can reach a high cosine on any similar
 shape, while a verified one rarely happens by chance, so each may need its own threshold
 (measured on the benchmark's tuning set, effnet-lite0 ``thorough``: one logo threshold had
@@ -37,23 +38,28 @@ from index.records import KINDS
 
 THRESHOLDS_DIR = configs_root() / "thresholds"  # the shipped tables
 VERIFIED = "verified"
-# Every key a kinds/brands table may hold: the kinds, and each kind's verified evidence.
-THRESHOLD_KEYS: tuple[str, ...] = KINDS + tuple(f"{k}:{VERIFIED}" for k in KINDS)
+TEXT = "text"
+# Every key a kinds/brands table may hold: the kinds, each kind's verified evidence and each
+# kind's text evidence (older tables without the last keep working: a key falls back to its kind).
+THRESHOLD_KEYS: tuple[str, ...] = KINDS + tuple(f"{k}:{VERIFIED}" for k in KINDS) + tuple(f"{k}:{TEXT}" for k in KINDS)
 
 
-def threshold_key(kind: str, verified: bool) -> str:
-    """The table key of a match: its reference kind, or ``<kind>:verified``.
+def threshold_key(kind: str, verified: bool, basis: str | None = None) -> str:
+    """The table key of a match: ``<kind>:<basis>`` when a signal with its own threshold
+    decided the score (``text``), else ``<kind>:verified`` or its reference kind.
 
     Example:
-        >>> threshold_key("logo", True), threshold_key("logo", False)
-        ('logo:verified', 'logo')
+        >>> threshold_key("logo", True), threshold_key("logo", False), threshold_key("logo", True, "text")
+        ('logo:verified', 'logo', 'logo:text')
     """
+    if basis and f"{kind}:{basis}" in THRESHOLD_KEYS:
+        return f"{kind}:{basis}"
     return f"{kind}:{VERIFIED}" if verified else kind
 
 
 def key_fallbacks(key: str) -> list[str]:
     """The table keys that may govern a match with ``key``, most specific first: ``key``,
-    then (for a verified key) its plain kind."""
+    then (for a verified or text key) its plain kind."""
     kind = key.split(":", 1)[0]
     return [key] if kind == key else [key, kind]
 
@@ -91,7 +97,7 @@ class Thresholds:
         return AppliedThreshold(self.default, "default")
 
     def keys_in_use(self) -> tuple[str, ...]:
-        """The kinds, plus each verified key some entry of the table sets (for reports)."""
+        """The kinds, plus each verified or text key some entry of the table sets (for reports)."""
         used = set(self.kinds).union(*(set(v) for v in self.brands.values()))
         return KINDS + tuple(k for k in THRESHOLD_KEYS if k not in KINDS and k in used)
 

@@ -9,11 +9,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.installed-pyproject
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1)  # either changes: reinstall
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing the project and its dependencies into .venv (first time: a few minutes)" >&2
     log=.venv/install.log
-    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[all]"; } >"$log" 2>&1; then
+    # rapidocr-onnxruntime (the text signal's OCR) without its dependencies: it asks for
+    # opencv-python, a second cv2 over opencv-python-headless; its other needs are the `text` extra.
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[all]" \
+            && .venv/bin/python -m pip install --no-deps "rapidocr-onnxruntime==1.4.4"; } >"$log" 2>&1; then
         tail -n 40 "$log" >&2
         echo "install failed; full log: $log" >&2
         exit 1

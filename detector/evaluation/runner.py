@@ -146,7 +146,7 @@ def run_evaluation(
         if cache:
             cache.close()
     predictions = [
-        Prediction(q, bs["brand"], float(bs["score"]), threshold_key(bs["kind"], bs["verified"]))
+        Prediction(q, bs["brand"], float(bs["score"]), threshold_key(bs["kind"], bs["verified"], bs.get("basis")))
         for q, brand_scores in enumerate(per_query)
         for bs in brand_scores
     ]

@@ -76,7 +76,13 @@ class Evidence:
     ``score``, when set, is a score in threshold units that this evidence supports on its
     own: :func:`detector.fusion.fuse` raises a candidate's score to it for signals it has no
     dedicated rule for (a new signal needs no change to fusion to be heard).
+
+    ``threshold_basis``, when set (e.g. ``"text"``), names the thresholds key suffix a match
+    is held to when this evidence's score decided it (``<kind>:<basis>``,
+    :func:`detector.thresholds.threshold_key`).
     """
+
+    threshold_basis: ClassVar[str | None] = None
 
     score: float | None = None
 

@@ -13,6 +13,7 @@ from detector.signals.embedding import EmbeddingSignal
 from detector.signals.local_features import LocalFeatureSignal
 from detector.signals.logo_area import ProductLogoAreaSignal
 from detector.signals.shape import ShapeSignal
+from detector.signals.text import TextSignal
 
 if TYPE_CHECKING:
     from detector.scoring_config import ScoringConfig
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 BUILTIN: tuple[type[Signal], ...] = (EmbeddingSignal, LocalFeatureSignal, ShapeSignal, ProductLogoAreaSignal)
 DEFAULT_SIGNALS: tuple[str, ...] = tuple(cls.name for cls in BUILTIN)
 
-_REGISTRY: dict[str, type[Signal]] = {cls.name: cls for cls in BUILTIN}
+# Registered but in no default list: the text signal (OCR, the ``text`` extra) costs more
+# than it adds to the default profile (docs/text.md); ``thorough`` lists it.
+OPTIONAL: tuple[type[Signal], ...] = (TextSignal,)
+
+_REGISTRY: dict[str, type[Signal]] = {cls.name: cls for cls in BUILTIN + OPTIONAL}
 
 
 def register(cls: type[Signal]) -> type[Signal]:

@@ -55,12 +55,14 @@ def test_each_collection_renders_tight_distinct_logos(name: str) -> None:
 def test_collections_share_no_brand() -> None:
     for name in NPM:
         _need(name)
-    names = {n: set(logo_collections.get_collection(n).names()) for n in logo_collections.COLLECTIONS}
+    names = {
+        n: set(logo_collections.get_collection(n).names()) for n in logo_collections.COLLECTIONS
+    }
     assert len(names["crypto"]) > 400 and len(names["flags"]) > 250
-    for a in names:
-        for b in names:
+    for a, first in names.items():
+        for b, second in names.items():
             if a < b:
-                assert not names[a] & names[b], (a, b)
+                assert not first & second, (a, b)
     assert all(n.startswith("crypto-") for n in names["crypto"])
     assert all(n.startswith("flag-") for n in names["flags"])
 
@@ -74,7 +76,9 @@ def test_flags_drop_identical_looking_flags() -> None:
     assert len(flags.select(2, seed=0, candidates=["flag-fr", "flag-it"])) == 2
 
 
-def test_missing_tarball_says_how_to_fetch_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_tarball_says_how_to_fetch_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(logo_collections.ENV_DIR, str(tmp_path))
     with pytest.raises(ConfigError, match="npm pack flag-icons@"):
         logo_collections.check_available("flags")
@@ -103,9 +107,12 @@ def test_studio_shot_has_the_logo_where_the_generator_says() -> None:
             style, None, np.random.default_rng(99), (240, 180), body=body
         )
         assert none is None and box is not None
-        changed = np.abs(
-            np.asarray(with_logo, dtype=np.int16) - np.asarray(blank, dtype=np.int16)
-        ).max(axis=2) > 0
+        changed = (
+            np.abs(np.asarray(with_logo, dtype=np.int16) - np.asarray(blank, dtype=np.int16)).max(
+                axis=2
+            )
+            > 0
+        )
         x0, y0, x1, y1 = box
         outside = changed.copy()
         outside[y0:y1, x0:x1] = False

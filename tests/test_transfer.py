@@ -63,7 +63,9 @@ def _by_hand(scores: EvalScores, threshold: float) -> dict[str, object]:
 
 def test_figures_of_a_global_table_match_the_arithmetic() -> None:
     sets = {"a": _bench_like(0, 0.55), "b": _bench_like(1, 0.66)}
-    result = transfer(sets, thresholds=Thresholds(default=0.7, version="g"), thresholds_source="test")
+    result = transfer(
+        sets, thresholds=Thresholds(default=0.7, version="g"), thresholds_source="test"
+    )
     for figures in result.sets:
         hand = _by_hand(sets[figures.name], 0.7)
         assert not figures.tuned_on

@@ -134,7 +134,9 @@ class BenchConfig:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.logos not in COLLECTIONS:
-            raise ConfigError(f"unknown logo collection {self.logos!r}; choose from {list(COLLECTIONS)}")
+            raise ConfigError(
+                f"unknown logo collection {self.logos!r}; choose from {list(COLLECTIONS)}"
+            )
         if self.backgrounds not in BACKGROUNDS:
             raise ConfigError(
                 f"unknown backgrounds {self.backgrounds!r}; choose from {list(BACKGROUNDS)}"

@@ -52,10 +52,10 @@ from pathlib import Path
 
 from detector.bench import logos
 from detector.bench.build_context import BACKGROUNDS, BuildParams
-from detector.bench.logo_collections import DEFAULT_COLLECTION, get_collection
 from detector.bench.generation import LABELS_FILE, MANIFEST_FILE, build
 from detector.bench.labels import GROUPS, NEGATIVE_GROUPS, SAMPLE_GROUPS, QueryLabel, read_labels
 from detector.bench.listings import JPEG_QUALITY_RANGE, WIDTH_RANGES
+from detector.bench.logo_collections import DEFAULT_COLLECTION, get_collection
 from detector.errors import ConfigError, DetectorError
 
 __all__ = [

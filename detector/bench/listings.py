@@ -137,9 +137,10 @@ def _composite(
     elif recipe == "recoloured":
         colour = transforms.distinct_colour(rng, ctx.logos.colour(slug))
         # A one-colour mark is repainted; a colour mark keeps its structure in one hue.
-        logo = (
-            transforms.recolour(logo, colour) if ctx.logos.monochrome else transforms.tint(logo, colour)
-        )
+        if ctx.logos.monochrome:
+            logo = transforms.recolour(logo, colour)
+        else:
+            logo = transforms.tint(logo, colour)
         logo = transforms.rotate(logo, rng.uniform(-10, 10))
         blur_radius, noise = 0.0, 0.0
     else:  # pragma: no cover - recipes are fixed in this module
@@ -226,8 +227,8 @@ def _no_logo(params: BuildParams, rng: np.random.Generator) -> tuple[Image.Image
             image = studio.studio_shot(style, None, rng, frame)[0]  # type: ignore[arg-type]
         else:
             cut = studio.product_cutout(style, None, rng, product_width=frame[0] // 2)
-            background = _scene_background(frame, rng.random() < 0.25, rng)  # type: ignore[arg-type]
-            image = studio.place_product(cut, background, rng, strength=0.1, logo_width=None)[0]
+            scene = _scene_background(frame, rng.random() < 0.25, rng)  # type: ignore[arg-type]
+            image = studio.place_product(cut, scene, rng, strength=0.1, logo_width=None)[0]
     else:
         image = photos.random_background(rng, frame)  # type: ignore[arg-type]
     if rng.random() < 0.4:

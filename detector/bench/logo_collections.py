@@ -39,7 +39,8 @@ DEFAULT_COLLECTION = "simple-icons"
 ENV_DIR = "COUNTERFEIT_LOGO_COLLECTIONS"
 
 # Two colour marks whose 24x24 thumbnails (on white) differ by less than this mean absolute
-# difference (0..255) count as the same mark (the flags of Chad and Romania: 13.6; France and Italy: 27).
+# difference (0..255) count as the same mark (the flags of Chad and Romania: 13.6; France and
+# Italy: 27).
 _COLOUR_DUPLICATE_MAD = 16.0
 _ALPHA_ON = 32
 _MIN_COVERAGE = 0.004
@@ -317,10 +318,12 @@ def _main_colour(collection: str, name: str, svg: bytes) -> str:
     coloured = rgb[spread >= 40]
     if len(coloured):
         quant = coloured // 32
-        keys, counts = np.unique(quant[:, 0] * 64 + quant[:, 1] * 8 + quant[:, 2], return_counts=True)
+        keys, counts = np.unique(
+            quant[:, 0] * 64 + quant[:, 1] * 8 + quant[:, 2], return_counts=True
+        )
         top = keys[int(np.argmax(counts))]
         pick = coloured[(quant[:, 0] * 64 + quant[:, 1] * 8 + quant[:, 2]) == top]
         colour = pick.mean(axis=0)
     else:
         colour = rgb.mean(axis=0)
-    return "".join(f"{int(round(c)):02X}" for c in colour)
+    return "".join(f"{round(float(c)):02X}" for c in colour)

@@ -200,7 +200,11 @@ def _build_dataset(
     }
     # Options added later enter the key only away from what earlier sets were built with, so
     # those sets keep their folder (simple-icons on photos with logo boxes).
-    options = {"collection": cfg.logos, "backgrounds": cfg.backgrounds, "logo_boxes": cfg.logo_boxes}
+    options = {
+        "collection": cfg.logos,
+        "backgrounds": cfg.backgrounds,
+        "logo_boxes": cfg.logo_boxes,
+    }
     legacy = {"collection": "simple-icons", "backgrounds": "photos", "logo_boxes": True}
     keyed = {**params, **{k: v for k, v in options.items() if v != legacy[k]}}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
@@ -208,7 +212,9 @@ def _build_dataset(
     reused = (folder / "dataset.json").is_file()
     say(f"dataset: {'reusing' if reused else 'building'} {folder}")
     t0 = time.perf_counter()
-    bench = build_benchmark_set(folder, workers=cfg.workers, **params, **options)  # type: ignore[arg-type]
+    bench = build_benchmark_set(
+        folder, workers=cfg.workers, **params, **options  # type: ignore[arg-type]
+    )
     summary = {
         "root": str(folder),
         "size": size.name,

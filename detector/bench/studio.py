@@ -14,7 +14,6 @@ shot with the logo's pixels left blank.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,15 +199,14 @@ def product_cutout(
         h, w = rgba.shape[:2]
         region = layer[y : y + h, x : x + w]
         region[:] = region * (1 - alpha[: region.shape[0], : region.shape[1]]) + (
-            rgba[: region.shape[0], : region.shape[1], :3] * alpha[: region.shape[0], : region.shape[1]]
+            rgba[: region.shape[0], : region.shape[1], :3]
+            * alpha[: region.shape[0], : region.shape[1]]
         )
         full = Image.new("L", (width, height), 0)
         full.paste(printed.getchannel("A"), (x, y))
         inner = transforms.alpha_box(printed)
         if inner is not None:
-            box = _clip(
-                (x + inner[0], y + inner[1], x + inner[2], y + inner[3]), (width, height)
-            )
+            box = _clip((x + inner[0], y + inner[1], x + inner[2], y + inner[3]), (width, height))
         mask_img = full
     pixels = np.clip(layer * shade[..., None], 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB").convert("RGBA")
@@ -294,9 +292,11 @@ def place_product(
         tx, ty = low + shift
     final = warped * scale + np.array([tx, ty])
     coeffs = transforms._homography(final, corners)  # frame pixel -> cutout pixel
-    layer = cut.image.convert("RGBa").transform(
-        (fw, fh), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC
-    ).convert("RGBA")
+    layer = (
+        cut.image.convert("RGBa")
+        .transform((fw, fh), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+        .convert("RGBA")
+    )
     canvas = background.convert("RGBA")
     canvas.alpha_composite(layer)
     if not with_logo:
@@ -357,11 +357,32 @@ def _draw_masks(kind: str, width: int, height: int) -> tuple[Image.Image, Image.
             (0.57, 0.08), (0.5, 0.10), (0.43, 0.08),
         ]  # fmt: skip
         db.polygon([p(*q) for q in outline], fill=255)
-        da.polygon([p(*q) for q in [(0.38, 0.02), (0.43, 0.08), (0.5, 0.10), (0.57, 0.08), (0.62, 0.02), (0.58, 0.02), (0.5, 0.07), (0.42, 0.02)]], fill=255)  # noqa: E501
+        da.polygon(
+            [
+                p(*q)
+                for q in [
+                    (0.38, 0.02),
+                    (0.43, 0.08),
+                    (0.5, 0.10),
+                    (0.57, 0.08),
+                    (0.62, 0.02),
+                    (0.58, 0.02),
+                    (0.5, 0.07),
+                    (0.42, 0.02),
+                ]
+            ],
+            fill=255,
+        )
     elif kind == "tote":
         db.rectangle([p(0.04, 0.32), p(0.96, 1.0)], fill=255)
         for cx in (0.3, 0.7):
-            db.arc([p(cx - 0.14, 0.02), p(cx + 0.14, 0.62)], 180, 360, fill=255, width=max(2, int(0.035 * W)))
+            db.arc(
+                [p(cx - 0.14, 0.02), p(cx + 0.14, 0.62)],
+                180,
+                360,
+                fill=255,
+                width=max(2, int(0.035 * W)),
+            )
     elif kind == "cap":
         db.chord([p(0.1, 0.04), p(0.9, 1.3)], 180, 360, fill=255)
         db.ellipse([p(0.0, 0.56), p(1.0, 0.92)], fill=255)
@@ -410,7 +431,9 @@ def _shading(kind: str, width: int, height: int) -> np.ndarray:
     return (1.04 - 0.10 * y - 0.06 * np.abs(x + 0.2)).astype(np.float32)
 
 
-def _shadow(canvas: Image.Image, product: Image.Image, at: tuple[int, int], strength: float) -> Image.Image:
+def _shadow(
+    canvas: Image.Image, product: Image.Image, at: tuple[int, int], strength: float
+) -> Image.Image:
     """Darken a blurred ellipse under the product's foot (blurred at quarter size: fast)."""
     fw, fh = canvas.size
     x, y = at

@@ -228,9 +228,7 @@ def load_set_scores(path: str | Path, *, variant: str = "default") -> EvalScores
         candidates = [path]
     elif path.is_dir():
         candidates = [
-            p
-            for p in (path / "scores.jsonl", path / f"{variant}.jsonl")
-            if p.is_file()
+            p for p in (path / "scores.jsonl", path / f"{variant}.jsonl") if p.is_file()
         ] or sorted(path.glob(f"scores-*/{variant}.jsonl"))
     else:
         raise ConfigError(f"{path}: no such file or folder")
@@ -252,7 +250,10 @@ def render_markdown(result: TransferResult) -> str:
     sets = result.sets
     header = ["figure", *[f"{s.name} (tuned here)" if s.tuned_on else s.name for s in sets]]
     rows: list[list[str]] = [
-        ["listings (with an indexed brand / without)", *[f"{s.n_queries} ({s.n_positive} / {s.n_logo_free})" for s in sets]],
+        [
+            "listings (with an indexed brand / without)",
+            *[f"{s.n_queries} ({s.n_positive} / {s.n_logo_free})" for s in sets],
+        ],
         ["precision @thr", *[_f(s.precision) for s in sets]],
         ["recall @thr", *[_f(s.recall) for s in sets]],
         [
@@ -261,14 +262,10 @@ def render_markdown(result: TransferResult) -> str:
         ],
     ]
     for group in NEGATIVE_GROUPS:
-        rows.append(
-            [f"— flagged: {group}", *[_f(_get(s, group, "flagged")) for s in sets]]
-        )
+        rows.append([f"— flagged: {group}", *[_f(_get(s, group, "flagged")) for s in sets]])
     rows.append(["R@1, all with an indexed brand", *[_f(s.rank1) for s in sets]])
     groups = [g for g in GROUPS if g not in NEGATIVE_GROUPS]
-    extra = sorted(
-        {g for s in sets for g in s.by_group if g not in GROUPS and g is not None}
-    )
+    extra = sorted({g for s in sets for g in s.by_group if g not in GROUPS and g is not None})
     for group in [*groups, *extra]:
         if not any(group in s.by_group for s in sets):
             continue
@@ -296,7 +293,9 @@ def _get(s: SetFigures, group: str, field: str) -> float:
 
 
 def _f(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    return (
+        "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -364,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(markdown, encoding="utf-8")
         if args.json:
-            Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+            Path(args.json).write_text(
+                json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8"
+            )
         if args.save_thresholds and result.tuning is not None:
             save_thresholds(result.thresholds, args.save_thresholds)
     except DetectorError as e:

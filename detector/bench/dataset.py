@@ -348,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--product-fraction", type=float, default=0.3, help="bench only")
     parser.add_argument("--size", type=_parse_size, default=(640, 480), metavar="WxH")
     parser.add_argument("--workers", type=int, default=1, help="bench only")
+    parser.add_argument("--logos", default=DEFAULT_COLLECTION, help="bench only: logo collection")
+    parser.add_argument("--backgrounds", default="photos", help="bench only: photos | studio")
+    parser.add_argument(
+        "--logo-boxes", action="store_true", help="bench only: product rows carry logo boxes"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -370,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 product_photo_fraction=args.product_fraction,
                 image_size=args.size,
                 workers=args.workers,
+                collection=args.logos,
+                backgrounds=args.backgrounds,
+                logo_boxes=args.logo_boxes,
             )
     except DetectorError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -36,6 +36,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ def run_benchmark(
         "machine": machine_info(cfg.device),
     }
     size = _dataset_size(cfg)
+    data["config"]["dataset_size"] = asdict(size)  # capped to a small collection's logos
     dataset = _build_dataset(out / "datasets", cfg, size, say)
     data["dataset"] = dataset["summary"]
     index_dir = out / "indexes" / f"{_tag(cfg)}-{dataset['key']}"

@@ -1,7 +1,9 @@
 """Query images of each group: the edits of a re-post and the compositing recipes.
 
 :func:`query` draws one query of a group (see :data:`detector.bench.labels.GROUPS`) from its
-own seeded generator and returns its label.
+own seeded generator and returns its label. With ``studio`` backgrounds the logo is printed on a
+drawn product placed with perspective in a photo or another studio shot
+(:mod:`detector.bench.studio`) instead of pasted on a photo.
 """
 
 from __future__ import annotations

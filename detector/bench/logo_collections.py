@@ -14,7 +14,8 @@ packages are read straight from their ``npm pack`` tarballs (no extraction) in
 Every collection renders tight RGBA crops with cairosvg and picks brands in a seeded order of
 its sorted names, skipping marks that look like one already taken (simple-icons compares
 silhouettes; the colour collections compare small colour thumbnails, since their silhouettes
-are all discs or rectangles).
+are all discs or rectangles, and drop only marks that look identical: look-alike flags and coins
+are what these collections are for).
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from detector.errors import ConfigError
 DEFAULT_COLLECTION = "simple-icons"
 ENV_DIR = "COUNTERFEIT_LOGO_COLLECTIONS"
 
-# Two colour marks whose 24x24 thumbnails (on white) differ by less than this mean absolute
-# difference (0..255) count as the same mark (the flags of Chad and Romania: 13.6; France and
-# Italy: 27).
-_COLOUR_DUPLICATE_MAD = 16.0
+# Two colour marks count as the same mark when under 1 % of their 32x32 thumbnails' pixels (on
+# white) differ by more than 64 in some channel: the flags of Chad and Romania (0 %) or Monaco
+# and Indonesia, and files that are copies. Look-alikes stay: Italy and Mexico differ in 3 % (the
+# emblem), Bolivia and Ghana in 2.3 %, Bitcoin and Bitcoin Plus in 15 %.
+_THUMB_SIZE = 32
+_THUMB_DIFFERENT = 64
+_DUPLICATE_SHARE = 0.01
 _ALPHA_ON = 32
 _MIN_COVERAGE = 0.004
 
@@ -207,9 +211,7 @@ class _NpmCollection(LogoCollection):
             if name in excluded:
                 continue
             thumb = self._thumb(name)
-            if thumb is None or any(
-                float(np.abs(thumb - t).mean()) < _COLOUR_DUPLICATE_MAD for t in taken
-            ):
+            if thumb is None or any(_same_mark(thumb, t) for t in taken):
                 continue
             chosen.append(name)
             taken.append(thumb)
@@ -296,15 +298,20 @@ def _render_colour(collection: str, name: str, svg: bytes, size: int) -> Image.I
     return image.resize(new_size, Image.Resampling.LANCZOS)
 
 
+def _same_mark(a: np.ndarray, b: np.ndarray) -> bool:
+    differs = np.abs(a - b).max(axis=2) > _THUMB_DIFFERENT
+    return float(differs.mean()) < _DUPLICATE_SHARE
+
+
 @functools.lru_cache(maxsize=4096)
 def _thumbnail(collection: str, name: str, svg: bytes) -> np.ndarray:
-    """24x24 RGB of the mark padded square on white (float32), for look-alike checks."""
+    """32x32 RGB of the mark padded square on white (int16), for identical-mark checks."""
     logo = _render_colour(collection, name, svg, 48)
     side = max(logo.size)
     square = Image.new("RGBA", (side, side), (255, 255, 255, 255))
     square.alpha_composite(logo, ((side - logo.width) // 2, (side - logo.height) // 2))
-    small = square.convert("RGB").resize((24, 24), Image.Resampling.BILINEAR)
-    return np.asarray(small, dtype=np.float32)
+    small = square.convert("RGB").resize((_THUMB_SIZE,) * 2, Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.int16)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -18,7 +18,7 @@ from detector.bench.logo_collections import LogoCollection, get_collection
 from detector.bench.transforms import Box
 
 # Stage codes mixed into every item's seed so items of different stages never share streams.
-STAGE_SCENE, STAGE_PRODUCT, STAGE_QUERY, STAGE_PICK, STAGE_STUDIO = 1, 2, 3, 4, 5
+STAGE_SCENE, STAGE_PRODUCT, STAGE_QUERY, STAGE_PICK = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)

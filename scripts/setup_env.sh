@@ -23,3 +23,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     fi
     echo "$want" > "$stamp"
 fi
+
+# Logo collections of the benchmark (`counterfeit bench --logos crypto|flags`): npm tarballs,
+# read in place by detector/bench/logo_collections.py (pinned there too). Fetched once; a
+# failed fetch only warns (the bench then says which command fetches it; the tests skip).
+collections=.venv/share/logo-collections
+for pkg in cryptocurrency-icons@0.18.1 flag-icons@7.5.0; do
+    tarball="$collections/${pkg%@*}-${pkg##*@}.tgz"
+    [ -s "$tarball" ] && continue
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "warning: npm not found; $tarball not fetched (bench --logos crypto|flags needs it)" >&2
+        continue
+    fi
+    mkdir -p "$collections"
+    if npm pack "$pkg" --pack-destination "$collections" --silent >/dev/null 2>"$collections/npm.log"; then
+        rm -f "$collections/npm.log"
+    else
+        tail -n 5 "$collections/npm.log" >&2
+        echo "warning: could not fetch $pkg into $collections" >&2
+    fi
+done

@@ -245,3 +245,26 @@ def test_speed_figures_are_finite(small_run) -> None:
         assert lat["n"] == len(GROUPS) * SIZES["small"].speed_queries_per_class
         assert 0 < lat["p50_ms"] <= lat["p99_ms"] and math.isfinite(lat["mean_ms"]), name
     assert Path(result.data["outputs"]["json"]) == result.json_path
+
+
+def test_other_logo_collection_on_studio_backgrounds_runs(tmp_path: Path) -> None:
+    from detector.bench.logo_collections import check_available
+
+    try:
+        check_available("flags")
+    except ConfigError as e:
+        pytest.skip(f"flag-icons not fetched (scripts/setup_env.sh does): {e}")
+    config = BenchConfig(
+        size="small", preset=TINY, variants=("whole-image",), speed=False, threads=2, workers=1,
+        n_boot=0, logos="flags", backgrounds="studio",
+    )  # fmt: skip
+    result = run_benchmark(tmp_path, config)
+    dataset = result.data["dataset"]
+    assert (dataset["collection"], dataset["backgrounds"], dataset["logo_boxes"]) == (
+        "flags", "studio", False,
+    )  # fmt: skip
+    assert Path(dataset["root"]).name.startswith("small-flags-studio-seed0-")
+    assert result.json_path.name == f"bench-{TINY}-small-flags-studio.json"
+    scores = Path(result.data["quality"]["variants"]["whole-image"]["scores_path"])
+    assert scores.parent.name == f"scores-{TINY}-small-flags-studio"
+    assert "logos flags, backgrounds studio, product references without logo boxes" in result.markdown

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from detector.bench.logo_collections import LogoCollection, get_collection
 from detector.bench.transforms import Box
 
 # Stage codes mixed into every item's seed so items of different stages never share streams.
@@ -35,6 +36,16 @@ class BuildParams:
     image_size: tuple[int, int]
     reference_size: int
     query_dir: str
+    # Added later: dataset.json leaves each out while it has the value every earlier build had
+    # (see LEGACY_DEFAULTS), so those builds keep their bytes and stay reusable.
+    collection: str = "simple-icons"  # detector.bench.logo_collections name
+    backgrounds: str = "photos"  # "photos" | "studio" (detector.bench.studio)
+    logo_boxes: bool = True  # product rows carry their logo's box
+
+
+# Values of the later BuildParams fields that builds made before they existed had.
+LEGACY_DEFAULTS = {"collection": "simple-icons", "backgrounds": "photos", "logo_boxes": True}
+BACKGROUNDS: tuple[str, ...] = ("photos", "studio")
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,10 @@ class BuildContext:
     root: Path
     params: BuildParams
     products: tuple[Product, ...] = ()
+
+    @property
+    def logos(self) -> LogoCollection:
+        return get_collection(self.params.collection)
 
 
 def item_rng(*key: int) -> np.random.Generator:

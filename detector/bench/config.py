@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from detector.bench.build_context import BACKGROUNDS
+from detector.bench.logo_collections import COLLECTIONS
 from detector.bench.variants import VARIANTS
 from detector.errors import ConfigError
 
@@ -79,6 +81,12 @@ class BenchConfig:
         factory: FAISS factory string of the bench index.
         target_precision: Precision of the "recall at precision" figures.
         n_boot: Bootstrap replicates of the decision-figure intervals.
+        logos: Logo collection of the set (``simple-icons``, ``crypto``, ``flags``); a
+            collection with fewer distinct logos than the size asks for gives a smaller set
+            (see :meth:`dataset_size`).
+        backgrounds: ``photos`` or ``studio`` (drawn products on white; listings place them
+            in photos or other studio shots with perspective).
+        logo_boxes: Product references carry their logo's box (the brand says where it is).
     """
 
     size: str = "small"
@@ -101,6 +109,9 @@ class BenchConfig:
     factory: str = "Flat"
     target_precision: float = 0.9
     n_boot: int = 200
+    logos: str = "simple-icons"
+    backgrounds: str = "photos"
+    logo_boxes: bool = False
 
     def validated(self) -> BenchConfig:
         """Checked copy; ``quality`` is off with random weights.
@@ -122,15 +133,37 @@ class BenchConfig:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.logos not in COLLECTIONS:
+            raise ConfigError(
+                f"unknown logo collection {self.logos!r}; choose from {list(COLLECTIONS)}"
+            )
+        if self.backgrounds not in BACKGROUNDS:
+            raise ConfigError(
+                f"unknown backgrounds {self.backgrounds!r}; choose from {list(BACKGROUNDS)}"
+            )
         return replace(self, variants=variants, quality=self.quality and not self.random_weights)
 
-    def dataset_size(self) -> BenchSize:
+    def dataset_size(self, usable: int | None = None) -> BenchSize:
+        """The size's figures with the overrides; with ``usable`` (distinct logos in the
+        collection) smaller than the size needs, the unindexed brands are capped at a sixth of
+        them (the full size's share) and the indexed brands take the rest."""
         base = SIZES[self.size]
-        return replace(
+        size = replace(
             base,
             n_brands=self.n_brands or base.n_brands,
             queries_per_class=self.queries_per_class or base.queries_per_class,
         )
+        if usable is not None and usable < size.n_brands + size.n_unindexed:
+            n_unindexed = max(1, min(size.n_unindexed, usable // 6))
+            size = replace(
+                size, n_brands=min(size.n_brands, usable - n_unindexed), n_unindexed=n_unindexed
+            )
+        return size
+
+    def set_tag(self) -> str:
+        """Suffix of output names for a non-default set (``""`` for simple-icons on photos)."""
+        parts = [p for p in (self.logos, self.backgrounds) if p not in ("simple-icons", "photos")]
+        return "".join(f"-{p}" for p in parts)
 
     def embedder_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"device": self.device}
@@ -189,6 +222,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: the preset's choice)")
     parser.add_argument("--workers", type=int, default=2, help="dataset generation processes")
+    parser.add_argument(
+        "--logos",
+        choices=COLLECTIONS,
+        default="simple-icons",
+        help="logo collection of the set (crypto and flags need their npm tarballs: "
+        "scripts/setup_env.sh fetches them; default: simple-icons)",
+    )
+    parser.add_argument(
+        "--backgrounds",
+        choices=BACKGROUNDS,
+        default="photos",
+        help="photos: logos pasted on photos; studio: logos printed on drawn products on white "
+        "(default: photos)",
+    )
+    parser.add_argument(
+        "--logo-boxes",
+        action="store_true",
+        help="product references carry their logo's box (earlier benchmark runs did)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -221,4 +273,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         workers=args.workers,
         n_brands=args.n_brands,
         queries_per_class=args.queries_per_class,
+        logos=args.logos,
+        backgrounds=args.backgrounds,
+        logo_boxes=args.logo_boxes,
     ).validated()

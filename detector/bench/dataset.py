@@ -5,11 +5,16 @@ Layout of a built set (``ROOT``)::
     references/<brand-slug>/logo.png        tight logo, transparent background   (kind=logo)
     references/<brand-slug>/product_1.jpg   logo on a shared "scene" photo       (kind=product)
     references.csv                          path,brand,kind,product_id,attributes (paths
-                                            relative to it; a product's attributes give its
-                                            logo's box: {"logo_box": [x0, y0, x1, y1]})
+                                            relative to it; with logo_boxes, a product's
+                                            attributes give its logo's box:
+                                            {"logo_box": [x0, y0, x1, y1]})
     listings/*.jpg  (sample) | queries/*.jpg (benchmark)
     labels.jsonl                            one QueryLabel per image, in a fixed order
     dataset.json                            the parameters and counts it was built with
+
+Brands come from a logo collection (:mod:`~detector.bench.logo_collections`: simple-icons,
+crypto, flags) and logos are shown on photos or, with ``studio`` backgrounds, printed on drawn
+products (:mod:`~detector.bench.studio`).
 
 Every item draws from its own ``numpy`` generator seeded by ``(seed, stage, group, index)``,
 icons are taken in a seeded order of the sorted catalogue and files are written with fixed
@@ -46,10 +51,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from detector.bench import logos
-from detector.bench.build_context import BuildParams
+from detector.bench.build_context import BACKGROUNDS, BuildParams
 from detector.bench.generation import LABELS_FILE, MANIFEST_FILE, build
 from detector.bench.labels import GROUPS, NEGATIVE_GROUPS, SAMPLE_GROUPS, QueryLabel, read_labels
 from detector.bench.listings import JPEG_QUALITY_RANGE, WIDTH_RANGES
+from detector.bench.logo_collections import DEFAULT_COLLECTION, get_collection
 from detector.errors import ConfigError, DetectorError
 
 __all__ = [
@@ -215,6 +221,9 @@ def build_benchmark_set(
     reference_size: int = 256,
     groups: Sequence[str] = GROUPS,
     workers: int = 1,
+    collection: str = DEFAULT_COLLECTION,
+    backgrounds: str = "photos",
+    logo_boxes: bool = False,
 ) -> BenchmarkSet:
     """Write a benchmark dataset: many brands' references and labelled queries per group.
 
@@ -231,6 +240,14 @@ def build_benchmark_set(
         reference_size: Longest side of the reference logos, 32..2048.
         groups: Subset of :data:`GROUPS` to generate.
         workers: Processes; 1 runs in this process.
+        collection: Logo collection the brands come from
+            (:data:`detector.bench.logo_collections.COLLECTIONS`).
+        backgrounds: ``"photos"`` (logos pasted on photos; product photos share a photo
+            backdrop) or ``"studio"`` (logos printed on drawn products: product photos are
+            studio shots on white, listings show the product placed in a photo or another
+            studio shot with perspective; see :mod:`detector.bench.studio`).
+        logo_boxes: Product rows carry their logo's box (``logo_box`` attribute); off by
+            default, as most brands give none.
 
     Returns:
         Paths, counts and per-group counts; items that failed are listed in ``skipped``.
@@ -256,8 +273,11 @@ def build_benchmark_set(
     if unknown or not groups:
         raise ConfigError(f"unknown or no groups {unknown}; choose from {list(GROUPS)}")
     size = _check_size(image_size)
-    brands = logos.select_brands(n_brands, seed=seed)
-    unindexed = logos.select_brands(n_unindexed, seed=seed + 1, exclude=brands)
+    if backgrounds not in BACKGROUNDS:
+        raise ConfigError(f"unknown backgrounds {backgrounds!r}; choose from {list(BACKGROUNDS)}")
+    source = get_collection(collection)
+    brands = source.select(n_brands, seed=seed)
+    unindexed = source.select(n_unindexed, seed=seed + 1, exclude=brands)
     params = BuildParams(
         kind="bench",
         seed=seed,
@@ -270,6 +290,9 @@ def build_benchmark_set(
         image_size=size,
         reference_size=reference_size,
         query_dir="queries",
+        collection=collection,
+        backgrounds=backgrounds,
+        logo_boxes=bool(logo_boxes),
     )
     info, _ = build(Path(out_dir), params, workers)
     root = Path(out_dir)
@@ -325,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--product-fraction", type=float, default=0.3, help="bench only")
     parser.add_argument("--size", type=_parse_size, default=(640, 480), metavar="WxH")
     parser.add_argument("--workers", type=int, default=1, help="bench only")
+    parser.add_argument("--logos", default=DEFAULT_COLLECTION, help="bench only: logo collection")
+    parser.add_argument("--backgrounds", default="photos", help="bench only: photos | studio")
+    parser.add_argument(
+        "--logo-boxes", action="store_true", help="bench only: product rows carry logo boxes"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -347,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 product_photo_fraction=args.product_fraction,
                 image_size=args.size,
                 workers=args.workers,
+                collection=args.logos,
+                backgrounds=args.backgrounds,
+                logo_boxes=args.logo_boxes,
             )
     except DetectorError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,7 +20,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from detector.bench.build_context import STAGE_PICK, BuildContext, BuildParams, Product, item_rng
+from detector.bench.build_context import (
+    LEGACY_DEFAULTS,
+    STAGE_PICK,
+    BuildContext,
+    BuildParams,
+    Product,
+    item_rng,
+)
 from detector.bench.listings import query
 from detector.bench.references import logo_reference, product_reference
 from detector.errors import ConfigError, DetectorError
@@ -29,7 +36,7 @@ from index.atomic import atomic_write_bytes, fsync_dir
 LABELS_FILE = "labels.jsonl"
 MANIFEST_FILE = "references.csv"
 INFO_FILE = "dataset.json"
-FORMAT_VERSION = 2  # 2: product rows carry their logo box
+FORMAT_VERSION = 2  # 2: product rows may carry their logo box
 
 # The build context of this process, set once per worker by the pool initializer (and before
 # inline runs) so that jobs do not carry it.
@@ -130,9 +137,10 @@ def _build_into(
         ]
         products, product_errors = _run_all(ctx, "product", jobs, workers)
         errors += product_errors
-        # Brands mark where the logo is on their product photo (the scorer checks that area).
+        # With logo_boxes, brands mark where the logo is on their product photo (the scorer
+        # checks that area); without, a product row has no attributes (most brands give none).
         rows += [
-            (p.path, p.slug, "product", p.product_id, json.dumps({"logo_box": [int(v) for v in p.box]}))
+            (p.path, p.slug, "product", p.product_id, _product_attributes(p, params.logo_boxes))
             for p in products
         ]
     ctx = BuildContext(root, params, tuple(products))
@@ -172,9 +180,18 @@ def _write_manifest(path: Path, rows: Iterable[tuple[str, str, str, str, str]]) 
     _write_text(path, buffer.getvalue())
 
 
+def _product_attributes(product: Product, logo_boxes: bool) -> str:
+    return json.dumps({"logo_box": [int(v) for v in product.box]}) if logo_boxes else ""
+
+
 def _params_json(params: BuildParams) -> dict[str, Any]:
-    # Round-trip through JSON so tuples compare equal to what a reload gives back.
-    return json.loads(json.dumps(asdict(params)))
+    # Round-trip through JSON so tuples compare equal to what a reload gives back. Fields added
+    # later are left out at the value earlier builds had: those builds keep their bytes.
+    data = asdict(params)
+    for key, legacy in LEGACY_DEFAULTS.items():
+        if data[key] == legacy:
+            del data[key]
+    return json.loads(json.dumps(data))
 
 
 def _existing_info(out_dir: Path) -> dict[str, Any] | None:

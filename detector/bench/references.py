@@ -1,7 +1,8 @@
 """The reference set: one logo per indexed brand, and product photos that share backdrops.
 
 Product photos of consecutive brands are drawn on one shared scene (groups of look-alike
-photos); each records where its logo was pasted.
+photos): a photo backdrop with the logo pasted on it, or (``studio`` backgrounds) the same
+drawn product on a white sweep with the logo printed on it. Each records where its logo is.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 
 from PIL import Image
 
-from detector.bench import logos, photos, transforms
+from detector.bench import photos, studio, transforms
 from detector.bench.build_context import (
     STAGE_PRODUCT,
     STAGE_SCENE,
@@ -29,7 +30,7 @@ def logo_reference(ctx: BuildContext, slug: str) -> tuple[str, str, str, str, st
     rel = f"references/{slug}/logo.png"
     target = ctx.root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    logos.render_logo(slug, ctx.params.reference_size).save(target, format="PNG")
+    ctx.logos.render(slug, ctx.params.reference_size).save(target, format="PNG")
     return (rel, slug, "logo", "", "")
 
 
@@ -43,11 +44,19 @@ def product_reference(ctx: BuildContext, job: tuple[int, str, int]) -> Product:
     index, slug, scene = job
     params = ctx.params
     rng = item_rng(params.seed, STAGE_PRODUCT, index)
-    background = _scene(params, scene)
-    logo = logos.render_logo(slug, render_size(params, 0.45))
-    logo = transforms.rotate(logo, rng.uniform(-8, 8))
-    width_px = fit_or_shrink(logo, background.size, 0.25, 0.45, rng.random())
-    image, box = transforms.paste_logo(background, logo, width_px, rng)
+    logo = ctx.logos.render(slug, render_size(params, 0.45))
+    if params.backgrounds == "studio":
+        # The scene is the shoot: the same product, colours and framing for its brands.
+        style = studio.draw_style(item_rng(params.seed, STAGE_SCENE, scene))
+        image, found = studio.studio_shot(style, logo, rng, params.image_size)
+        if found is None:
+            raise ValueError(f"the logo of {slug} fell off its studio shot")
+        box = found
+    else:
+        background = _scene(params, scene)
+        logo = transforms.rotate(logo, rng.uniform(-8, 8))
+        width_px = fit_or_shrink(logo, background.size, 0.25, 0.45, rng.random())
+        image, box = transforms.paste_logo(background, logo, width_px, rng)
     rel = f"references/{slug}/product_1.jpg"
     target = ctx.root / rel
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,8 @@ def run_benchmark(
         "config": config_dict(cfg),
         "machine": machine_info(cfg.device),
     }
-    size = cfg.dataset_size()
+    size = _dataset_size(cfg)
+    data["config"]["dataset_size"] = asdict(size)  # capped to a small collection's logos
     dataset = _build_dataset(out / "datasets", cfg, size, say)
     data["dataset"] = dataset["summary"]
     index_dir = out / "indexes" / f"{_tag(cfg)}-{dataset['key']}"
@@ -152,7 +154,7 @@ def run_benchmark(
             "table": base.thresholds.to_dict(),
         }
         labels = _read_labels(dataset["set"].labels_path)
-        scores_dir = out / f"scores-{_tag(cfg)}-{cfg.size}"
+        scores_dir = out / f"scores-{_tag(cfg)}-{cfg.size}{cfg.set_tag()}"
         data["quality"] = measure_quality(base, labels, cfg, scores_dir, say)
         data["speed"] = (
             measure_speed(base, labels, cfg, size, out, say) if cfg.speed else {"enabled": False}
@@ -165,7 +167,7 @@ def run_benchmark(
     data["machine"]["load_average_end"] = loadavg()
     data["wall_seconds"] = round(time.perf_counter() - started, 2)
 
-    stem = f"bench-{_tag(cfg)}-{cfg.size}"
+    stem = f"bench-{_tag(cfg)}-{cfg.size}{cfg.set_tag()}"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     data["outputs"] = {"json": str(json_path), "markdown": str(md_path)}
     data, markdown = write_result(data, json_path, md_path)
@@ -174,6 +176,18 @@ def run_benchmark(
 
 
 # ---------------------------------------------------------------------- stages
+def _dataset_size(cfg: BenchConfig) -> BenchSize:
+    """The size to build: capped to the collection's distinct logos when it holds fewer."""
+    from detector.bench.logo_collections import check_available, get_collection
+
+    check_available(cfg.logos)  # a missing npm tarball: say how to fetch it, up front
+    size = cfg.dataset_size()
+    collection = get_collection(cfg.logos)
+    if len(collection.names()) < size.n_brands + size.n_unindexed:
+        size = cfg.dataset_size(collection.usable())
+    return size
+
+
 def _build_dataset(
     root: Path, cfg: BenchConfig, size: BenchSize, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -186,15 +200,27 @@ def _build_dataset(
         "seed": cfg.seed,
         "product_photo_fraction": size.product_photo_fraction,
     }
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    folder = root / f"{size.name}-seed{cfg.seed}-{key}"
+    # Options added later enter the key only away from what earlier sets were built with, so
+    # those sets keep their folder (simple-icons on photos with logo boxes).
+    options = {
+        "collection": cfg.logos,
+        "backgrounds": cfg.backgrounds,
+        "logo_boxes": cfg.logo_boxes,
+    }
+    legacy = {"collection": "simple-icons", "backgrounds": "photos", "logo_boxes": True}
+    keyed = {**params, **{k: v for k, v in options.items() if v != legacy[k]}}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:10]
+    folder = root / f"{size.name}{cfg.set_tag()}-seed{cfg.seed}-{key}"
     reused = (folder / "dataset.json").is_file()
     say(f"dataset: {'reusing' if reused else 'building'} {folder}")
     t0 = time.perf_counter()
-    bench = build_benchmark_set(folder, workers=cfg.workers, **params)
+    bench = build_benchmark_set(
+        folder, workers=cfg.workers, **params, **options  # type: ignore[arg-type]
+    )
     summary = {
         "root": str(folder),
         "size": size.name,
+        **options,
         **params,
         "n_references": bench.n_references,
         "n_queries": bench.n_queries,

@@ -28,6 +28,17 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- sections
+def _set_options(ds: dict[str, Any]) -> str:
+    """Logos, backgrounds and product logo boxes of the set (results before them: nothing)."""
+    if "collection" not in ds:
+        return ""
+    boxes = "with" if ds.get("logo_boxes") else "without"
+    return (
+        f"; logos {ds['collection']}, backgrounds {ds['backgrounds']}, "
+        f"product references {boxes} logo boxes"
+    )
+
+
 def _header(data: dict[str, Any]) -> str:
     ds, model, machine = data["dataset"], data.get("model", {}), data["machine"]
     cfg = data["config"]
@@ -42,6 +53,7 @@ def _header(data: dict[str, Any]) -> str:
             f"(logos + product photos for {ds['product_photo_fraction']:.0%} of brands), "
             f"{ds['n_queries']} queries ({ds['queries_per_class']} per class), "
             f"{ds['n_unindexed']} unindexed brands, seed {ds['seed']}"
+            + _set_options(ds)
         ),
         (
             f"- machine: {machine.get('cpu_model')}, {machine.get('cpu_affinity') or machine.get('cpu_count')} cores, "

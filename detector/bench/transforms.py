@@ -88,6 +88,22 @@ def recolour(logo: Image.Image, rgb: tuple[int, int, int]) -> Image.Image:
     return out
 
 
+def tint(logo: Image.Image, rgb: tuple[int, int, int]) -> Image.Image:
+    """Re-colour a multi-colour logo in shades of one colour, keeping its inner structure.
+
+    Each pixel's luminance picks a shade between ``rgb`` (dark parts) and white (light parts),
+    so a white glyph on a coloured disc stays a light glyph on a disc of the new colour (a
+    one-colour :func:`recolour` would leave a plain disc).
+    """
+    rgba = np.asarray(logo.convert("RGBA"), dtype=np.float32)
+    lum = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) / 255.0
+    lum = lum[..., None]
+    colour = np.asarray(rgb, dtype=np.float32)
+    out = colour * (1 - lum) + 255.0 * lum
+    pixels = np.concatenate([np.clip(np.rint(out), 0, 255), rgba[..., 3:4]], axis=-1)
+    return Image.fromarray(pixels.astype(np.uint8), "RGBA")
+
+
 def distinct_colour(rng: np.random.Generator, avoid_hex: str) -> tuple[int, int, int]:
     """A saturated random colour whose hue is far (>= 90 degrees) from ``avoid_hex``.
 

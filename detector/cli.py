@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ITEM_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from detector.cli_reviews import (
+    add_reviews_parser,
+    cmd_tune_from_reviews,
+    open_recorder,
+    queue_args,
+)
+from detector.exit_codes import EXIT_INTERRUPTED, EXIT_ITEM_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
@@ -33,16 +39,6 @@ def _profile_arg(p: argparse.ArgumentParser) -> None:
                    help="scoring profile: 'fast' (the preset's defaults), 'lean' (those without the "
                         "shape search: quicker, finds fewer logos in photos) or 'thorough' (regions, mark "
                         "silhouettes, the mirrored listing: finds more, slower); picks the profile's thresholds")
-
-
-def _queue_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queue", metavar="DB_URL",
-                   help="record flagged verdicts in this review queue (SQLAlchemy URL or SQLite file; "
-                        "the service also serves the brand review portal under /review)")
-    p.add_argument("--queue-margin", type=float, default=0.0, metavar="M",
-                   help="also queue unflagged verdicts within M below their threshold (default 0: off)")
-    p.add_argument("--queue-images", metavar="DIR",
-                   help="where queued images are stored (default: beside a SQLite file)")
 
 
 def _embedder_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
     p.add_argument("--scoring", type=json.loads, metavar="JSON",
                    help='scoring overrides, e.g. \'{"regions": {"enabled": true, "max_regions": 8}}\'')
-    _queue_args(p)
+    queue_args(p)
     _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_score)
@@ -162,27 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--scoring", type=json.loads, metavar="JSON", help="scoring overrides (see 'score --help')")
     p.add_argument("--top-k", type=int)
-    _queue_args(p)
+    queue_args(p)
     _profile_arg(p)
     _model_args(p, with_model=False)
     p.set_defaults(func=cmd_serve)
 
-    rv = sub.add_parser("reviews", help="the brand review queue: export decisions, portal users").add_subparsers(
-        dest="reviews_command", required=True
-    )
-    p = rv.add_parser("export", help="write the decisions as a labelled set that 'counterfeit eval' reads")
-    p.add_argument("db_url", metavar="DB_URL")
-    p.add_argument("--out", required=True, metavar="FILE", help="labelled set to write (.jsonl; images beside it)")
-    p.set_defaults(func=cmd_reviews_export)
-    p = rv.add_parser("add-user", help="create a portal user (or give it a new token); prints the token")
-    p.add_argument("db_url", metavar="DB_URL")
-    p.add_argument("name")
-    p.add_argument("--role", choices=("brand", "analyst"), default="brand")
-    p.add_argument("--brand", help="the brand a brand user reviews")
-    p.set_defaults(func=cmd_reviews_add_user)
-    p = rv.add_parser("stats", help="per-brand backlog, decisions, confirmation rate, reversals")
-    p.add_argument("db_url", metavar="DB_URL")
-    p.set_defaults(func=cmd_reviews_stats)
+    add_reviews_parser(sub)
 
     p = sub.add_parser("bench", help="quality per transformation class and speed, on real brand logos")
     from detector.bench.runner import add_arguments
@@ -280,9 +261,8 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from index.store import ReferenceIndex
-
     from detector.brand_names import brand_names_of
+    from index.store import ReferenceIndex
 
     with ReferenceIndex.open(args.index) as index:
         info = index.info().to_dict()
@@ -329,7 +309,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         batch = max(1, min(16, det.embedder.batch_size))
-        recorder, context, queued = _open_recorder(args, det), None, 0
+        recorder, context, queued = open_recorder(args, det), None, 0
         with tqdm(total=len(paths), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
             for start in range(0, len(paths), batch):
                 chunk = paths[start : start + batch]
@@ -348,15 +328,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} image(s) could not be scored", file=sys.stderr)
     return EXIT_ITEM_FAILED if failed else EXIT_OK
-
-
-def _open_recorder(args: argparse.Namespace, det: Any) -> Any:
-    if not args.queue:
-        return None
-    from detector.review.recorder import QueueRecorder
-    from detector.review.store import ReviewStore
-
-    return QueueRecorder(ReviewStore(args.queue, image_dir=args.queue_images), near_margin=args.queue_margin)
 
 
 def _verdict_line(v: Any) -> str:
@@ -428,77 +399,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK if met else EXIT_ITEM_FAILED
 
 
-def cmd_tune_from_reviews(args: argparse.Namespace) -> int:
-    from detector.review.store import ReviewStore
-    from detector.review.tuning import preset_thresholds, tune_from_reviews
-    from detector.thresholds import load_thresholds, save_thresholds
-
-    store = ReviewStore(args.from_reviews)
-    try:
-        base = load_thresholds(args.base_thresholds) if args.base_thresholds else preset_thresholds(store)
-        result = tune_from_reviews(
-            store, target_precision=args.target_precision, min_support=args.min_support,
-            base=base, version=args.version or "tuned-from-reviews",
-        )
-    finally:
-        store.close()
-    origin = args.base_thresholds or (f"the queue's model's shipped table ({base.version})" if base else None)
-    print(f"brand entries written into {origin}" if origin else "no base table: the tuned table as a whole")
-    print(result.summary())
-    save_thresholds(result.thresholds, args.out)
-    print(f"thresholds: {args.out}", file=sys.stderr)
-    return EXIT_OK if result.result.met else EXIT_ITEM_FAILED
-
-
-def cmd_reviews_export(args: argparse.Namespace) -> int:
-    from detector.review.labelled import export_labels
-    from detector.review.store import ReviewStore
-
-    store = ReviewStore(args.db_url)
-    try:
-        report = export_labels(store, args.out)
-    finally:
-        store.close()
-    print(f"wrote {report.rows} labelled listing(s) to {report.path} ({report.no_image} without a stored "
-          f"image, {report.conflicts} image(s) with conflicting decisions left out)", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_reviews_add_user(args: argparse.Namespace) -> int:
-    from detector.review.store import ReviewStore
-    from detector.review.users import add_user
-
-    store = ReviewStore(args.db_url)
-    try:
-        with store.session() as db:
-            token = add_user(db, args.name, args.role, args.brand)
-    finally:
-        store.close()
-    print(token)
-    print("the token is shown once; only its hash is stored", file=sys.stderr)
-    return EXIT_OK
-
-
-def cmd_reviews_stats(args: argparse.Namespace) -> int:
-    from detector.review.stats import brand_stats
-    from detector.review.store import ReviewStore
-
-    store = ReviewStore(args.db_url)
-    try:
-        stats = brand_stats(store)
-    finally:
-        store.close()
-    print(f"{'brand':20s} {'backlog':>7s} {'confirmed':>9s} {'rejected':>8s} {'skipped':>7s} {'conf.rate':>9s} "
-          f"{'per day':>7s} {'reversals':>9s}")
-    for s in stats:
-        rate = "-" if s.confirmation_rate is None else f"{100 * s.confirmation_rate:.0f}%"
-        per_day = sum(s.per_day.values()) / max(1, len(s.per_day))
-        print(f"{s.brand:20s} {s.backlog:7d} {s.confirmed:9d} {s.rejected:8d} {s.skipped:7d} {rate:>9s} "
-              f"{per_day:7.1f} {s.reversals:9d}")
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     from detector.service.server import serve
 

@@ -123,6 +123,10 @@ def test_fusion_rules():
     product = _candidate(kind="product")
     missing = fuse_one(product, {"logo_area": LogoAreaEvidence(outcome=-1, inliers=300)}, config)
     assert missing.score == pytest.approx(0.5 - config.verify.logo_weight) and missing.logo_area == "missing"
+    # a product candidate below the verified top ones has no evidence about its mark: never its cosine alone
+    unchecked = fuse_one(product, {"logo_area": LogoAreaEvidence(mark="unchecked")}, config)
+    assert unchecked.score == pytest.approx(0.5 - config.verify.logo_weight)
+    assert unchecked.logo_area == "not checked" and unchecked.inliers is None
     # best first, ties by ref id
     ranked = fuse([_candidate(ref_id=3), _candidate(ref_id=2), _candidate(ref_id=4, score=0.9, cosine=0.9)], {}, config)
     assert [r.ref_id for r in ranked] == [4, 2, 3]

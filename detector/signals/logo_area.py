@@ -53,12 +53,13 @@ class LogoAreaEvidence(Evidence):
 
     ``outcome``: the mark's area is in the listing (+1), missing (-1) or undecided (0; also
     when the photo has no known mark). ``mark``: where its box comes from: ``given``,
-    ``located``, ``none`` (located: no mark found) or ``unlocated`` (the brand had no logos).
+    ``located``, ``none`` (located: no mark found), ``unlocated`` (the brand had no logos) or
+    ``unchecked`` (a product candidate below the top ``product_candidates``, never verified).
     ``repost``: most of the frame agrees geometrically (:func:`frame_agreement`).
     """
 
     outcome: int = 0
-    inliers: int = 0
+    inliers: int | None = None  # RANSAC inliers of the product photo (None: not verified)
     box: Box | None = None  # the logo's area projected into the listing, when matched
     mark: str = "given"
     repost: bool = False
@@ -80,6 +81,8 @@ class LogoAreaEvidence(Evidence):
             return "no mark"
         if self.mark == "unlocated":
             return "not located"
+        if self.mark == "unchecked":
+            return "not checked"
         return LOGO_AREA[self.outcome]
 
     def detail(self) -> dict[str, object]:
@@ -119,18 +122,23 @@ class ProductLogoAreaSignal(Signal):
         products = sorted(products, key=lambda m: -m.cosine)[: vcfg.product_candidates]
         stored = self.references.features(listing.index, [m.ref_id for m in products])
         chosen = tuple(m.ref_id for m in products if m.ref_id in stored)
-        listing.state[self.name] = chosen
+        # The other product candidates are not verified (cost), so they have no evidence about
+        # their mark: they must not count on their whole-frame cosine either, or a same-scene
+        # photo ranked below the checked ones would overtake them.
+        unchecked = tuple(m.ref_id for m in candidates
+                          if m.kind == "product" and m.kind not in vcfg.kinds and m.ref_id not in chosen)
+        listing.state[self.name] = (chosen, unchecked)
         if chosen:
             listing.state[STATE_KEY].request((rid, stored[rid]) for rid in chosen)
 
     def evidence(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> dict[int, Evidence]:
-        chosen: tuple[int, ...] = listing.state.get(self.name, ())
+        chosen, unchecked = listing.state.get(self.name, ((), ()))
+        found: dict[int, Evidence] = {rid: LogoAreaEvidence(mark="unchecked") for rid in unchecked}
         if not chosen:
-            return {}
+            return found
         matching: GeometricMatching = listing.state[STATE_KEY]
         stored = self.references.features(listing.index, chosen)
         query = matching.features()
-        found: dict[int, Evidence] = {}
         for rid in chosen:
             reference, neighbours = stored[rid], matching.neighbours(rid)
             result = verify(query, reference, self.config.verify, neighbours)

@@ -92,8 +92,6 @@ class Verification:
             (:func:`detector.chance.log_nfa_of_fit`, ``N_tests`` =
             :attr:`VerifyConfig.chance_tests`), when a homography was fit; the lower, the
             less likely by chance.
-        appearance_cells: The lowest agreement over the reference's cells
-            (:func:`rectified_cells`), when the appearance was checked.
     """
 
     inliers: int
@@ -108,7 +106,6 @@ class Verification:
     appearance: float | None = None
     confirmed: bool = False
     log_nfa: float | None = None
-    appearance_cells: float | None = None
 
     @property
     def accepted_inliers(self) -> int:
@@ -240,13 +237,9 @@ def verify(
         reason = f"log10 NFA {chance:.1f} > {config.max_log_nfa}"
     if not reason and box is None:
         reason = "projected outline lies outside the query"
-    appearance = cells = None
+    appearance = None
     if not reason and config.min_appearance > -1 and reference.appearance is not None and query.pixels is not None:
-        agreement, weight = _agreement_map(query, reference, homography)
-        appearance = _weighted_mean(agreement, weight)
-        cells = _lowest_cell(agreement, weight)
-        if cells < config.min_cell_agreement:
-            reason = f"the listing agrees with part of the reference only (lowest cell {cells:.2f})"
+        appearance = rectified_similarity(query, reference, homography)
     confirmed = not reason and (appearance is None or appearance >= config.min_appearance)
     logo = {}
     if reference.logo_box is not None:
@@ -262,7 +255,7 @@ def verify(
         }
     return Verification(
         inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed,
-        log_nfa=chance, appearance_cells=cells, **logo,
+        log_nfa=chance, **logo,
     )
 
 
@@ -328,12 +321,6 @@ def rectified_similarity(query: LocalFeatures, reference: LocalFeatures, homogra
     mark on a grey photo of the same brightness). Needs ``query.pixels`` and
     ``reference.appearance``.
     """
-    return _weighted_mean(*_agreement_map(query, reference, homography))
-
-
-def _agreement_map(query: LocalFeatures, reference: LocalFeatures, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel of the reference's appearance grid: the edge-orientation agreement with the
-    rectified listing region, and the reference's edge weight there."""
     import cv2
 
     if query.pixels is None or reference.appearance is None:
@@ -357,30 +344,8 @@ def _agreement_map(query: LocalFeatures, reference: LocalFeatures, homography: n
     edges = (strength_a > 0.0625 * strength_a.max()).astype(np.uint8)  # |g| above a quarter of the max
     near = cv2.dilate(edges, np.ones((5, 5), np.uint8)) > 0
     weight = np.sqrt(strength_a) * near
-    return agreement, weight
-
-
-def rectified_cells(query: LocalFeatures, reference: LocalFeatures, homography: np.ndarray) -> float:
-    """The lowest edge agreement (:func:`rectified_similarity`) over the cells of a 3 x 3
-    split of the reference that hold at least 5 % of its edge weight. A fit on one part of a
-    mark that two marks share (a flag's Union Jack canton, a shared emblem) agrees in the cells
-    of that part and not in the others; a true match agrees in all of them."""
-    return _lowest_cell(*_agreement_map(query, reference, homography))
-
-
-def _weighted_mean(agreement: np.ndarray, weight: np.ndarray) -> float:
     return float((agreement * weight).sum() / max(float(weight.sum()), 1e-6))
 
-
-def _lowest_cell(agreement: np.ndarray, weight: np.ndarray, grid: int = 3, min_share: float = 0.05) -> float:
-    total = max(float(weight.sum()), 1e-6)
-    cuts = np.linspace(0, weight.shape[0], grid + 1).astype(int)
-    found = [
-        _weighted_mean(agreement[r0:r1, c0:c1], weight[r0:r1, c0:c1])
-        for r0, r1 in pairwise(cuts) for c0, c1 in pairwise(cuts)
-        if weight[r0:r1, c0:c1].sum() >= min_share * total
-    ]
-    return min(found) if found else 0.0
 
 def logo_area_verdict(result: Verification, config: VerifyConfig) -> int:
     """+1 when a product photo's logo area is matched, -1 when it is missing, 0 undecided.

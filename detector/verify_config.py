@@ -104,11 +104,6 @@ class VerifyConfig:
             147 of 156 true ones 0.5 or more (median 0.9). It does not reject: a thin logo
             on a cluttered photo can agree as little as 0.15 though truly there, so a
             verification that is not confirmed keeps its fused score and its kind's threshold.
-        min_cell_agreement: With the appearance checked, a fit is rejected when some part of
-            the reference (a cell of a 3 x 3 split holding edges) lines up with the listing
-            less than this (:func:`detector.verify.rectified_cells`; -1: off): a fit on the
-            part of a mark another mark shares (the Union Jack canton of many flags) agrees
-            there only.
     """
 
     enabled: bool = True
@@ -143,7 +138,6 @@ class VerifyConfig:
     cosine_floor: float = -1.0
     confirmed_floor: float = -1.0
     min_appearance: float = 0.5
-    min_cell_agreement: float = -1.0
     acceptance: str = "count"
     max_log_nfa: float = 0.0
     chance_area: str = "matches"
@@ -183,8 +177,6 @@ class VerifyConfig:
             (-1.0 <= self.cosine_floor <= 1.0, f"cosine_floor must be in [-1, 1], got {self.cosine_floor}"),
             (-1.0 <= self.confirmed_floor <= 1.0, f"confirmed_floor must be in [-1, 1], got {self.confirmed_floor}"),
             (-1.0 <= self.min_appearance <= 1.0, f"min_appearance must be in [-1, 1], got {self.min_appearance}"),
-            (-1.0 <= self.min_cell_agreement <= 1.0,
-             f"min_cell_agreement must be in [-1, 1], got {self.min_cell_agreement}"),
             (self.local_candidates == 0 or self.method == "sift",
              "local_candidates needs method 'sift' (ORB descriptors are binary)"),
             (0.0 <= self.weight <= 1.0, f"weight must be in [0, 1], got {self.weight}"),

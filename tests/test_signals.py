@@ -123,6 +123,11 @@ def test_fusion_rules():
     product = _candidate(kind="product")
     missing = fuse_one(product, {"logo_area": LogoAreaEvidence(outcome=-1, inliers=300)}, config)
     assert missing.score == pytest.approx(0.5 - config.verify.logo_weight) and missing.logo_area == "missing"
+    # re-post-grade agreement of the whole frame counts, unless the known mark is seen missing
+    repost = fuse_one(product, {"logo_area": LogoAreaEvidence(outcome=0, repost=True)}, config)
+    assert repost.score == pytest.approx(0.5 + config.verify.logo_weight) and repost.logo_area == "repost"
+    swapped = fuse_one(product, {"logo_area": LogoAreaEvidence(outcome=-1, repost=True)}, config)
+    assert swapped.score == pytest.approx(0.5 - config.verify.logo_weight)
     # a product candidate below the verified top ones has no evidence about its mark: never its cosine alone
     unchecked = fuse_one(product, {"logo_area": LogoAreaEvidence(mark="unchecked")}, config)
     assert unchecked.score == pytest.approx(0.5 - config.verify.logo_weight)

@@ -156,8 +156,7 @@ def test_scoring_overrides_merge_section_by_section():
 def test_profiles_resolve_over_preset_defaults_and_pick_their_thresholds(tmp_path, monkeypatch):
     from detector import thresholds
     from detector.scoring import PROFILES, resolve_scoring
-    from detector.thresholds import default_thresholds_path
-    from detector.thresholds import load_thresholds
+    from detector.thresholds import default_thresholds_path, load_thresholds
 
     preset_defaults = {"regions": {"enabled": False}, "search_k": 30}
     config, profile = resolve_scoring(preset_defaults, {"profile": "thorough", "top_k": 3})

@@ -49,7 +49,7 @@ class BrandInFileName(Signal):
 def test_a_new_signal_is_one_class_and_a_registry_entry(tiny_index_dir, sample_set):
     register(BrandInFileName)
     assert "brand_in_file_name" in available()
-    brand = sorted(p.name for p in sample_set.references_dir.iterdir())[0]
+    brand = min(p.name for p in sample_set.references_dir.iterdir())
     photo = io.BytesIO()
     Image.new("RGB", (96, 64), (200, 180, 160)).save(photo, format="PNG")  # a blank photo: nothing to see
     signals = list(DEFAULT_SIGNALS) + ["brand_in_file_name"]
@@ -81,7 +81,7 @@ def test_the_registry_checks_signal_names():
 
 def test_a_profile_without_a_signal_scores_without_it(tiny_index_dir, sample_set):
     """Leaving a signal out of ``signals`` is the same as switching its section off."""
-    listing = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[0]
+    listing = min((sample_set.labels_path.parent / "listings").glob("*.jpg"))
     no_verify = {"verify": {"enabled": False}}
     with Detector.open(tiny_index_dir, device="cpu", config=no_verify) as det:
         off = det.score(listing)
@@ -94,7 +94,8 @@ def test_a_profile_without_a_signal_scores_without_it(tiny_index_dir, sample_set
 
 
 def _candidate(**fields) -> ScoredMatch:
-    base = dict(ref_id=1, brand="acme", kind="logo", product_id=None, score=0.5, source="s", cosine=0.5)
+    base = {"ref_id": 1, "brand": "acme", "kind": "logo", "product_id": None, "score": 0.5, "source": "s",
+            "cosine": 0.5}
     return ScoredMatch(**{**base, **fields})
 
 

@@ -476,3 +476,15 @@ def _check_image(image: Any) -> None:
         raise ImageLoadError("<image>", f"expected a PIL image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ImageLoadError("<image>", f"empty image of size {image.size}")
+
+
+def mask_box(mask: np.ndarray, region: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A segmented mark's extent in the image's pixels: ``mask`` is at the clustering
+    resolution of the crop ``region`` (x0, y0, x1, y1) it was segmented from."""
+    ys, xs = np.nonzero(mask)
+    x0, y0, x1, y1 = region
+    sx, sy = (x1 - x0) / mask.shape[1], (y1 - y0) / mask.shape[0]
+    return (
+        x0 + int(xs.min() * sx), y0 + int(ys.min() * sy),
+        min(x1, x0 + int(np.ceil((xs.max() + 1) * sx))), min(y1, y0 + int(np.ceil((ys.max() + 1) * sy))),
+    )

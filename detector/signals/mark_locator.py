@@ -76,7 +76,13 @@ def product_marks(view: Image.Image, count: int = PRODUCT_MARKS) -> tuple[np.nda
     """A product photo's candidate marks: its isolated colour components (up to ``count``),
     each segmented (:func:`detector.silhouettes.query_mask`) into a canonical mask, with the
     mark's box in ``view``'s pixels; None when there are none."""
-    from detector.silhouettes import SilhouetteConfig, canonical_mask, component_boxes, query_mask
+    from detector.silhouettes import (
+        SilhouetteConfig,
+        canonical_mask,
+        component_boxes,
+        mask_box,
+        query_mask,
+    )
 
     config = SilhouetteConfig(component_marks=count)
     image = view.convert("RGB")
@@ -87,7 +93,7 @@ def product_marks(view: Image.Image, count: int = PRODUCT_MARKS) -> tuple[np.nda
         if canonical is None:
             continue
         masks.append(canonical.astype(np.uint8))
-        boxes.append(_mask_box(mask, region))
+        boxes.append(mask_box(mask, region))
     if not masks:
         return None
     return np.stack(masks), np.array(boxes, dtype=np.int64)
@@ -115,7 +121,7 @@ def locate_mark(product: LocalFeatures, logos: Sequence[LocalFeatures], config: 
 
 
 def _locate_by_shape(product: LocalFeatures, logos: Sequence[LocalFeatures]) -> LocatedMark:
-    from detector.silhouettes import QueryShapes, SilhouetteConfig
+    from detector.silhouettes import QueryShapes, SilhouetteConfig, mask_box
 
     assert product.marks is not None and product.mark_boxes is not None
     shapes = QueryShapes(list(product.marks), SilhouetteConfig())
@@ -128,7 +134,7 @@ def _locate_by_shape(product: LocalFeatures, logos: Sequence[LocalFeatures]) -> 
             continue
         box = tuple(int(v) for v in product.mark_boxes[mark])
         side = logo.silhouette.shape[0]
-        if _aspect_ratio(box, _mask_box(logo.silhouette, (0, 0, side, side))) <= SHAPE_MAX_ASPECT_RATIO:
+        if _aspect_ratio(box, mask_box(logo.silhouette, (0, 0, side, side))) <= SHAPE_MAX_ASPECT_RATIO:
             best = LocatedMark(box, 0, i, "shape", iou)  # type: ignore[arg-type]
     return best
 
@@ -142,15 +148,6 @@ def _aspect_ratio(box: Sequence[int], content: Sequence[int]) -> float:
     return max(ratio, 1 / ratio)
 
 
-def _mask_box(mask: np.ndarray, region: Box) -> Box:
-    """The mask's extent (at the clustering resolution) in the image's pixels."""
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = region
-    sx, sy = (x1 - x0) / mask.shape[1], (y1 - y0) / mask.shape[0]
-    return (
-        x0 + int(xs.min() * sx), y0 + int(ys.min() * sy),
-        min(x1, x0 + int(np.ceil((xs.max() + 1) * sx))), min(y1, y0 + int(np.ceil((ys.max() + 1) * sy))),
-    )
 
 
 def with_located_mark(record: LocalFeatures, logos: Sequence[LocalFeatures], config: VerifyConfig) -> LocalFeatures:

@@ -26,6 +26,7 @@ from detector.silhouettes import (
     QueryShapes,
     canonical_mask,
     component_boxes,
+    mask_box,
     query_mask,
     reference_mask,
     silhouette_image,
@@ -184,7 +185,7 @@ class ShapeSignal(Signal):
             mask = query_mask(crop, scfg)
             if mask is None:
                 continue
-            box = _mask_box(mask, region)
+            box = mask_box(mask, region)
             if scfg.refine and mask.mean() < scfg.refine_below:
                 mask, box = self._refined_mark(crop, region, box, mask)
             canonical = canonical_mask(mask)
@@ -205,7 +206,7 @@ class ShapeSignal(Signal):
         finer = query_mask(crop.crop(local), self.config.silhouettes)
         if finer is None:
             return mask, box
-        return finer, _mask_box(finer, tight)
+        return finer, mask_box(finer, tight)
 
     def _logo_shapes(self, index: ReferenceIndex) -> LogoShapes:
         """Canonical masks of ``index``'s logo references (and, with ``distinct_margin``,
@@ -236,14 +237,3 @@ def _canonical_rows(mask: np.ndarray) -> np.ndarray:
     if mask.shape != (CANONICAL_SIDE, CANONICAL_SIDE):
         mask = cv2.resize(mask.astype(np.uint8), (CANONICAL_SIDE, CANONICAL_SIDE), interpolation=cv2.INTER_NEAREST)
     return (mask > 0).astype(np.int8).ravel()
-
-
-def _mask_box(mask: np.ndarray, region: Box) -> Box:
-    """The mask's extent (it is at the clustering resolution) in the image's pixels."""
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = region
-    sx, sy = (x1 - x0) / mask.shape[1], (y1 - y0) / mask.shape[0]
-    return (
-        x0 + int(xs.min() * sx), y0 + int(ys.min() * sy),
-        min(x1, x0 + int(np.ceil((xs.max() + 1) * sx))), min(y1, y0 + int(np.ceil((ys.max() + 1) * sy))),
-    )

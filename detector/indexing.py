@@ -32,6 +32,7 @@ from detector.signals.mark_locator import (
 from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
+from index.open import create_index, index_exists, open_index
 from index.records import NewReference
 from index.store import ReferenceIndex
 
@@ -355,9 +356,10 @@ def run_indexing(
 
     Args:
         refs: Reference folder or manifest (see :func:`collect_references`).
-        index_dir: Index directory; created when ``create`` and absent.
+        index_dir: Index directory, or ``milvus-lite:PATH`` / ``milvus://HOST:PORT/COLLECTION?side=DIR``
+            (:func:`index.open.open_index`); created when ``create`` and absent.
         preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
-        factory: FAISS factory string for a new index.
+        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>").
         create: Allow creating the index (``index build``); ``index add`` requires it to exist.
         default_kind: Kind of folder items that are not recognisably logos.
         embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
@@ -370,13 +372,12 @@ def run_indexing(
     from detector.embedder import create_embedder
 
     items, failures = collect_references(refs, default_kind=default_kind)
-    index_dir = Path(index_dir)
-    exists = (index_dir / "manifest.json").exists()
+    exists = index_exists(index_dir)
     if not exists and not create:
         raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
     existing_preset = None
     if exists:
-        with ReferenceIndex.open(index_dir) as ro:
+        with open_index(index_dir) as ro:
             existing_preset = ro.fingerprint.preset
             random = ro.fingerprint.weights.startswith("random:")
     options = dict(embedder_options or {})
@@ -390,9 +391,10 @@ def run_indexing(
     config = ScoringConfig.from_dict(scoring)
     prep = prep or prep_config_for(embedder.preset)
     if exists:
-        index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
+        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:
-        index = ReferenceIndex.create(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    report_dir = index.path  # a Milvus store's reports go to its side folder
     if on_total:
         on_total(len(items))
     with index:
@@ -401,5 +403,5 @@ def run_indexing(
             read_text=read_text,
         )
     report.failed[:0] = failures
-    write_report(index_dir, "build" if create else "add", report)
+    write_report(report_dir, "build" if create else "add", report)
     return report

@@ -2,7 +2,8 @@
 
 Two forms (the FAISS directory stays the plain path):
 
-* ``milvus-lite:PATH`` -- a local Milvus Lite database at ``PATH``, one process at a time.
+* ``milvus-lite:PATH`` -- a local Milvus Lite database at ``PATH`` (ending in ``.db``), used by
+  one process at a time.
 * ``milvus://HOST:PORT/COLLECTION?side=DIR`` -- a Milvus server's collection. ``DIR`` is the
   folder every process of the deployment mounts for the side data (aux blobs), the indexing
   reports and the background vectors. A token, if the server needs one, comes from the
@@ -62,8 +63,10 @@ def parse_milvus_spec(spec: str) -> MilvusLocation:
     if spec.startswith(LITE_PREFIX):
         raw = spec[len(LITE_PREFIX) :]
         if not raw:
-            raise ValueError(f"{spec!r}: give the database file, e.g. milvus-lite:refs.milvus")
+            raise ValueError(f"{spec!r}: give the database file, e.g. milvus-lite:refs.db")
         path = Path(raw).expanduser().absolute()
+        if path.suffix != ".db":  # pymilvus takes a local path as Milvus Lite only when it ends in .db
+            raise ValueError(f"{spec!r}: a Milvus Lite database file name ends in .db, e.g. milvus-lite:refs.db")
         return MilvusLocation(spec=spec, uri=str(path), collection=LITE_COLLECTION,
                               side_dir=path.with_name(path.name + SIDE_SUFFIX), lite=True)  # fmt: skip
     if not spec.startswith(SERVER_PREFIX):

@@ -13,7 +13,7 @@ path, len, close), so :func:`index.open.open_index` can hand out either. Differe
   only between processes that share that folder.
 
 Example:
-    >>> idx = MilvusReferenceIndex.create("milvus-lite:refs.milvus", fingerprint=fp)
+    >>> idx = MilvusReferenceIndex.create("milvus-lite:refs.db", fingerprint=fp)
     >>> idx.add([NewReference(brand="acme", sha256=h, source="a.png")], [vec])
     >>> matches = idx.search(queries, k=5)
 """

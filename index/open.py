@@ -5,7 +5,7 @@
 :class:`index.milvus_store.MilvusReferenceIndex` (pymilvus is imported only then).
 
 Example:
-    >>> with open_index("milvus-lite:refs.milvus") as idx:
+    >>> with open_index("milvus-lite:refs.db") as idx:
     ...     matches = idx.search(queries, k=5)
 """
 

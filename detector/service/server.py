@@ -107,7 +107,9 @@ def serve(
 
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if not (Path(index_dir) / "manifest.json").exists():
+    from index.open import index_exists
+
+    if not index_exists(index_dir):
         raise ConfigError(f"no index at {index_dir}; build one with 'counterfeit index build'")
     settings = dict(settings or {})
     known = {f.name for f in dataclasses.fields(ServiceSettings)} - {"admin_token", "score_token"}

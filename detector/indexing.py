@@ -33,8 +33,8 @@ from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
 from index.open import create_index, index_exists, open_index
+from index.protocol import VectorIndex
 from index.records import NewReference
-from index.store import ReferenceIndex
 
 __all__ = [
     "Failure", "IndexingReport", "ReferenceItem", "collect_references", "index_references", "prep_config_for",
@@ -82,7 +82,7 @@ class _Prepared:
 
 def index_references(
     items: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     embedder: Any,
     *,
     chunk_size: int = 128,
@@ -145,7 +145,7 @@ def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[Refe
 
 def _prepare_chunk(
     chunk: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     pool: ThreadPoolExecutor,
     prep: ReferencePrepConfig,
     verify_config: VerifyConfig | None,
@@ -199,7 +199,7 @@ def _prepare_chunk(
 
 
 def _locate_marks(
-    prepared: list[_Prepared], index: ReferenceIndex, config: VerifyConfig
+    prepared: list[_Prepared], index: VectorIndex, config: VerifyConfig
 ) -> tuple[list[_Prepared], dict[int, bytes]]:
     """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
     index and in the chunk), and re-locate the stored product photos of every brand the chunk
@@ -221,7 +221,7 @@ def _locate_marks(
 
 
 def remove_references(
-    index: ReferenceIndex,
+    index: VectorIndex,
     *,
     ref_ids: Sequence[int] | None = None,
     brand: str | None = None,
@@ -257,7 +257,7 @@ def remove_references(
 
 
 def relocate_marks(
-    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+    index: VectorIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
 ) -> int:
     """Locate the logos on the product photos of ``brands`` (default: every brand) again from
     their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
@@ -275,7 +275,7 @@ def relocate_marks(
     return index.replace_aux(relocate_brand_products(index, brands, config))
 
 
-def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
+def verify_config_of(index: VectorIndex) -> VerifyConfig:
     """The verification options of the index's model preset (the defaults when unknown)."""
     from detector.models.registry import get_preset
     from detector.scoring_config import ScoringConfig
@@ -288,7 +288,7 @@ def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
 
 
 def _commit(
-    prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport,
+    prepared: list[_Prepared], index: VectorIndex, embedder: Any, report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
     flat = [view for p in prepared for view in p.views]

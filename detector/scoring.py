@@ -31,8 +31,8 @@ from detector.signals.reference_data import ReferenceData
 from detector.thresholds import Thresholds, default_thresholds_path, load_thresholds
 from detector.verdict import Verdict
 from index.open import index_spec, open_index
+from index.protocol import VectorIndex
 from index.records import Fingerprint
-from index.store import ReferenceIndex
 
 __all__ = ["PROFILES", "Analysis", "BrandScore", "Detector", "ScoringConfig", "merge_options", "resolve_scoring"]
 
@@ -56,7 +56,7 @@ class Detector:
 
     def __init__(
         self,
-        index: ReferenceIndex,
+        index: VectorIndex,
         embedder: Any,
         *,
         thresholds: Thresholds,
@@ -145,7 +145,7 @@ class Detector:
             raise
 
     @property
-    def index(self) -> ReferenceIndex:
+    def index(self) -> VectorIndex:
         return self._index
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,6 +33,7 @@ from index.milvus_schema import (
     P_NEXT_ID,
     P_UPDATED,
     id_filter,
+    literal,
 )
 from index.milvus_spec import MilvusLocation
 from index.records import Fingerprint
@@ -166,6 +167,18 @@ class MilvusCollection:
         self._generation = gen
 
     # -- queries --------------------------------------------------------------------------------
+
+    def existing_sha256(self, shas: Iterable[str]) -> dict[str, int]:
+        """sha256 -> ref id for the given content hashes that are already stored."""
+        self._check_open()
+        wanted = sorted(set(shas))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), 1000):
+            chunk = ", ".join(literal(s) for s in wanted[start : start + 1000])
+            for row in self._query(f"view == 0 and sha256 in [{chunk}]", ["ref_id", "sha256"]):
+                found[row["sha256"]] = min(int(row["ref_id"]), found.get(row["sha256"], 1 << 62))
+        return found
+
 
     def _query(self, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         return list(self._client.query(self.location.collection, filter=expr, output_fields=fields,

@@ -208,17 +208,6 @@ class MilvusReferenceIndex(MilvusWrites):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def existing_sha256(self, shas: Iterable[str]) -> dict[str, int]:
-        """sha256 -> ref id for the given content hashes that are already stored."""
-        self._check_open()
-        wanted = sorted(set(shas))
-        found: dict[str, int] = {}
-        for start in range(0, len(wanted), 1000):
-            chunk = ", ".join(literal(s) for s in wanted[start : start + 1000])
-            for row in self._query(f"view == 0 and sha256 in [{chunk}]", ["ref_id", "sha256"]):
-                found[row["sha256"]] = min(int(row["ref_id"]), found.get(row["sha256"], 1 << 62))
-        return found
-
     def get_references(self, ref_ids: Iterable[int]) -> dict[int, Reference]:
         """Records by id (ids not stored are absent from the result)."""
         self._check_open()
@@ -282,5 +271,6 @@ def _folder_size(location: MilvusLocation) -> int:
         if os.path.isfile(root):
             total += os.path.getsize(root)
         for folder, _, files in os.walk(root):
-            total += sum(os.path.getsize(os.path.join(folder, f)) for f in files if not os.path.islink(os.path.join(folder, f)))
+            paths = (os.path.join(folder, name) for name in files)
+            total += sum(os.path.getsize(p) for p in paths if not os.path.islink(p))
     return total

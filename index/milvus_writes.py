@@ -63,7 +63,7 @@ class MilvusWrites(MilvusCollection):
         matrices = validate_vectors(vectors, self.dim)
         updates = _checked_updates(aux_updates)
         now = utc_now()
-        records = [
+        records: list[dict[str, Any]] = [
             {"brand": r.brand, "kind": r.kind, "product_id": r.product_id, "source": r.source,
              "sha256": r.sha256, "added_at": now, "attributes": attributes[i], "aux_key": ""}
             for i, r in enumerate(refs)

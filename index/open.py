@@ -13,25 +13,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from index.commit import MANIFEST_NAME
 from index.errors import IndexNotFoundError
 from index.milvus_spec import is_milvus_spec, parse_milvus_spec
+from index.protocol import VectorIndex
 from index.records import Fingerprint
-
-if TYPE_CHECKING:
-    from index.milvus_store import MilvusReferenceIndex
-    from index.store import ReferenceIndex
-
-    AnyIndex = Union[ReferenceIndex, MilvusReferenceIndex]
 
 IndexSpec = Union[str, os.PathLike[str]]
 
 
 def open_index(
     spec: IndexSpec, *, writable: bool = False, fingerprint: Fingerprint | None = None, lock_timeout: float = 0.0
-) -> AnyIndex:
+) -> VectorIndex:
     """Open the index ``spec`` names (see the module docstring for the forms).
 
     Raises:
@@ -42,7 +37,7 @@ def open_index(
     return backend.open(_arg(spec), writable=writable, fingerprint=fingerprint, lock_timeout=lock_timeout)
 
 
-def create_index(spec: IndexSpec, *, fingerprint: Fingerprint, factory: str = "Flat") -> AnyIndex:
+def create_index(spec: IndexSpec, *, fingerprint: Fingerprint, factory: str = "Flat") -> VectorIndex:
     """Create an empty index where ``spec`` says and open it writable.
 
     Raises:

@@ -34,6 +34,7 @@ from index.milvus_schema import (
     P_GENERATION,
     P_UPDATED,
     RECORD_FIELDS,
+    VIEW_SLOTS,
     build_schema,
     initial_properties,
     literal,
@@ -44,9 +45,11 @@ from index.milvus_schema import (
 from index.milvus_spec import MilvusLocation, parse_milvus_spec
 from index.milvus_writes import MilvusWrites
 from index.records import Fingerprint, IndexInfo, Match, Reference, utc_now
+from index.search import distinct_top_k
 from index.validation import validate_queries
 
 QUERY_BATCH = 256  # queries per Milvus search request
+FETCH_PER_RESULT = 4  # rows first fetched per wanted reference (references have a few views)
 
 
 class MilvusReferenceIndex(MilvusWrites):
@@ -166,7 +169,11 @@ class MilvusReferenceIndex(MilvusWrites):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k distinct references per query, as arrays (see ReferenceIndex.search_vectors).
 
-        Milvus' grouping search (``group_by_field="ref_id"``) keeps each reference's best view.
+        A reference may own several rows (views): rows are over-fetched and each reference's
+        best row kept; a query that got fewer than k references from a full page of rows is
+        searched again with a larger page, so every row holds k references when k exist.
+        (Milvus' ``group_by_field`` does the same, but made a Milvus Lite search of 2,000 rows
+        9x slower: 68 ms against 7.7 ms.)
 
         Returns:
             ``(scores, ref_ids)``, both ``(q, k)``, scores descending; ``-inf`` / ``-1`` pad.
@@ -175,21 +182,35 @@ class MilvusReferenceIndex(MilvusWrites):
         k = int(k)
         if k < 1 or k > QUERY_LIMIT:
             raise ValueError(f"k must be in [1, {QUERY_LIMIT}], got {k}")
-        search_params = milvus_search_params(self.factory, k, params)
+        milvus_search_params(self.factory, k, params)  # checks the parameter names before searching
         self._check_open()
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
-        for start in range(0, len(q), QUERY_BATCH):
-            block = q[start : start + QUERY_BATCH]
-            hits = self._client.search(
-                self.location.collection, data=list(block), limit=k, anns_field="vector",
-                search_params=search_params, group_by_field="ref_id", output_fields=["ref_id"],
-            )  # fmt: skip
-            for row, found in enumerate(hits, start=start):
-                for col, hit in enumerate(list(found)[:k]):
-                    scores[row, col] = hit["distance"]
-                    ids[row, col] = int(hit["entity"]["ref_id"])
+        fetch = min(k * FETCH_PER_RESULT, QUERY_LIMIT)
+        todo = np.arange(len(q))
+        while len(todo):
+            d, vid = self._search_rows(q[todo], fetch, milvus_search_params(self.factory, fetch, params))
+            d, ref = distinct_top_k(d, np.where(vid >= 0, vid // VIEW_SLOTS, -1), k)
+            scores[todo, : d.shape[1]], ids[todo, : d.shape[1]] = d, ref
+            page_full = vid[:, -1] >= 0  # more rows may lie beyond this page
+            todo = todo[page_full & (ref < 0).any(axis=1)] if fetch < QUERY_LIMIT else todo[:0]
+            fetch = min(fetch * 4, QUERY_LIMIT)
         return scores, ids
+
+    def _search_rows(
+        self, q: np.ndarray, fetch: int, search_params: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``fetch`` rows per query: ``(scores, primary keys)``, padded with -inf / -1."""
+        d = np.full((len(q), fetch), -np.inf, dtype=np.float32)
+        vid = np.full((len(q), fetch), -1, dtype=np.int64)
+        for start in range(0, len(q), QUERY_BATCH):
+            hits = self._client.search(self.location.collection, data=list(q[start : start + QUERY_BATCH]),
+                                       limit=fetch, anns_field="vector", search_params=search_params)  # fmt: skip
+            for row, found in enumerate(hits, start=start):
+                n = min(len(found.ids), fetch)
+                d[row, :n] = found.distances[:n]
+                vid[row, :n] = found.ids[:n]
+        return d, vid
 
     def search(
         self, queries: np.ndarray, k: int = 10, *, params: Mapping[str, Any] | None = None

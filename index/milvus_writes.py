@@ -90,6 +90,7 @@ class MilvusWrites(MilvusCollection):
                 rows += rows_of(records[i], matrices[i])
             if rows:
                 self._upsert(rows)
+                self._seal()
                 self._advance_generation(now)
                 self._collect_garbage(stale_keys)
         skipped = [(i, existing.get(refs[i].sha256, new_ids.get(first_seen.get(refs[i].sha256, -1), -1)),
@@ -137,6 +138,7 @@ class MilvusWrites(MilvusCollection):
                 chunk = ids[start : start + 1000]
                 self._client.delete(self.location.collection, filter=f"ref_id in {chunk}")
             self._upsert(rows)
+            self._seal()
             self._advance_generation(utc_now())
             self._collect_garbage(stale_keys | {k for k in doomed.values() if k})
         return len(doomed)
@@ -155,6 +157,7 @@ class MilvusWrites(MilvusCollection):
             if not rows:
                 return 0
             self._upsert(rows)
+            self._seal()
             self._advance_generation(utc_now())
             self._collect_garbage(stale_keys)
         return len({r["ref_id"] for r in rows})
@@ -185,6 +188,14 @@ class MilvusWrites(MilvusCollection):
     def _upsert(self, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), UPSERT_ROWS):
             self._client.upsert(self.location.collection, rows[start : start + UPSERT_ROWS])
+
+    def _seal(self) -> None:
+        """Milvus Lite: move the written rows from the in-memory table into an indexed segment.
+        Searches over the in-memory table are brute force in Python (a search of 2,000 rows
+        took 190 ms before, 7.7 ms after). A server seals segments itself and rate-limits
+        explicit flushes, so it is not asked."""
+        if self.location.lite:
+            self._client.flush(self.location.collection)
 
     def _collect_garbage(self, keys: set[str]) -> None:
         """Delete the side data blobs of ``keys`` that no row names any more."""

@@ -60,9 +60,19 @@ def test_search_equals_faiss_flat_top_k(tmp_path, lite_spec):
         for got, want in zip(lite.search(queries[:3], k=4), flat.search(queries[:3], k=4)):
             assert [m.to_dict() | {"score": 0} for m in got] == [m.to_dict() | {"score": 0} for m in want]
             assert [m.score for m in got] == pytest.approx([m.score for m in want], abs=1e-5)
+        # One reference with 40 views around a query: its views fill the first page of rows,
+        # the search fetches more until it has k distinct references.
+        crowd = unit(np.random.default_rng(9), 40) * 0.05 + queries[0]
+        crowd = crowd / np.linalg.norm(crowd, axis=1, keepdims=True)
+        crowd_ref = [NewReference(brand="crowd", sha256="c" * 64, source="crowd.png")]
+        assert flat.add(crowd_ref, [crowd]).added == lite.add(crowd_ref, [crowd]).added
+        expected_scores, expected_ids = flat.search_vectors(queries[:2], k=5)
+        scores, ids = lite.search_vectors(queries[:2], k=5)
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
         # More references asked than stored: padded like FAISS.
         scores, ids = lite.search_vectors(queries[:2], k=130)
-        assert (ids[:, 120:] == -1).all() and np.isneginf(scores[:, 120:]).all()
+        assert (ids[:, 121:] == -1).all() and np.isneginf(scores[:, 121:]).all() and (ids[:, :121] > 0).all()
 
 
 def test_removed_references_never_come_back(lite_spec):

@@ -220,3 +220,57 @@ def test_detector_gives_the_same_verdicts_on_milvus_lite(tiny_index_dir, sample_
         assert (g.flagged, g.brand, g.box) == (e.flagged, e.brand, e.box)
         assert g.score == pytest.approx(e.score, abs=1e-4)
         assert [(m.brand, m.source) for m in g.matches] == [(m.brand, m.source) for m in e.matches]
+
+
+@pytest.fixture()
+def milvus_server(tmp_path, free_tcp_port):
+    """A Milvus gRPC server on localhost (Milvus Lite's own server mode) for milvus:// specs."""
+    import socket
+    import subprocess
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "server-data"),
+         "--host", "127.0.0.1", "--port", str(free_tcp_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", free_tcp_port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the Milvus Lite server did not start")
+                time.sleep(0.1)
+        yield f"127.0.0.1:{free_tcp_port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_a_server_collection_is_shared_by_a_writer_and_readers(tmp_path, milvus_server):
+    spec = f"milvus://{milvus_server}/brand_refs?side={tmp_path / 'shared-side'}"
+    refs, vectors, aux = reference_set(24)
+    queries = unit(np.random.default_rng(5), 6)
+    assert not index_exists(spec)
+    with create_index(tmp_path / "faiss", fingerprint=FP) as flat, create_index(spec, fingerprint=FP) as writer, \
+            open_index(spec, fingerprint=FP) as replica:  # fmt: skip
+        ids = writer.add(refs, vectors, aux).added
+        flat.add(refs, vectors, aux)
+        assert replica.reload() and len(replica) == 24
+        np.testing.assert_array_equal(replica.search_vectors(queries, k=5)[1], flat.search_vectors(queries, k=5)[1])
+        assert replica.get_aux(ids) == flat.get_aux(ids)  # side data through the shared folder
+        assert (tmp_path / "shared-side" / "aux").is_dir()
+        writer.remove(ref_ids=ids[:4])
+        assert replica.committed_generation() == writer.generation == 2
+        assert not set(replica.search_vectors(np.concatenate(vectors[:4]), k=24)[1].ravel()) & set(ids[:4])
+    with pytest.raises(IndexMismatchError):
+        open_index(spec, fingerprint=OTHER_FP)
+    with pytest.raises(IndexNotFoundError):
+        open_index(f"milvus://{milvus_server}/other_refs?side={tmp_path / 'side'}")

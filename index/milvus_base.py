@@ -42,6 +42,9 @@ from index.side_store import SideStore
 LOCK_NAME = "writer.lock"
 QUERY_LIMIT = 16384  # Milvus' largest result window of one query
 ID_PAGE = 1000  # reference ids per paged query (rows = ids * views, split further if needed)
+# Open clients per Milvus Lite file in this process: its in-process server stops with the last.
+_LITE_USERS: dict[str, int] = {}
+_LITE_USERS_LOCK = threading.Lock()
 INSTALL_HINT = "pip install 'counterfeit-detector[milvus]' (pymilvus, and milvus-lite for milvus-lite: paths)"
 
 
@@ -62,10 +65,34 @@ def connect(location: MilvusLocation) -> Any:
         except ImportError as e:
             raise BackendUnavailableError(f"milvus-lite: paths need the milvus-lite package: {INSTALL_HINT}") from e
     try:
-        return MilvusClient(uri=location.uri, token=location.token)
+        client = MilvusClient(uri=location.uri, token=location.token)
     except Exception as e:  # pymilvus raises its own types for refused connections and locked files
         hint = " (a Milvus Lite file is open in one process at a time)" if location.lite else ""
         raise IndexStoreError(f"cannot connect to Milvus at {location.spec}{hint}: {e}") from e
+    if location.lite:
+        with _LITE_USERS_LOCK:
+            _LITE_USERS[location.uri] = _LITE_USERS.get(location.uri, 0) + 1
+    return client
+
+
+def disconnect(location: MilvusLocation, client: Any) -> None:
+    """Close ``client``; for Milvus Lite, when it was this process's last one on the file, stop
+    the file's in-process server too, which releases the file's lock for other processes
+    (pymilvus keeps it until the process exits otherwise)."""
+    with contextlib.suppress(Exception):
+        client.close()
+    if not location.lite:
+        return
+    with _LITE_USERS_LOCK:
+        left = _LITE_USERS.get(location.uri, 1) - 1
+        if left > 0:
+            _LITE_USERS[location.uri] = left
+            return
+        _LITE_USERS.pop(location.uri, None)
+        with contextlib.suppress(Exception):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(location.uri)
 
 
 def pymilvus_types() -> tuple[Any, Any]:
@@ -88,6 +115,9 @@ class MilvusCollection:
         self.side = SideStore(location.side_dir)
         if not client.has_collection(location.collection):
             raise IndexNotFoundError(f"no reference index at {location.spec} (no collection {location.collection!r})")
+        # A collection is searchable only while loaded; a new process (or a server restart)
+        # finds it released. Loading an already loaded collection is a no-op.
+        client.load_collection(location.collection)
         props = self._properties()
         if P_FINGERPRINT not in props:
             raise IndexNotFoundError(
@@ -219,8 +249,7 @@ class MilvusCollection:
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(Exception):
-                self._client.close()
+            disconnect(self.location, self._client)
             if self._writer_lock is not None:
                 self._writer_lock.release()
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from index.atomic import WriterLock
 from index.errors import IndexExistsError, IndexMismatchError, IndexNotFoundError
-from index.milvus_base import QUERY_LIMIT, connect, pymilvus_types, writer_lock_path
+from index.milvus_base import QUERY_LIMIT, connect, disconnect, pymilvus_types, writer_lock_path
 from index.milvus_schema import (
     P_CREATED,
     P_GENERATION,
@@ -93,7 +93,7 @@ class MilvusReferenceIndex(MilvusWrites):
                 consistency_level="Strong",  # a reader sees every write the writer has returned from
             )  # fmt: skip
         finally:
-            client.close()
+            disconnect(location, client)
         return cls.open(spec, writable=True, fingerprint=fingerprint)
 
     @classmethod
@@ -130,7 +130,7 @@ class MilvusReferenceIndex(MilvusWrites):
             return idx
         except BaseException:
             if client is not None:
-                client.close()
+                disconnect(location, client)
             if lock is not None:
                 lock.release()
             raise

@@ -274,3 +274,25 @@ def test_a_server_collection_is_shared_by_a_writer_and_readers(tmp_path, milvus_
         open_index(spec, fingerprint=OTHER_FP)
     with pytest.raises(IndexNotFoundError):
         open_index(f"milvus://{milvus_server}/other_refs?side={tmp_path / 'side'}")
+
+
+def test_another_process_opens_and_searches_the_lite_file(lite_spec):
+    import json
+    import subprocess
+
+    refs, vectors, aux = reference_set(10)
+    with create_index(lite_spec, fingerprint=FP) as idx:
+        ids = idx.add(refs, vectors, aux).added
+        expected = idx.search_vectors(vectors[4][:1], k=3)[1][0].tolist()
+    script = (
+        "import json, sys, numpy as np\n"
+        "from index.open import open_index\n"
+        "with open_index(sys.argv[1]) as idx:\n"
+        "    q = np.array(json.loads(sys.argv[2]), dtype=np.float32)\n"
+        "    print(json.dumps([len(idx), idx.search_vectors(q, k=3)[1][0].tolist(), sorted(idx.get_aux(range(20)))]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, lite_spec, json.dumps(vectors[4][:1].tolist())],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, found, with_aux = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (count, found, with_aux) == (10, expected, [ids[i] for i in range(10) if aux[i] is not None])

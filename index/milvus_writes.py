@@ -7,7 +7,8 @@ interrupted at any point (and the same call can simply be run again):
 2. new reference ids are reserved (the ``next_ref_id`` property is advanced first, so a crash
    leaves a gap in the ids, never two references with one id);
 3. side data blobs are written to the content-addressed side store before the rows naming them;
-4. all rows of the call go to Milvus in one upsert (one request: applied whole or not at all);
+4. the rows go to Milvus in upsert requests of ~2,000 rows, each applied whole, never splitting
+   one reference's rows (so a reference is stored with all its views or not at all);
 5. the generation is advanced (readers pick up the change);
 6. side data no row names any more is deleted last.
 
@@ -177,6 +178,7 @@ class MilvusWrites(MilvusCollection):
         if not updates:
             return [], set()
         rows = self._rows_of_ids(list(updates), [*RECORD_FIELDS, "vid", "view", "vector"])
+        rows.sort(key=lambda r: (int(r["ref_id"]), int(r["view"])))  # a reference's rows together
         old_keys = set()
         for row in rows:
             blob = updates[int(row["ref_id"])]
@@ -186,8 +188,15 @@ class MilvusWrites(MilvusCollection):
         return rows, {k for k in old_keys if k} - {r["aux_key"] for r in rows}
 
     def _upsert(self, rows: list[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), UPSERT_ROWS):
-            self._client.upsert(self.location.collection, rows[start : start + UPSERT_ROWS])
+        """Upsert in requests of about UPSERT_ROWS rows, never splitting one reference's rows
+        (each request is applied whole: an interruption never leaves a reference half-stored)."""
+        batch: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            batch.append(row)
+            ends_reference = i + 1 == len(rows) or rows[i + 1]["ref_id"] != row["ref_id"]
+            if ends_reference and (len(batch) >= UPSERT_ROWS or i + 1 == len(rows)):
+                self._client.upsert(self.location.collection, batch)
+                batch = []
 
     def _seal(self) -> None:
         """Milvus Lite: move the written rows from the in-memory table into an indexed segment.

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--rounds", type=int, default=200, help="timed calls per backend and batch size")
     p.add_argument("--milvus-factory", default="Flat", help="Flat or HNSW<M>")
+    p.add_argument("--milvus", metavar="SPEC", help="a new Milvus index to build, e.g. "
+                   "'milvus://HOST:PORT/bench_refs?side=DIR' (default: a temporary Milvus Lite file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = p.parse_args(argv)
@@ -70,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-stores-"))
     try:
         faiss_idx, faiss_add = build(str(root / "faiss"), base, fingerprint, "Flat")
-        lite_idx, lite_add = build(f"milvus-lite:{root / 'refs.db'}", base, fingerprint, args.milvus_factory)
-        backends = {"faiss Flat": faiss_idx, f"milvus-lite {args.milvus_factory}": lite_idx}
+        milvus_spec = args.milvus or f"milvus-lite:{root / 'refs.db'}"
+        lite_idx, lite_add = build(milvus_spec, base, fingerprint, args.milvus_factory)
+        milvus_name = f"{'milvus' if args.milvus else 'milvus-lite'} {args.milvus_factory}"
+        backends = {"faiss Flat": faiss_idx, milvus_name: lite_idx}
         _, want = faiss_idx.search_vectors(queries, args.k)
         _, got = lite_idx.search_vectors(queries, args.k)
         same_top_k = float(np.mean((want == got).all(axis=1)))
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "n": args.n, "dim": args.dim, "k": args.k, "rounds": args.rounds,
-        "add_seconds": {"faiss Flat": round(faiss_add, 2), f"milvus-lite {args.milvus_factory}": round(lite_add, 2)},
+        "add_seconds": {"faiss Flat": round(faiss_add, 2), milvus_name: round(lite_add, 2)},
         "same_top_k_as_faiss_flat": same_top_k,
         "search_ms": {name: {f"batch {b}": {"median": ms(t, 0.5), "p95": ms(t, 0.95)} for b, t in per.items()}
                       for name, per in times.items()},

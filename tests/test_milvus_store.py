@@ -296,3 +296,21 @@ def test_another_process_opens_and_searches_the_lite_file(lite_spec):
     assert out.returncode == 0, out.stderr[-2000:]
     count, found, with_aux = json.loads(out.stdout.strip().splitlines()[-1])
     assert (count, found, with_aux) == (10, expected, [ids[i] for i in range(10) if aux[i] is not None])
+
+
+def test_an_upsert_request_never_splits_a_reference(lite_spec, monkeypatch):
+    import index.milvus_writes
+
+    monkeypatch.setattr(index.milvus_writes, "UPSERT_ROWS", 3)
+    refs, _, _ = reference_set(5)
+    rng = np.random.default_rng(2)
+    with create_index(lite_spec, fingerprint=FP) as idx:
+        requests: list[list[int]] = []
+        upsert = idx._client.upsert
+        monkeypatch.setattr(idx._client, "upsert",
+                            lambda name, rows: (requests.append([r["ref_id"] for r in rows]), upsert(name, rows))[1])
+        ids = idx.add(refs, [unit(rng, 2) for _ in refs]).added
+        idx.replace_aux({rid: b"x" for rid in ids[:3]})
+    assert len(requests) == 5  # 10 rows by 2 + 2 + 1 references, then 6 rows by 2 + 1
+    for rows in requests:
+        assert all(rows.count(rid) == 2 for rid in rows)  # both views of a reference in one request

@@ -84,9 +84,10 @@ def build_schema(client_cls: Any, data_type: Any, dim: int) -> Any:
 
 
 def initial_properties(fingerprint: Fingerprint, factory: str, now: str) -> dict[str, str]:
+    """The properties of a new, empty index (reference ids start at 1, as in the FAISS index)."""
     return {
         P_FORMAT: str(FORMAT_VERSION), P_FINGERPRINT: json.dumps(fingerprint.to_dict(), sort_keys=True),
-        P_FACTORY: factory, P_CREATED: now, P_UPDATED: now, P_GENERATION: "0", P_NEXT_ID: "1",  # ids from 1, as the FAISS index
+        P_FACTORY: factory, P_CREATED: now, P_UPDATED: now, P_GENERATION: "0", P_NEXT_ID: "1",
     }  # fmt: skip
 
 

@@ -37,7 +37,8 @@ def synthetic(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(base, queries)``: n base vectors around n // 10 centres; 512 queries near base rows."""
     rng = np.random.default_rng(seed)
     centres = _unit(rng.standard_normal((max(1, n // 10), dim), dtype=np.float32))
-    base = _unit(centres[rng.integers(0, len(centres), n)] + rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim))
+    noise = rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim)
+    base = _unit(centres[rng.integers(0, len(centres), n)] + noise)
     src = rng.integers(0, n, 512)
     queries = _unit(base[src] + 0.5 * rng.standard_normal((512, dim), dtype=np.float32) / np.sqrt(dim))
     return base, queries

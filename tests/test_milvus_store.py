@@ -215,6 +215,11 @@ def test_detector_gives_the_same_verdicts_on_milvus_lite(tiny_index_dir, sample_
     listings = [folder / f"{name}_00000.jpg" for name in ("copy", "logo_small", "neg_nologo", "neg_unindexed")]
     with Detector.open(tiny_index_dir, device="cpu") as flat, Detector.open(spec, device="cpu") as lite:
         expected, got = flat.score_many(listings), lite.score_many(listings)
+        # The indexing writer withdraws the copied brand; the replica reloads and stops matching it.
+        with open_index(spec, writable=True) as writer:
+            assert writer.remove(brand=expected[0].brand) > 0
+        assert lite.reload_index() and not lite.reload_index()
+        assert lite.score(listings[0]).brand != expected[0].brand
     assert any(v.flagged for v in expected) and any(not v.flagged for v in expected)
     for e, g in zip(expected, got):
         assert (g.flagged, g.brand, g.box) == (e.flagged, e.brand, e.box)

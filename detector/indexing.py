@@ -32,8 +32,9 @@ from detector.signals.mark_locator import (
 from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
+from index.open import create_index, index_exists, open_index
+from index.protocol import VectorIndex
 from index.records import NewReference
-from index.store import ReferenceIndex
 
 __all__ = [
     "Failure", "IndexingReport", "ReferenceItem", "collect_references", "index_references", "prep_config_for",
@@ -81,7 +82,7 @@ class _Prepared:
 
 def index_references(
     items: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     embedder: Any,
     *,
     chunk_size: int = 128,
@@ -144,7 +145,7 @@ def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[Refe
 
 def _prepare_chunk(
     chunk: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     pool: ThreadPoolExecutor,
     prep: ReferencePrepConfig,
     verify_config: VerifyConfig | None,
@@ -198,7 +199,7 @@ def _prepare_chunk(
 
 
 def _locate_marks(
-    prepared: list[_Prepared], index: ReferenceIndex, config: VerifyConfig
+    prepared: list[_Prepared], index: VectorIndex, config: VerifyConfig
 ) -> tuple[list[_Prepared], dict[int, bytes]]:
     """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
     index and in the chunk), and re-locate the stored product photos of every brand the chunk
@@ -220,7 +221,7 @@ def _locate_marks(
 
 
 def remove_references(
-    index: ReferenceIndex,
+    index: VectorIndex,
     *,
     ref_ids: Sequence[int] | None = None,
     brand: str | None = None,
@@ -256,7 +257,7 @@ def remove_references(
 
 
 def relocate_marks(
-    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+    index: VectorIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
 ) -> int:
     """Locate the logos on the product photos of ``brands`` (default: every brand) again from
     their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
@@ -274,7 +275,7 @@ def relocate_marks(
     return index.replace_aux(relocate_brand_products(index, brands, config))
 
 
-def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
+def verify_config_of(index: VectorIndex) -> VerifyConfig:
     """The verification options of the index's model preset (the defaults when unknown)."""
     from detector.models.registry import get_preset
     from detector.scoring_config import ScoringConfig
@@ -287,7 +288,7 @@ def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
 
 
 def _commit(
-    prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport,
+    prepared: list[_Prepared], index: VectorIndex, embedder: Any, report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
     flat = [view for p in prepared for view in p.views]
@@ -355,9 +356,10 @@ def run_indexing(
 
     Args:
         refs: Reference folder or manifest (see :func:`collect_references`).
-        index_dir: Index directory; created when ``create`` and absent.
+        index_dir: Index directory, or ``milvus-lite:PATH`` / ``milvus://HOST:PORT/COLLECTION?side=DIR``
+            (:func:`index.open.open_index`); created when ``create`` and absent.
         preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
-        factory: FAISS factory string for a new index.
+        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>").
         create: Allow creating the index (``index build``); ``index add`` requires it to exist.
         default_kind: Kind of folder items that are not recognisably logos.
         embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
@@ -370,13 +372,12 @@ def run_indexing(
     from detector.embedder import create_embedder
 
     items, failures = collect_references(refs, default_kind=default_kind)
-    index_dir = Path(index_dir)
-    exists = (index_dir / "manifest.json").exists()
+    exists = index_exists(index_dir)
     if not exists and not create:
         raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
     existing_preset = None
     if exists:
-        with ReferenceIndex.open(index_dir) as ro:
+        with open_index(index_dir) as ro:
             existing_preset = ro.fingerprint.preset
             random = ro.fingerprint.weights.startswith("random:")
     options = dict(embedder_options or {})
@@ -390,9 +391,10 @@ def run_indexing(
     config = ScoringConfig.from_dict(scoring)
     prep = prep or prep_config_for(embedder.preset)
     if exists:
-        index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
+        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:
-        index = ReferenceIndex.create(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    report_dir = index.path  # a Milvus store's reports go to its side folder
     if on_total:
         on_total(len(items))
     with index:
@@ -401,5 +403,5 @@ def run_indexing(
             read_text=read_text,
         )
     report.failed[:0] = failures
-    write_report(index_dir, "build" if create else "add", report)
+    write_report(report_dir, "build" if create else "add", report)
     return report

@@ -8,8 +8,9 @@ already finds each listing descriptor's nearest logo descriptors over the whole 
 module turns them into, per listing keypoint, the distance to the nearest descriptor of a logo
 of *another* brand (the rival). Verification then counts an inlier as the brand's own only when
 its match is clearly closer than the rival (``distance < ratio * rival``, the same ratio as
-the within-reference test), and accepts a fit only with ``min_inliers`` own inliers
-(:attr:`detector.verify_config.VerifyConfig.rival_test`).
+the within-reference test). With :attr:`detector.verify_config.VerifyConfig.rival_test` on, a
+fit with fewer than ``min_inliers`` own inliers rests on a shared part, and only its own
+inliers are fused into the score; a fit with enough keeps its score.
 
 The rival is searched among each descriptor's nearest neighbours only (20, the vote's); a
 keypoint with no other brand among them has no rival (infinite distance), as in the vote.

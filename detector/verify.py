@@ -91,6 +91,8 @@ class Verification:
         confirmed: Accepted, and the appearance (when checked) reaches ``min_appearance``.
         own_inliers: Inliers whose match beats every other brand's logo (``rivals`` given:
             :mod:`detector.rivals`), else None.
+        counts_own: ``rival_test`` is on and fewer than ``min_inliers`` inliers are the
+            brand's own: only those are fused (:attr:`accepted_inliers`).
         log_nfa: ``log10`` of the fit's number of false alarms under the chance model
             (:func:`detector.chance.log_nfa_of_fit`, ``N_tests`` =
             :attr:`VerifyConfig.chance_tests`), when a homography was fit; the lower, the
@@ -114,7 +116,8 @@ class Verification:
 
     @property
     def accepted_inliers(self) -> int:
-        """Inliers to fuse: the count (the own inliers with ``counts_own``) when accepted, else 0."""
+        """Inliers to fuse when accepted (else 0): the count, or only the own inliers when the
+        fit rests on a part another brand's logo shares (``counts_own``)."""
         if not self.accepted:
             return 0
         return self.own_inliers if self.counts_own and self.own_inliers is not None else self.inliers
@@ -195,7 +198,7 @@ def verify(
             (the scorer batches its candidates); computed here when None.
         rivals: Per listing keypoint, the distance to the nearest logo descriptor of another
             brand (:func:`detector.rivals.rival_distances`); with ``config.rival_test`` a fit
-            needs ``min_inliers`` inliers that beat it (``own_inliers``).
+            with fewer than ``min_inliers`` inliers that beat it fuses only those.
 
     Returns:
         A Verification; ``accepted`` is False with a ``reason`` when evidence is missing or
@@ -248,10 +251,6 @@ def verify(
     if rivals is not None:
         inlier_refs = good_refs[inlier_idx]
         own = own_inliers(distances[inlier_refs, 0], good_queries[inlier_idx], rivals, config.ratio)
-        if not reason and config.rival_test == "reject" and own < config.min_inliers:
-            reason = f"{inliers - own} of {inliers} inliers match another brand's logo as well ({own} own < {config.min_inliers})"
-    if not reason and not counting and chance > config.max_log_nfa:
-        reason = f"log10 NFA {chance:.1f} > {config.max_log_nfa}"
     if not reason and box is None:
         reason = "projected outline lies outside the query"
     appearance = None
@@ -272,7 +271,8 @@ def verify(
         }
     return Verification(
         inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed,
-        log_nfa=chance, own_inliers=own, counts_own=config.rival_test == "count", **logo,
+        log_nfa=chance, own_inliers=own,
+        counts_own=config.rival_test == "on" and own is not None and own < config.min_inliers, **logo,
     )
 
 

@@ -9,7 +9,7 @@ from detector.features import METHODS
 
 ACCEPTANCES: tuple[str, ...] = ("count", "a_contrario")
 CHANCE_AREAS: tuple[str, ...] = ("image", "matches")
-RIVAL_TESTS: tuple[str, ...] = ("off", "count", "reject")
+RIVAL_TESTS: tuple[str, ...] = ("off", "on")
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,10 @@ class VerifyConfig:
         rival_test: The ratio test across brands (:mod:`detector.rivals`): an inlier is the
             brand's own when its match is clearly closer (``ratio``) than any other brand's
             logo descriptor, since a part two brands' marks share is evidence for neither.
-            ``"off"``: not applied (own inliers are still reported); ``"count"``: only own
-            inliers are fused into the score; ``"reject"``: a fit also needs
-            ``min_inliers`` own inliers to be accepted. Needs the descriptor vote
-            (``local_candidates`` > 0); without it nothing changes.
+            ``"on"``: a fit with fewer than ``min_inliers`` own inliers rests on a shared
+            part, and only its own inliers are fused into the score (a fit with enough keeps
+            all, so its score is unchanged); ``"off"``: not applied (own inliers are still
+            reported). Needs the descriptor vote (``local_candidates`` > 0).
         local_nprobe: Inverted lists the vote's search visits once the library is large
             enough for an inverted file (:mod:`detector.local_search`); fewer is faster and
             finds fewer of the exact nearest descriptors.

@@ -62,18 +62,17 @@ def _verify(library, mark: Image.Image, mode: str):
 def test_a_shared_part_alone_does_not_verify(library):
     unindexed = _pair("starbucks", "python")  # the shared emblem beside a third brand's mark
     plain = _verify(library, unindexed, "off")
-    assert plain.accepted and plain.inliers >= 6  # the emblem alone fits a homography
-    rejected = _verify(library, unindexed, "reject")
-    assert not rejected.accepted and rejected.own_inliers < 6
-    assert "another brand" in rejected.reason
-    counted = _verify(library, unindexed, "count")
-    assert counted.accepted and counted.accepted_inliers == counted.own_inliers < plain.accepted_inliers
+    assert plain.accepted and plain.accepted_inliers >= 6  # the emblem alone fits a homography
+    tested = _verify(library, unindexed, "on")
+    assert tested.own_inliers < 6 and tested.counts_own
+    assert tested.accepted_inliers == tested.own_inliers < plain.accepted_inliers
 
 
 def test_the_brand_s_own_mark_still_verifies(library):
-    result = _verify(library, _pair("starbucks", "github"), "reject")
+    result = _verify(library, _pair("starbucks", "github"), "on")
     assert result.accepted and result.own_inliers >= 6
-    assert result.own_inliers < result.inliers  # the shared emblem's inliers are not its own
+    assert result.own_inliers < result.inliers  # the shared emblem's inliers are not its own...
+    assert result.accepted_inliers == result.inliers  # ...but a fit that is the brand's keeps them
 
 
 def test_rival_distances_and_own_inliers():

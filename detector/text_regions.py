@@ -6,9 +6,10 @@ text signal offers (:meth:`detector.signals.base.Signal.offer_regions`) for each
 tallest lines:
 
 * the line itself, padded (a wordmark logo is the word);
-* three squares where an emblem would sit: left of the line, right of it and above its
-  middle, each ``reach`` line heights wide and overlapping the line's end by a quarter of
-  its height (a mark set close to the word is not cut).
+* two squares where an emblem would sit: left of the line and above its middle (a lockup's
+  usual places; right of the line is not tried, to keep the cost down: not measured), each
+  ``reach`` line heights wide and overlapping the line by a quarter of its height (a mark
+  set close to the word is not cut).
 
 The embedding embeds them like any region and the shape signal segments their marks; the
 local features verify on the whole listing anyway, so they benefit through the candidates
@@ -33,11 +34,11 @@ MIN_SIDE = 32
 
 def line_regions(boxes: Sequence[Box], size: tuple[int, int], *, lines: int = 2, reach: float = 2.5) -> list[Region]:
     """Regions around the ``lines`` tallest of ``boxes`` (x0, y0, x1, y1 in the image's
-    pixels): the padded line, then emblem squares left, right and above; duplicates dropped.
+    pixels): the padded line, then emblem squares left of it and above it; duplicates dropped.
 
     Example:
         >>> [r.box for r in line_regions([(200, 200, 300, 220)], (640, 480), lines=1)]
-        [(195, 194, 305, 226), (155, 185, 205, 235), (295, 185, 345, 235), (225, 155, 275, 205)]
+        [(195, 194, 305, 226), (155, 185, 205, 235), (225, 155, 275, 205)]
     """
     width, height = size
     tallest = sorted(boxes, key=lambda b: -(b[3] - b[1]))[: max(0, lines)]
@@ -53,7 +54,6 @@ def line_regions(boxes: Sequence[Box], size: tuple[int, int], *, lines: int = 2,
         candidates = [
             (x0 - pad, y0 - pad, x1 + pad, y1 + pad),
             (x0 + overlap - side, cy - side / 2, x0 + overlap, cy + side / 2),
-            (x1 - overlap, cy - side / 2, x1 - overlap + side, cy + side / 2),
             (cx - side / 2, y0 + overlap - side, cx + side / 2, y0 + overlap),
         ]
         for box in candidates:

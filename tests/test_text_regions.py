@@ -39,10 +39,10 @@ def emblem_next_to_word(word: str = "WEEKEND") -> Image.Image:
 
 
 # ---------------------------------------------------------------- geometry (no OCR needed)
-def test_line_regions_cover_the_line_and_squares_beside_and_above_it_inside_the_image():
+def test_line_regions_cover_the_line_and_squares_left_of_and_above_it_inside_the_image():
     regions = line_regions([(118, 100, 300, 140), (10, 300, 60, 310)], (480, 320), lines=1, reach=2.5)
     boxes = [r.box for r in regions]
-    assert len(boxes) == 4 and all(r.source == "text" for r in regions)  # only the tallest line
+    assert len(boxes) == 3 and all(r.source == "text" for r in regions)  # only the tallest line
     assert boxes[0] == (108, 90, 310, 150)  # the line, padded by a quarter of its height
     assert boxes[1] == (28, 70, 128, 170)  # left square: 2.5 heights, overlapping the line's start
     assert all(0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 320 for x0, y0, x1, y1 in boxes)

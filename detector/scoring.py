@@ -220,7 +220,8 @@ class Detector:
                 signal.start(listing)
         crops: list[Image.Image] = []
         for listing in listings:
-            self._embedding.add_regions(listing, [region for signal in others for region in signal.offer_regions(listing)])
+            offered = [region for signal in others for region in signal.offer_regions(listing)]
+            self._embedding.add_regions(listing, offered)
             extra = [view for signal in others for view in signal.embed_views(listing)]
             crops += self._embedding.finish_views(listing, extra)
         vectors = self._embed(crops)

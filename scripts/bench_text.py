@@ -3,13 +3,14 @@
 
     python scripts/bench_text.py --out bench-text [--brands 40] [--per-class 20] [--seed 0]
         [--model effnet-lite0] [--profiles fast,thorough] [--scoring JSON] [--text-only]
-        [--text-regions-off]
+        [--text-regions]
 
 Builds the text set (:mod:`detector.bench.text_classes`), indexes its logos (names from the
 manifest), scores every listing with each profile, with and without ``text``, at the
 shipped thresholds, and prints per class R@1 (top brand right, any score), recall (flagged
 with the right brand) and false flags (flagged with a wrong brand, or at all on a negative),
-and the scoring time per listing (variants interleaved batch by batch). Writes ``results.json`` and ``table.md`` under ``--out``.
+and the scoring time per listing (variants interleaved batch by batch). Writes
+``results.json`` and ``table.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scoring", type=json.loads, default={}, metavar="JSON",
                    help='scoring overrides for every variant, e.g. \'{"text": {"ordinary_penalty": 0}}\'')
     p.add_argument("--text-only", action="store_true", help="only the variants with the text signal")
-    p.add_argument("--text-regions-off", action="store_true",
-                   help="also score each text variant without the regions around the text (text.regions off)")
+    p.add_argument("--text-regions", action="store_true",
+                   help="also score each text variant with the regions around the text (text.regions on)")
     args = p.parse_args(argv)
 
     from detector.indexing import run_indexing
@@ -56,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.text_only:
             variants[profile] = {**args.scoring, "profile": profile, "signals": list(DEFAULT_SIGNALS)}
         with_text = {**args.scoring, "profile": profile, "signals": [*DEFAULT_SIGNALS, "text"]}
-        if args.text_regions_off:
-            variants[f"{profile} + text, no text regions"] = merge_options(with_text, {"text": {"regions": False}})
         variants[f"{profile} + text"] = with_text
+        if args.text_regions:
+            variants[f"{profile} + text + text regions"] = merge_options(with_text, {"text": {"regions": True}})
     detectors = {name: Detector.open(index_dir, device="cpu", config=config) for name, config in variants.items()}
     verdicts: dict[str, list] = {name: [] for name in variants}
     seconds = dict.fromkeys(variants, 0.0)

@@ -68,7 +68,7 @@ def emblem_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ring = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
     ImageDraw.Draw(ring).ellipse((20, 20, 236, 236), outline=(20, 20, 20, 255), width=40)
     ring.save(root / "ring.png")
-    rows = [{"path": "bolt.png", "brand": "bolt", "kind": "logo"}, {"path": "ring.png", "brand": "ring", "kind": "logo"}]
+    rows = [{"path": f"{brand}.png", "brand": brand, "kind": "logo"} for brand in ("bolt", "ring")]
     (root / "refs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     index_dir = tmp_path_factory.mktemp("emblem-index") / "idx"
     report = run_indexing(root / "refs.jsonl", index_dir, preset="tiny-clip-test", embedder_options={"device": "cpu"})

@@ -52,6 +52,25 @@ def test_line_regions_cover_the_line_and_squares_left_of_and_above_it_inside_the
     assert line_regions([(5, 5, 5, 9)], (100, 100)) == [] and line_regions([], (100, 100)) == []
 
 
+def test_the_text_benchs_lockups_draw_the_logo_with_the_text():
+    import numpy as np
+
+    from detector.bench.text_classes import draw_text
+
+    photo = Image.new("RGB", (640, 480), (128, 128, 128))
+    emblem = Image.new("RGBA", (100, 100), (255, 0, 0, 255))
+    fonts = [FONT] if Path(FONT).exists() else []  # none: Pillow's default font
+
+    def red_pixels(image: Image.Image) -> int:
+        rgb = np.asarray(image).astype(int)
+        return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())
+
+    for seed in range(4):
+        # the logo is at least 24 px a side (a third may be turned: most of it survives)
+        assert red_pixels(draw_text(photo, "Handmade", np.random.default_rng(seed), fonts, emblem)) > 400
+        assert red_pixels(draw_text(photo, "Handmade", np.random.default_rng(seed), fonts)) == 0
+
+
 # ---------------------------------------------------------------- with the OCR and a detector
 pytest.importorskip("rapidocr_onnxruntime", reason="the text extra (rapidocr-onnxruntime) is not installed")
 

@@ -39,7 +39,7 @@ class Region:
     Attributes:
         box: (x0, y0, x1, y1) in pixels of the original image, 0 <= x0 < x1 <= width.
         source: ``"full"`` (the whole frame, always first), ``"trimmed"`` (the frame without
-            its uniform border, second when there is one), ``"window"``, ``"proposal"``, or
+            its uniform border, second when there is one), ``"window"``, ``"proposal"``,
             ``"silhouette"`` (the black-on-white mark found in another region's box) or
             ``"text"`` (around a line of text the text signal read, :mod:`detector.text_regions`).
         scale: Longer box side divided by the image's shorter side (1.0 for a full square frame).

@@ -19,8 +19,9 @@ A brand's names (:func:`brand_names_of`): its id with separators as spaces, the 
 (``ocr_text`` attribute, :func:`logo_text_attributes`). Names too generic to identify a brand
 never match alone (:func:`detector.brand_names.generic_names`).
 
-The lines' boxes are also offered to the other signals as regions (:meth:`TextSignal.offer_regions`,
-:mod:`detector.text_regions`): the line and squares beside and above it, where an emblem sits.
+With ``text.regions`` (off by default) the lines' boxes are also offered to the other signals
+as regions (:meth:`TextSignal.offer_regions`, :mod:`detector.text_regions`): the line and
+squares left of and above it, where an emblem sits.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class TextConfig:
             default, ``thorough`` included: on the text benchmark's lockups it flagged 3 of
             15 logos beside ordinary words instead of 1, for +37 % of ``thorough``'s time.
         region_lines: The tallest lines given regions.
-        region_reach: Side of the emblem squares beside and above a line, in line heights.
+        region_reach: Side of the emblem squares left of and above a line, in line heights.
     """
 
     enabled: bool = True

@@ -3,8 +3,9 @@
 A thin façade over the signals (:mod:`detector.signals`) and the fusion and decision
 (:mod:`detector.fusion`). Scoring one batch of listing images::
 
-    load ──► each signal starts on each listing (regions; local features and marks in
-             worker threads)
+    load ──► each signal starts on each listing (regions; local features and text in
+             worker threads) ──► regions signals offer (around text read) join the listing's
+         ──► marks segmented in the regions
          ──► embed every listing's views in one model batch ──► index search
          ──► candidates: the embedding's, then each signal's proposals (scored by cosine)
          ──► each signal plans, then gives evidence for the candidates it examined
@@ -215,10 +216,13 @@ class Detector:
         others = self.signals[1:]
         for listing in listings:
             self._embedding.start(listing)
-        crops: list[Image.Image] = []
-        for listing in listings:
+        for listing in listings:  # every listing's work is under way before any is waited for
             for signal in others:
                 signal.start(listing)
+        crops: list[Image.Image] = []
+        for listing in listings:
+            offered = [region for signal in others for region in signal.offer_regions(listing)]
+            self._embedding.add_regions(listing, offered)
             extra = [view for signal in others for view in signal.embed_views(listing)]
             crops += self._embedding.finish_views(listing, extra)
         vectors = self._embed(crops)

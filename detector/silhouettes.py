@@ -366,6 +366,10 @@ class QueryShapes:
         kept._stack, kept._areas, kept._stack_bytes = self._stack[rows], self._areas[rows], self._stack_bytes[rows]
         return kept
 
+    def variant_rows(self) -> np.ndarray:
+        """(variants, side * side) int8 0/1 rows: each mark at each rotation (and mirrored)."""
+        return self._stack_bytes
+
     def coarse(self, references: np.ndarray) -> np.ndarray:
         """(marks, references) best coarse IoU of each mark (rotations and mirror, no
         refinement) with each of many references: ``references`` is (n, side * side),

@@ -2,13 +2,16 @@
 
 Small libraries are searched exactly: every rotated and mirrored variant of every mark against
 every logo (:meth:`QueryShapes.coarse`, one int8 matrix product). That is linear in the
-library (216 x N products; 1M logos would also need 4 GiB of int8 rows), so from
-:data:`EXACT_UP_TO` logos on, an HNSW graph over the packed masks (FAISS ``IndexBinaryHNSW``,
-Hamming distance: for two masks of equal area ``IoU = (2a - h) / (2a + h)``, and canonical
-masks are area-normalised) gives each variant's ``per_variant`` nearest logos; the union is
-then scored exactly, so the marks' best IoUs and the ``search`` best logos are those of the
-exact search whenever the graph finds them (measured in docs/scale.md, "Shape search and
-distinct floors").
+library (216 x N products; 1M logos would also need 4 GiB of int8 rows), so above
+:data:`EXACT_UP_TO` logos an inverted file over the packed masks (FAISS ``IndexBinaryIVF``,
+Hamming distance: ``IoU = (a + b - h) / (a + b + h)``, and canonical masks are
+area-normalised, so the nearest in Hamming is nearly the best in IoU) gives each variant's
+``per_variant`` nearest logos among the ``nprobe`` of ``4 sqrt(N)`` lists closest to it (a
+variant scans ~``8 sqrt(N)`` logos); the union is then scored exactly. The lists' centres are
+logos drawn from the library, not trained: k-means over 4,096-bit codes would cost minutes a
+generation, and drawn centres measured nearly as well. Measured against the exact search in
+docs/scale.md, "Shape search and distinct floors" (IndexBinaryHNSW found the Hamming-nearest
+logo less often: 0.87-0.96 vs 0.98 of variants on 10k logos).
 """
 
 from __future__ import annotations
@@ -20,37 +23,36 @@ import numpy as np
 from detector.shape_library import ShapeLibrary
 from detector.silhouettes import QueryShapes
 
-EXACT_UP_TO = 5000  # crossover measured in docs/scale.md
-HNSW_NEIGHBOURS = 16  # graph degree M: 16 kept the exact top 5 on synthetic libraries
-EF_SEARCH = 64
+EXACT_UP_TO = 1500  # crossover: equal at 1,000 logos, the inverted file 3x faster at 2,000 (docs/scale.md)
+NPROBE = 32  # lists scanned per variant: 0.98 of variants found their Hamming-nearest logo on 10k
 
 
 class ShapeSearch:
     """Coarse shape search over one :class:`ShapeLibrary` (built once per index generation).
 
-    Thread-safe for searches (FAISS HNSW searches are read-only).
+    Thread-safe for searches (FAISS searches with the parameters fixed at build are read-only).
     """
 
     def __init__(self, library: ShapeLibrary, *, exact_up_to: int = EXACT_UP_TO, per_variant: int = 10,
-                 ef_search: int = EF_SEARCH) -> None:  # fmt: skip
+                 nprobe: int = NPROBE) -> None:  # fmt: skip
         self.library = library
         self.per_variant = per_variant
         self.exact = len(library) <= exact_up_to
         self._rows: np.ndarray | None = library.rows() if self.exact else None
-        self._graph: Any = None if self.exact else _hnsw(library.codes, ef_search)
+        self._lists: Any = None if self.exact else _inverted_file(library.codes, nprobe)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the search structure beyond the library (int8 rows or the graph's codes and links)."""
+        """Bytes of the search structure beyond the library: the int8 rows, or the inverted
+        file's copy of the codes, their ids and the list centres."""
         if self._rows is not None:
             return self._rows.nbytes
-        hnsw = self._graph.hnsw
-        links = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
-        return len(self.library) * self.library.codes.shape[1] + links
+        width = self.library.codes.shape[1]
+        return len(self.library) * (width + 8) + self._lists.nlist * width
 
     def coarse(self, query: QueryShapes) -> tuple[np.ndarray, np.ndarray]:
         """``(ref ids, (marks, len(ref ids)) coarse IoUs)`` over the candidate logos: every
-        logo on the exact path, the graph's shortlist otherwise (ids ascending either way, so
+        logo on the exact path, the inverted file's shortlist otherwise (ids ascending either way, so
         ties break as in the exact search)."""
         lib = self.library
         if not len(query) or not len(lib):
@@ -63,15 +65,22 @@ class ShapeSearch:
     def shortlist(self, query: QueryShapes) -> np.ndarray:
         """Library positions (ascending) of each mark variant's nearest logos by Hamming distance."""
         variants = np.packbits(query.variant_rows() > 0, axis=1)
-        _, found = self._graph.search(variants, min(self.per_variant, len(self.library)))
+        _, found = self._lists.search(variants, min(self.per_variant, len(self.library)))
         return np.unique(found[found >= 0])
 
 
-def _hnsw(codes: np.ndarray, ef_search: int) -> Any:
+def _inverted_file(codes: np.ndarray, nprobe: int) -> Any:
+    """An IndexBinaryIVF over ``codes`` with ``4 sqrt(N)`` lists centred on logos drawn from
+    them (a fixed draw: the same library gives the same lists)."""
     import faiss
 
-    graph = faiss.IndexBinaryHNSW(codes.shape[1] * 8, HNSW_NEIGHBOURS)
-    graph.hnsw.efConstruction = 40
-    graph.hnsw.efSearch = ef_search
-    graph.add(np.ascontiguousarray(codes))
-    return graph
+    n, width = codes.shape
+    nlist = max(1, min(n, round(4 * np.sqrt(n))))
+    centres = faiss.IndexBinaryFlat(width * 8)
+    centres.add(np.ascontiguousarray(codes[np.random.default_rng(0).choice(n, nlist, replace=False)]))
+    lists = faiss.IndexBinaryIVF(centres, width * 8, nlist)
+    lists.is_trained = True  # centres given, not trained
+    lists.nprobe = min(nprobe, nlist)
+    lists.add(np.ascontiguousarray(codes))
+    lists.centres = centres  # keep the quantizer alive as long as the index (SWIG does not own it)
+    return lists

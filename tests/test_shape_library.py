@@ -108,13 +108,13 @@ def test_a_stale_saved_library_catches_up_with_the_index_by_difference(seeds, tm
 
 
 def test_the_shape_search_shortlist_holds_the_exact_searchs_best_logos(seeds):
-    """On generated listings (two views of library logos among clutter marks), the graph's
+    """On generated listings (two views of library logos among clutter marks), the approx's
     shortlist holds each listing's exact best logo, and its top 5 is the exact search's."""
     rng = np.random.default_rng(6)
     rows = synthetic_library(1500, seeds, rng)
     library = ShapeLibrary.empty().with_added(list(range(len(rows))), ["b"] * len(rows), _masks(rows))
-    exact, graph = ShapeSearch(library), ShapeSearch(library, exact_up_to=0)
-    assert exact.exact and not graph.exact
+    exact, approx = ShapeSearch(library), ShapeSearch(library, exact_up_to=0)
+    assert exact.exact and not approx.exact
     config = SilhouetteConfig(angle_step=10)
     same_top = 0
     for _ in range(10):
@@ -123,9 +123,9 @@ def test_the_shape_search_shortlist_holds_the_exact_searchs_best_logos(seeds):
         ids, coarse = exact.coarse(query)
         best = coarse.max(axis=0)
         top = ids[np.argsort(-best, kind="stable")[:5]]
-        assert top[0] in graph.library.ids[graph.shortlist(query)]
-        short_ids, short = graph.coarse(query)
-        assert len(short_ids) <= min(graph.per_variant * len(query.variant_rows()), len(rows) // 3)  # not all
+        assert top[0] in approx.library.ids[approx.shortlist(query)]
+        short_ids, short = approx.coarse(query)
+        assert len(short_ids) <= min(approx.per_variant * len(query.variant_rows()), len(rows) // 3)  # not all
         np.testing.assert_array_equal(short.max(axis=1), coarse.max(axis=1))  # each mark's best
         same_top += (short_ids[np.argsort(-short.max(axis=0), kind="stable")[:5]] == top).all()
     assert same_top >= 9

@@ -32,7 +32,7 @@ _BYTES = CANONICAL_SIDE * CANONICAL_SIDE // 8
 _SCAN_ROWS = 65536  # rows per popcount chunk: bounds the scan's temporary to ~32 MiB
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare fields with numpy, not ==
 class ShapeLibrary:
     """Canonical masks of the logo references, in ref id order, and their distinct floors.
 

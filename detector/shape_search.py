@@ -34,12 +34,22 @@ class ShapeSearch:
     """
 
     def __init__(self, library: ShapeLibrary, *, exact_up_to: int = EXACT_UP_TO, per_variant: int = 10,
-                 nprobe: int = NPROBE) -> None:  # fmt: skip
+                 nprobe: int = NPROBE, previous: ShapeSearch | None = None) -> None:  # fmt: skip
+        """``previous``: the last generation's search; its inverted file is copied and updated
+        by difference (logos withdrawn and added) instead of built again, while the library
+        is within a factor 2 of the size its lists were drawn for."""
         self.library = library
         self.per_variant = per_variant
         self.exact = len(library) <= exact_up_to
         self._rows: np.ndarray | None = library.rows() if self.exact else None
-        self._lists: Any = None if self.exact else _inverted_file(library.codes, nprobe)
+        self._lists: Any = None
+        self._drawn_for = len(library)  # library size the lists' centres were drawn for
+        if not self.exact:
+            if previous is not None and previous._lists is not None and \
+                    previous._drawn_for / 2 <= len(library) <= previous._drawn_for * 2:
+                self._lists, self._drawn_for = _updated(previous, library), previous._drawn_for
+            else:
+                self._lists = _inverted_file(library.codes, library.ids, nprobe)
 
     @property
     def nbytes(self) -> int:
@@ -66,12 +76,12 @@ class ShapeSearch:
         """Library positions (ascending) of each mark variant's nearest logos by Hamming distance."""
         variants = np.packbits(query.variant_rows() > 0, axis=1)
         _, found = self._lists.search(variants, min(self.per_variant, len(self.library)))
-        return np.unique(found[found >= 0])
+        return np.searchsorted(self.library.ids, np.unique(found[found >= 0]))  # the lists hold ref ids
 
 
-def _inverted_file(codes: np.ndarray, nprobe: int) -> Any:
-    """An IndexBinaryIVF over ``codes`` with ``4 sqrt(N)`` lists centred on logos drawn from
-    them (a fixed draw: the same library gives the same lists)."""
+def _inverted_file(codes: np.ndarray, ids: np.ndarray, nprobe: int) -> Any:
+    """An IndexBinaryIVF over ``codes`` (labelled with their ref ``ids``) with ``4 sqrt(N)``
+    lists centred on logos drawn from them (a fixed draw: the same library gives the same lists)."""
     import faiss
 
     n, width = codes.shape
@@ -81,6 +91,23 @@ def _inverted_file(codes: np.ndarray, nprobe: int) -> Any:
     lists = faiss.IndexBinaryIVF(centres, width * 8, nlist)
     lists.is_trained = True  # centres given, not trained
     lists.nprobe = min(nprobe, nlist)
-    lists.add(np.ascontiguousarray(codes))
+    lists.add_with_ids(np.ascontiguousarray(codes), np.ascontiguousarray(ids, dtype=np.int64))
     lists.centres = centres  # keep the quantizer alive as long as the index (SWIG does not own it)
+    return lists
+
+
+def _updated(previous: ShapeSearch, library: ShapeLibrary) -> Any:
+    """A copy of ``previous``'s inverted file less the logos ``library`` no longer holds, plus
+    those it gained (the copy costs a memcpy of the codes; the old one still serves its generation)."""
+    import faiss
+
+    lists = faiss.clone_binary_index(previous._lists)  # owns its copy of the quantizer
+    lists.nprobe = previous._lists.nprobe
+    old = previous.library.ids
+    gone = old[~np.isin(old, library.ids)]
+    if len(gone):
+        lists.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))
+    added = np.flatnonzero(~np.isin(library.ids, old))
+    if len(added):
+        lists.add_with_ids(np.ascontiguousarray(library.codes[added]), np.ascontiguousarray(library.ids[added]))
     return lists

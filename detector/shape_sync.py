@@ -12,6 +12,7 @@ is ignored and the library computed again.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def load_saved(index_dir: Path) -> ShapeLibrary:
         return ShapeLibrary.empty()
     try:
         return ShapeLibrary.load(path)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated or foreign
         log.warning("%s unreadable, shape library computed again from the index (%s)", path, e)
         return ShapeLibrary.empty()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from detector.bench.shape_masks import drawn_seeds, listing_marks, synthetic_library
+from detector.bench.shape_scale import library_of
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
 from detector.shape_scores import distinct_ious, generic_ious
 from detector.shape_search import ShapeSearch
@@ -82,10 +83,13 @@ def test_save_load_round_trip_and_a_corrupt_file_is_recomputed(seeds, tmp_path):
         return {i: _masks(rows[i : i + 1])[0] for i in ids}
 
     assert len(synced_library(index, read)) == 30 and reads == []  # all from the file
-    (tmp_path / LIBRARY_FILE).write_bytes(b"not a library")
-    synced = synced_library(index, read)
-    assert sorted(reads) == list(range(30))
-    np.testing.assert_array_equal(synced.other_best, library.other_best)
+    saved = (tmp_path / LIBRARY_FILE).read_bytes()
+    for damaged in (b"not a library", saved[: len(saved) // 2]):  # garbage, a truncated zip
+        (tmp_path / LIBRARY_FILE).write_bytes(damaged)
+        reads.clear()
+        synced = synced_library(index, read)
+        assert sorted(reads) == list(range(30))
+        np.testing.assert_array_equal(synced.other_best, library.other_best)
 
 
 def test_a_stale_saved_library_catches_up_with_the_index_by_difference(seeds, tmp_path):
@@ -112,7 +116,7 @@ def test_the_shape_search_shortlist_holds_the_exact_searchs_best_logos(seeds):
     shortlist holds each listing's exact best logo, and its top 5 is the exact search's."""
     rng = np.random.default_rng(6)
     rows = synthetic_library(1500, seeds, rng)
-    library = ShapeLibrary.empty().with_added(list(range(len(rows))), ["b"] * len(rows), _masks(rows))
+    library = library_of(np.packbits(rows > 0, axis=1), brands=1)  # floors unset: not searched
     exact, approx = ShapeSearch(library), ShapeSearch(library, exact_up_to=0)
     assert exact.exact and not approx.exact
     config = SilhouetteConfig(angle_step=10)
@@ -140,3 +144,25 @@ class _FakeIndex:
 
     def references(self):
         return iter(SimpleNamespace(id=i, brand=b, kind="logo") for i, b in self.logos)
+
+
+def test_the_inverted_file_follows_the_library_by_difference(seeds):
+    """The next generation's search copies and updates the last one's inverted file: withdrawn
+    logos are never proposed, added ones are found, and the last generation's search is intact."""
+    rng = np.random.default_rng(7)
+    rows = synthetic_library(700, seeds, rng)
+    first = ShapeLibrary.empty().with_added(list(range(600)), ["b"] * 600, _masks(rows[:600]))
+    old = ShapeSearch(first, exact_up_to=0)
+    gone = list(range(0, 600, 3))
+    second = first.without(gone).with_added(list(range(600, 700)), ["b"] * 100, _masks(rows[600:]))
+    new = ShapeSearch(second, exact_up_to=0, previous=old)
+    assert new._lists is not old._lists and new._lists.ntotal == len(second) and old._lists.ntotal == 600
+    config = SilhouetteConfig(angle_step=10)
+    for probe in (0, 3, 650, 699):  # withdrawn, withdrawn, added, added
+        ids, coarse = new.coarse(QueryShapes(_masks(rows[probe : probe + 1]), config))
+        assert not set(ids.tolist()) & set(gone)
+        assert (probe in ids.tolist()) == (probe >= 600)
+        if probe >= 600:
+            assert coarse[0, ids.tolist().index(probe)] == 1.0
+    old_ids, _ = old.coarse(QueryShapes(_masks(rows[:1]), config))
+    assert 0 in old_ids.tolist()

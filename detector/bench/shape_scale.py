@@ -4,10 +4,11 @@
 
 For each library size N (perturbed real logos, :mod:`detector.bench.shape_masks`): the time
 of one listing's coarse shape search, exact (the int8 product over all logos, as before) and
-through :class:`~detector.shape_search.ShapeSearch`'s ivf, interleaved listing by listing;
-whether the ivf's answer matches the exact one (best IoU of each mark, top ``search``
-logos); the bytes each holds; and the time to add one logo's floors incrementally (and to
-withdraw the logo that set the most floors) vs the full pairwise computation. Prints one JSON
+through :class:`~detector.shape_search.ShapeSearch`'s inverted file, interleaved listing by listing;
+whether its answer matches the exact one (best IoU of each mark, top ``search``
+logos); the bytes each holds; the time to add one logo's floors incrementally (and to
+withdraw a logo that set 20 floors) vs the full pairwise computation; and the time to bring
+the inverted file to the next generation (one logo added) vs building it. Prints one JSON
 line per size. Timings are wall-clock on whatever machine runs it.
 """
 
@@ -104,11 +105,15 @@ def measure(n: int, seeds: list[np.ndarray], *, listings: int, before: bool, sea
         out["marks_best_iou_largest_shortfall"] = round(max(gaps), 3)
         out["marks_best_iou_0.5_decisions_differ"] = f"{flips}/{len(gaps)}"
         out[f"top{search}_same"] = f"{top_same}/{listings}"
-    out.update(_floors(library, rng, pairwise=n <= 20_000))
+    floors, grown = _floors(library, rng, pairwise=n <= 20_000)
+    out.update(floors)
+    started = time.perf_counter()
+    ShapeSearch(grown, exact_up_to=0, previous=ivf)  # the next generation: one logo more
+    out["ivf_update_one_logo_s"] = round(time.perf_counter() - started, 2)
     return out
 
 
-def _floors(library: ShapeLibrary, rng: np.random.Generator, *, pairwise: bool) -> dict:
+def _floors(library: ShapeLibrary, rng: np.random.Generator, *, pairwise: bool) -> tuple[dict, ShapeLibrary]:
     """Seconds to add one logo incrementally and to withdraw one that set 20 floors (rescans);
     the full pairwise computation when small enough."""
     out: dict = {}
@@ -131,7 +136,7 @@ def _floors(library: ShapeLibrary, rng: np.random.Generator, *, pairwise: bool) 
         started = time.perf_counter()
         distinct_ious(library.rows().astype(np.float32), library.brands.tolist())
         out["pairwise_all_floors_s"] = round(time.perf_counter() - started, 2)
-    return out
+    return out, grown
 
 
 def main() -> None:

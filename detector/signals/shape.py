@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from detector.regions import Region
-from detector.shape_library import ShapeLibrary
 from detector.shape_scores import shape_floor
 from detector.shape_search import ShapeSearch
 from detector.shape_sync import stored_masks, synced_library
@@ -68,8 +67,8 @@ class ShapeSignal(Signal):
     """Marks searched and checked by shape."""
 
     name = "shape"
-    # (index path, ShapeLibrary) of the last index generation: the next one is brought up by difference
-    _library: tuple[str, ShapeLibrary] | None = None
+    # (index path, ShapeSearch) of the last index generation: the next one is brought up by difference
+    _last_search: tuple[str, ShapeSearch] | None = None
 
     @classmethod
     def active(cls, config) -> bool:
@@ -210,9 +209,10 @@ class ShapeSignal(Signal):
 
         def build() -> ShapeSearch:
             path = str(index.path)
-            previous = self._library[1] if self._library and self._library[0] == path else None
-            library = synced_library(index, lambda ids: stored_masks(index, ids), previous)
-            self._library = (path, library)
-            return ShapeSearch(library)
+            previous = self._last_search[1] if self._last_search and self._last_search[0] == path else None
+            library = synced_library(index, lambda ids: stored_masks(index, ids), previous and previous.library)
+            search = ShapeSearch(library, previous=previous)
+            self._last_search = (path, search)
+            return search
 
         return self.references.per_generation("logo_shapes", index, build)

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 log = logging.getLogger(__name__)
 
 MaskReader = Callable[[Sequence[int]], dict[int, "np.ndarray | None"]]
 
 
-def synced_library(index: ReferenceIndex, read_masks: MaskReader, previous: ShapeLibrary | None = None) -> ShapeLibrary:
+def synced_library(index: VectorIndex, read_masks: MaskReader, previous: ShapeLibrary | None = None) -> ShapeLibrary:
     """``previous`` (default: the saved library, else an empty one) brought up to the index's
     current logos. ``read_masks(ref ids)`` gives stored canonical masks (None: no mark)."""
     logos = {r.id: r.brand for r in index.references() if r.kind == "logo"}
@@ -41,7 +41,7 @@ def synced_library(index: ReferenceIndex, read_masks: MaskReader, previous: Shap
     return library
 
 
-def save_synced_library(index: ReferenceIndex, read_masks: MaskReader) -> ShapeLibrary:
+def save_synced_library(index: VectorIndex, read_masks: MaskReader) -> ShapeLibrary:
     """Bring the saved library up to the index (writer side) and save it atomically."""
     library = synced_library(index, read_masks)
     library.save(Path(index.path) / LIBRARY_FILE)
@@ -60,7 +60,7 @@ def load_saved(index_dir: Path) -> ShapeLibrary:
         return ShapeLibrary.empty()
 
 
-def stored_masks(index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, np.ndarray | None]:
+def stored_masks(index: VectorIndex, ref_ids: Sequence[int]) -> dict[int, np.ndarray | None]:
     """Canonical masks kept in the references' side data (None: none, or unreadable)."""
     from detector.errors import DetectorError
     from detector.verify import LocalFeatures

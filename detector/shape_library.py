@@ -192,7 +192,8 @@ def _appended(lib: ShapeLibrary, ids: list[int], brands: list[str], packed: np.n
               generic: np.ndarray) -> ShapeLibrary:
     """A copy of ``lib`` with rows for new logos (floors 0, unset), kept in id order."""
     all_ids = np.concatenate([lib.ids, np.asarray(ids, np.int64)])
-    order = np.argsort(all_ids, kind="stable")
+    # Ref ids only grow, so new logos usually come after the held ones: one copy, no reorder.
+    order = slice(None) if (np.diff(all_ids) > 0).all() else np.argsort(all_ids, kind="stable")
     areas = np.unpackbits(packed, axis=1).sum(axis=1).astype(np.int64)
     width = max(lib.brands.dtype.itemsize // 4, max((len(b) for b in brands), default=1), 1)
 

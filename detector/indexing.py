@@ -23,6 +23,8 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import load_image, read_bytes, sha256_bytes
 from detector.reference_manifest import Failure, ReferenceItem, collect_references
 from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.shape_library import LIBRARY_FILE
+from detector.shape_sync import save_synced_library, stored_masks
 from detector.signals.base import ReferenceImage
 from detector.signals.mark_locator import (
     brand_logo_features,
@@ -119,6 +121,7 @@ def index_references(
     want_features = verify_config is not None and verify_config.enabled
     report = IndexingReport()
     started = time.perf_counter()
+    shapes_added = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
@@ -130,10 +133,14 @@ def index_references(
                         assert verify_config is not None
                         prepared, updates = _locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
+                    shapes_added |= any(p.item.kind == "logo" and p.features is not None
+                                        and p.features.silhouette is not None for p in prepared)
                 if progress:
                     progress(len(chunk))
     except KeyboardInterrupt:
         report.interrupted = True
+    if shapes_added:  # after the commits: a file behind the index is caught up by its readers
+        save_synced_library(index, lambda ids: stored_masks(index, ids))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -253,7 +260,10 @@ def remove_references(
         if config.enabled:
             exclude = frozenset(r.id for r in doomed)
             updates = relocate_brand_products(index, logo_brands, config, exclude=exclude)
-    return index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
+    removed = index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
+    if logo_brands and (Path(index.path) / LIBRARY_FILE).exists():  # the withdrawn logos' floors
+        save_synced_library(index, lambda ids: stored_masks(index, ids))
+    return removed
 
 
 def relocate_marks(

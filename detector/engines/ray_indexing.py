@@ -19,6 +19,7 @@ are committed from their Parquet files, only the rest is computed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,8 @@ from detector.engines.reference_rows import (
     row_pixels,
 )
 from detector.indexing import IndexingReport, open_indexing_target, write_report
+
+log = logging.getLogger(__name__)
 
 #: Items per Ray batch (decode task and model call).
 BATCH_ITEMS = 16
@@ -146,6 +149,8 @@ def run_ray_indexing(
     with target.index as index:
         committed = checkpoint.committed()
         todo = [c for c in range(len(chunks)) if c not in committed and not checkpoint.finished(c)]
+        log.info("chunks: %d in all, %d committed, %d finished, %d to compute", len(chunks), len(committed),
+                 len(chunks) - len(committed) - len(todo), len(todo))
         results = None
         try:
             for c in range(len(chunks)):

@@ -69,15 +69,22 @@ def assert_same_index(a_dir: Path, b_dir: Path) -> None:
         assert a.get_aux(ids) == b.get_aux(ids)  # local features and located marks
 
 
-def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path):
+def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys):
+    from detector.cli import main
+
     local_dir, local_report = local_index
-    report = ray_build(refs, tmp_path / "index")
+    index_dir, work = tmp_path / "index", tmp_path / "work"
+    code = main(["index", "build", str(refs), "--index", str(index_dir), "--model", TINY, "--random-weights",
+                 "--device", "cpu", "--chunk-size", str(CHUNK), "--engine", "ray", "--work-dir", str(work)])
+    assert code == 1  # the corrupt file, reported; everything else indexed
     assert local_report.added == 8 and local_report.skipped == 1 and len(local_report.failed) == 1
-    assert (report.added, report.skipped, report.interrupted) == (local_report.added, local_report.skipped, False)
-    assert [(f.item, f.reason) for f in report.failed] == [(f.item, f.reason) for f in local_report.failed]
-    assert_same_index(local_dir, tmp_path / "index")
-    assert json.loads(report.report_path.read_text())["added"] == 8  # the same report file
-    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # checkpoint removed
+    report = json.loads(next((index_dir / "reports").glob("build-*.json")).read_text())
+    expected = local_report.to_dict()
+    assert {k: v for k, v in report.items() if k not in ("seconds", "operation")} == {
+        k: v for k, v in expected.items() if k != "seconds"}
+    assert_same_index(local_dir, index_dir)
+    assert not any(work.iterdir())  # a complete run removes its checkpoint
+    assert "broken.jpg" in capsys.readouterr().err
 
 
 def test_interrupted_ray_build_resumes(ray_cluster, refs, local_index, tmp_path, caplog):
@@ -107,26 +114,30 @@ def test_interrupted_ray_build_resumes(ray_cluster, refs, local_index, tmp_path,
     assert_same_index(local_dir, index_dir)
 
 
-def test_ray_score_backlog_same_verdicts_as_local(ray_cluster, sample_set, tiny_index_dir, tmp_path, monkeypatch):
-    from detector.engines.ray_scoring import run_ray_scoring
-    from detector.listing_manifest import listing_entries, score_entries
-    from detector.scoring import Detector
+def test_ray_score_backlog_same_verdicts_as_local(ray_cluster, sample_set, tiny_index_dir, tmp_path, capsys,
+                                                  monkeypatch):
+    from detector.cli import main
 
     rows = [json.loads(line) for line in sample_set.labels_path.read_text().splitlines()[:3]]
     manifest = sample_set.labels_path.parent / "backlog.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"image": "listings/missing.jpg"},
                                                                    {"brand": "no image"}]))
-    entries = listing_entries([], manifest)
-    with Detector.open(tiny_index_dir, device="cpu", config=LEAN) as det:
-        local = score_entries(det, entries)
     work = tmp_path / "work"
-    remote = list(run_ray_scoring(entries, tiny_index_dir, scoring=LEAN, detector_options={"device": "cpu"},
-                                  work_dir=work, chunk_size=2))
-    assert [v.image for v in remote] == [v.image for v in local]
+    common = ["score", "--manifest", str(manifest), "--index", str(tiny_index_dir), "--json", "--profile", "lean",
+              "--device", "cpu"]
+
+    def verdicts(*extra: str) -> list[dict]:
+        assert main([*common, *extra]) == 1  # two rows cannot be scored; the others are
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    local = verdicts()
+    remote = verdicts("--engine", "ray", "--work-dir", str(work))
+    assert [v["image"] for v in remote] == [v["image"] for v in local] and len(local) == 5
     for a, b in zip(local, remote):
-        assert (a.flagged, a.brand, a.error) == (b.flagged, b.brand, b.error)
-        assert a.score == pytest.approx(b.score, abs=1e-4) if a.score is not None else b.score is None
-    assert sum(v.error is not None for v in remote) == 2
+        assert (a["flagged"], a["brand"], a["error"]) == (b["flagged"], b["brand"], b["error"])
+        assert b["score"] == (pytest.approx(a["score"], abs=1e-4) if a["score"] is not None else None)
+    assert sum(v["error"] is not None for v in remote) == 2
+
     # A rerun reads the finished chunks back: no Ray work, the Parquet files are the results.
     import detector.engines.ray_scoring as ray_scoring
 
@@ -134,5 +145,55 @@ def test_ray_score_backlog_same_verdicts_as_local(ray_cluster, sample_set, tiny_
         raise AssertionError("a finished backlog must not start Ray work")
 
     monkeypatch.setattr(ray_scoring, "ray_session", no_ray)
-    assert list(run_ray_scoring(entries, tiny_index_dir, scoring=LEAN, detector_options={"device": "cpu"},
-                                work_dir=work, chunk_size=2)) == remote
+    assert verdicts("--engine", "ray", "--work-dir", str(work)) == remote
+
+
+# ---------------------------------------------------------------------- manifests (no Ray)
+def test_parquet_manifests_read_like_jsonl(sample_set, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from detector.listing_manifest import listing_entries
+    from detector.reference_manifest import collect_references
+
+    logo = next(sample_set.references_dir.glob("*/logo.png"))
+    rows = [{"path": str(logo), "brand": "acme", "kind": "logo", "product_id": None},
+            {"path": "nowhere.png", "brand": "acme", "kind": "logo", "product_id": None}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "refs.parquet")
+    items, failures = collect_references(tmp_path / "refs.parquet")
+    assert [(i.path, i.brand, i.kind) for i in items] == [(logo, "acme", "logo")]
+    assert len(failures) == 1 and failures[0].item.endswith("refs.parquet:2") and "not found" in failures[0].reason
+
+    listings = [{"image": "a.jpg", "url": None}, {"image": None, "url": "https://example.com/b.jpg"},
+                {"image": None, "url": None}]
+    pq.write_table(pa.Table.from_pylist(listings), tmp_path / "backlog.parquet")
+    entries = listing_entries([logo], tmp_path / "backlog.parquet")
+    assert [e.source for e in entries] == [str(logo), str(tmp_path / "a.jpg"), "https://example.com/b.jpg", ""]
+    assert entries[-1].problem and entries[-1].name.endswith("backlog.parquet:3")
+
+
+def test_unreadable_listing_is_a_failed_verdict_not_a_crash(tmp_path):
+    from detector.errors import ImageLoadError
+    from detector.listing_manifest import ListingEntry, read_listing
+
+    with pytest.raises(ImageLoadError, match="file not found"):
+        read_listing(ListingEntry("x", str(tmp_path / "missing.jpg")))
+    with pytest.raises(ImageLoadError, match="no image"):
+        read_listing(ListingEntry("row 3", "", "no image, path or url"))
+    with pytest.raises(ImageLoadError, match="cannot fetch URL"):
+        read_listing(ListingEntry("u", "http://127.0.0.1:9/none.jpg"))  # discard port: refused at once
+
+
+def test_verdict_round_trips_through_its_dict():
+    from detector.verdict import ScoredMatch, Verdict
+
+    match = ScoredMatch(3, "acme", "logo", None, 0.9, "a.png", 0.8, inliers=12, box=(1, 2, 3, 4), verified=True)
+    verdict = Verdict("l.jpg", True, "acme", 0.9, 0.5, "acme:logo", (match,), (1, 2, 3, 4))
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
+
+
+def test_score_without_inputs_is_a_usage_error(tiny_index_dir, capsys):
+    from detector.cli import main
+
+    assert main(["score", "--index", str(tiny_index_dir)]) == 2
+    assert "--manifest" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys
     assert {k: v for k, v in report.items() if k not in ("seconds", "operation")} == {
         k: v for k, v in expected.items() if k != "seconds"}
     assert_same_index(local_dir, index_dir)
-    assert not any(work.iterdir())  # a complete run removes its checkpoint
+    assert not work.exists()  # a complete run removes its checkpoint
     assert "broken.jpg" in capsys.readouterr().err
 
 
@@ -197,3 +197,24 @@ def test_score_without_inputs_is_a_usage_error(tiny_index_dir, capsys):
 
     assert main(["score", "--index", str(tiny_index_dir)]) == 2
     assert "--manifest" in capsys.readouterr().err
+
+
+def test_model_actors_take_a_gpu_each_or_half_a_cpu():
+    from detector.engines.ray_runtime import ACTOR_CPUS, actor_resources
+    from detector.errors import ConfigError
+
+    class Cluster:  # what ray.cluster_resources() reports
+        def __init__(self, gpus: int) -> None:
+            self.resources = {"CPU": 16.0, **({"GPU": float(gpus)} if gpus else {})}
+
+        def cluster_resources(self) -> dict[str, float]:
+            return self.resources
+
+    gpu = actor_resources(Cluster(4), None, "auto")
+    assert (gpu.actors, gpu.num_gpus, gpu.num_cpus, gpu.device) == (4, 1.0, 1.0, "cuda")
+    assert actor_resources(Cluster(4), None, "cuda:3").device == "cuda"  # Ray shows each actor one GPU
+    cpu = actor_resources(Cluster(4), 2, "cpu")
+    assert (cpu.actors, cpu.num_gpus, cpu.num_cpus, cpu.device) == (2, 0.0, ACTOR_CPUS, "cpu")
+    assert actor_resources(Cluster(0), None, "auto").num_cpus < 1  # decode tasks keep a CPU slot (ray#44687)
+    with pytest.raises(ConfigError, match="no GPU"):
+        actor_resources(Cluster(0), None, "cuda")

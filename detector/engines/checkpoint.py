@@ -10,9 +10,11 @@ Nothing here imports Ray: the driver reads and writes the checkpoint itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,9 @@ class ChunkCheckpoint:
 
     def mark_committed(self, chunks: set[int]) -> None:
         atomic_write_json(self.folder / _COMMITTED, {"chunks": sorted(chunks)})
+
+    def remove(self) -> None:
+        """Delete the job's folder (a finished indexing job), and the work folder once empty."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other jobs' folders are still there
+            self.folder.parent.rmdir()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -184,7 +183,7 @@ def run_ray_indexing(
     report.failed[:0] = target.failures
     write_report(index_dir, "build" if create else "add", report)
     if not report.interrupted:
-        shutil.rmtree(checkpoint.folder, ignore_errors=True)
+        checkpoint.remove()
     return report
 
 

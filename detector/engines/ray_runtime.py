@@ -72,11 +72,15 @@ class ActorResources:
 
 
 def actor_resources(ray: Any, actors: int | None, device: str = "auto") -> ActorResources:
-    """One actor per GPU of the cluster with ``num_gpus=1`` when GPUs are there (and the device
-    is not forced to ``cpu``); else ``actors`` (default 1) CPU actors of :data:`ACTOR_CPUS`."""
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if device in ("auto", "cuda") or device.startswith("cuda") else 0
+    """One actor per GPU of the cluster, each with ``num_gpus=1``, when the cluster has GPUs and
+    ``device`` is not ``cpu``; else ``actors`` (default 1) CPU actors of :data:`ACTOR_CPUS`.
+
+    Ray shows each GPU actor only its own GPU (``CUDA_VISIBLE_DEVICES``), so inside the actor
+    the device is ``cuda`` whatever ``cuda:N`` was asked for. The driver needs no GPU.
+    """
+    gpus = 0 if device == "cpu" else int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        return ActorResources(actors or gpus, 1.0, 1.0, "cuda" if device == "auto" else device)
+        return ActorResources(actors or gpus, 1.0, 1.0, "cuda")
     if device.startswith("cuda"):
         raise ConfigError(f"--device {device}: the Ray cluster has no GPU")
     return ActorResources(actors or 1, ACTOR_CPUS, 0.0, "cpu")

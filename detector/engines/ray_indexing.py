@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ def _computed_chunks(
     ray_address: str | None,
     actors: int | None,
     known_sha256: set[str],
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+) -> Generator[tuple[int, list[dict[str, Any]]], None, None]:
     """Run the Ray pipeline over the chunks in ``todo``; yield ``(chunk, rows)`` as each one
     finishes (in chunk order), then a final ``(-1, [])`` so the driver commits what is left."""
     if todo:

@@ -255,9 +255,9 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
     from detector.indexing import remove_references
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
-    with ReferenceIndex.open(args.index, writable=True) as index:
+    with open_index(args.index, writable=True) as index:
         # Withdrawn logos: their brand's product photos are located again in the same commit.
         removed = remove_references(index, ref_ids=args.ref_id, brand=args.brand, product_id=args.product_id)
     print(f"removed {removed} reference(s)", file=sys.stderr)
@@ -266,9 +266,9 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 def cmd_index_info(args: argparse.Namespace) -> int:
     from detector.brand_names import brand_names_of
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
-    with ReferenceIndex.open(args.index) as index:
+    with open_index(args.index) as index:
         info = index.info().to_dict()
         names = brand_names_of(index.references())  # the text signal's names per brand
     info["names"] = {brand: list(n) for brand, n in sorted(names.items())}

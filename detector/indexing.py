@@ -32,13 +32,14 @@ from detector.signals.mark_locator import (
 from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
+from index.open import create_index, index_exists, open_index
+from index.protocol import VectorIndex
 from index.records import NewReference
-from index.store import ReferenceIndex
 
 __all__ = [
-    "Failure", "IndexingReport", "IndexingTarget", "PreparedReference", "ReferenceItem", "add_prepared", "collect_references",
-    "index_references", "locate_marks", "open_indexing_target", "prep_config_for", "prepare_reference", "relocate_marks",
-    "remove_references", "run_indexing", "verify_config_of", "write_report",
+    "Failure", "IndexingReport", "IndexingTarget", "PreparedReference", "ReferenceItem", "add_prepared",
+    "collect_references", "index_references", "locate_marks", "open_indexing_target", "prep_config_for",
+    "prepare_reference", "relocate_marks", "remove_references", "run_indexing", "verify_config_of", "write_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class PreparedReference:
 
 def index_references(
     items: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     embedder: Any,
     *,
     chunk_size: int = 128,
@@ -147,7 +148,7 @@ def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[Refe
 
 def _prepare_chunk(
     chunk: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     pool: ThreadPoolExecutor,
     prep: ReferencePrepConfig,
     verify_config: VerifyConfig | None,
@@ -214,7 +215,7 @@ def prepare_reference(
 
 
 def locate_marks(
-    prepared: list[PreparedReference], index: ReferenceIndex, config: VerifyConfig
+    prepared: list[PreparedReference], index: VectorIndex, config: VerifyConfig
 ) -> tuple[list[PreparedReference], dict[int, bytes]]:
     """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
     index and in the chunk), and re-locate the stored product photos of every brand the chunk
@@ -236,7 +237,7 @@ def locate_marks(
 
 
 def remove_references(
-    index: ReferenceIndex,
+    index: VectorIndex,
     *,
     ref_ids: Sequence[int] | None = None,
     brand: str | None = None,
@@ -272,7 +273,7 @@ def remove_references(
 
 
 def relocate_marks(
-    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+    index: VectorIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
 ) -> int:
     """Locate the logos on the product photos of ``brands`` (default: every brand) again from
     their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
@@ -290,7 +291,7 @@ def relocate_marks(
     return index.replace_aux(relocate_brand_products(index, brands, config))
 
 
-def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
+def verify_config_of(index: VectorIndex) -> VerifyConfig:
     """The verification options of the index's model preset (the defaults when unknown)."""
     from detector.models.registry import get_preset
     from detector.scoring_config import ScoringConfig
@@ -303,7 +304,7 @@ def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
 
 
 def _commit(
-    prepared: list[PreparedReference], index: ReferenceIndex, embedder: Any, report: IndexingReport,
+    prepared: list[PreparedReference], index: VectorIndex, embedder: Any, report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
     flat = [view for p in prepared for view in p.views]
@@ -319,7 +320,7 @@ def _commit(
 def add_prepared(
     prepared: Sequence[PreparedReference],
     per_ref: Sequence[np.ndarray],
-    index: ReferenceIndex,
+    index: VectorIndex,
     report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
@@ -369,10 +370,11 @@ class IndexingTarget:
 
     items: list[ReferenceItem]
     failures: list[Failure]  # manifest rows that could not be used
-    index: ReferenceIndex
+    index: VectorIndex
     embedder: Any
     verify_config: VerifyConfig
     prep: ReferencePrepConfig
+    report_dir: Path  # where the run's report goes (a Milvus store's side folder)
 
 
 def open_indexing_target(
@@ -393,13 +395,12 @@ def open_indexing_target(
     from detector.embedder import create_embedder
 
     items, failures = collect_references(refs, default_kind=default_kind)
-    index_dir = Path(index_dir)
-    exists = (index_dir / "manifest.json").exists()
+    exists = index_exists(index_dir)
     if not exists and not create:
         raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
     existing_preset = None
     if exists:
-        with ReferenceIndex.open(index_dir) as ro:
+        with open_index(index_dir) as ro:
             existing_preset = ro.fingerprint.preset
             random = ro.fingerprint.weights.startswith("random:")
     options = dict(embedder_options or {})
@@ -413,10 +414,10 @@ def open_indexing_target(
     config = ScoringConfig.from_dict(scoring)
     prep = prep or prep_config_for(embedder.preset)
     if exists:
-        index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
+        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:
-        index = ReferenceIndex.create(index_dir, fingerprint=embedder.fingerprint, factory=factory)
-    return IndexingTarget(items, failures, index, embedder, config.verify, prep)
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    return IndexingTarget(items, failures, index, embedder, config.verify, prep, Path(index.path))
 
 
 def run_indexing(
@@ -438,9 +439,10 @@ def run_indexing(
 
     Args:
         refs: Reference folder or manifest (see :func:`collect_references`).
-        index_dir: Index directory; created when ``create`` and absent.
+        index_dir: Index directory, or ``milvus-lite:PATH`` / ``milvus://HOST:PORT/COLLECTION?side=DIR``
+            (:func:`index.open.open_index`); created when ``create`` and absent.
         preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
-        factory: FAISS factory string for a new index.
+        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>").
         create: Allow creating the index (``index build``); ``index add`` requires it to exist.
         default_kind: Kind of folder items that are not recognisably logos.
         embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
@@ -462,5 +464,5 @@ def run_indexing(
             verify_config=target.verify_config, progress=progress, read_text=read_text,
         )
     report.failed[:0] = target.failures
-    write_report(index_dir, "build" if create else "add", report)
+    write_report(target.report_dir, "build" if create else "add", report)
     return report

@@ -21,6 +21,7 @@ lists 24 ms, with the same nearest descriptor for 94 % of query descriptors (the
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,7 +80,17 @@ class LocalFeatureIndex:
         descriptors = np.concatenate([root_sift(f.descriptors) for f in kept.values()])
         return cls(owners, descriptors, "sift", nprobe)
 
-    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8) -> list[tuple[int, int]]:
+    def neighbours(self, query: LocalFeatures) -> DescriptorNeighbours | None:
+        """Each query descriptor's nearest reference descriptors (None when nothing to search)."""
+        if len(self) == 0 or len(query) == 0 or query.method != self._method:
+            return None
+        k = min(_NEIGHBOURS, len(self))
+        distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
+        owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
+        return DescriptorNeighbours(distances, rows, owners)
+
+    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8,
+             near: DescriptorNeighbours | None = None) -> list[tuple[int, int]]:
         """The ``top`` references with the most votes from ``query``'s descriptors.
 
         Args:
@@ -87,15 +98,15 @@ class LocalFeatureIndex:
             top: References to return.
             ratio: A descriptor votes for its nearest reference when that distance is below
                 ``ratio`` times the distance to the nearest descriptor of another reference.
+            near: :meth:`neighbours` of ``query`` when already searched.
 
         Returns:
             ``(ref_id, votes)`` pairs, most votes first (ties by lower id).
         """
-        if top < 1 or len(self) == 0 or len(query) == 0 or query.method != self._method:
+        near = near if near is not None else self.neighbours(query)
+        if top < 1 or near is None:
             return []
-        k = min(_NEIGHBOURS, len(self))
-        distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
-        owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
+        distances, rows, owners = near.distances, near.rows, near.owners
         others = (owners != owners[:, :1]) & (owners >= 0)
         first_other = others.argmax(axis=1)
         nearest_other = distances[np.arange(len(rows)), first_other]
@@ -106,3 +117,14 @@ class LocalFeatureIndex:
         matched = np.unique(rows[clear & (rows[:, 0] >= 0), 0])
         votes = Counter(self._owners[matched].tolist())
         return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
+
+@dataclass(frozen=True)
+class DescriptorNeighbours:
+    """A listing's descriptors' nearest reference descriptors, one row per query descriptor
+    (its keypoint's index), nearest first: squared L2 ``distances``, descriptor ``rows`` and
+    their ``owners`` (reference ids); -1 rows and owners where fewer were found."""
+
+    distances: np.ndarray
+    rows: np.ndarray
+    owners: np.ndarray

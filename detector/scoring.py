@@ -30,8 +30,9 @@ from detector.signals.embedding import EmbeddingSignal
 from detector.signals.reference_data import ReferenceData
 from detector.thresholds import Thresholds, default_thresholds_path, load_thresholds
 from detector.verdict import Verdict
+from index.open import index_spec, open_index
+from index.protocol import VectorIndex
 from index.records import Fingerprint
-from index.store import ReferenceIndex
 
 __all__ = ["PROFILES", "Analysis", "BrandScore", "Detector", "ScoringConfig", "merge_options", "resolve_scoring"]
 
@@ -55,7 +56,7 @@ class Detector:
 
     def __init__(
         self,
-        index: ReferenceIndex,
+        index: VectorIndex,
         embedder: Any,
         *,
         thresholds: Thresholds,
@@ -118,7 +119,7 @@ class Detector:
         """
         from detector.embedder import create_embedder
 
-        index = ReferenceIndex.open(index_dir, writable=False)
+        index = open_index(index_dir, writable=False)
         fp = index.fingerprint
         try:  # whatever fails below (model, options, thresholds), the index is closed
             embedder = create_embedder(
@@ -144,7 +145,7 @@ class Detector:
             raise
 
     @property
-    def index(self) -> ReferenceIndex:
+    def index(self) -> VectorIndex:
         return self._index
 
     @property
@@ -156,7 +157,7 @@ class Detector:
         with self._index_lock:
             if self._index.committed_generation() == self._index.generation:
                 return False
-            fresh = ReferenceIndex.open(self._index.path, writable=False)
+            fresh = open_index(index_spec(self._index), writable=False)
             if fresh.generation == self._index.generation:
                 fresh.close()
                 return False

@@ -123,7 +123,8 @@ def test_ray_score_backlog_same_verdicts_as_local(ray_cluster, sample_set, tiny_
     manifest.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"image": "listings/missing.jpg"},
                                                                    {"brand": "no image"}]))
     work = tmp_path / "work"
-    common = ["score", "--manifest", str(manifest), "--index", str(tiny_index_dir), "--json", "--profile", "lean",
+    monkeypatch.chdir(manifest.parent)  # relative paths: Ray's workers run in another directory
+    common = ["score", "--manifest", manifest.name, "--index", str(tiny_index_dir), "--json", "--profile", "lean",
               "--device", "cpu"]
 
     def verdicts(*extra: str) -> list[dict]:

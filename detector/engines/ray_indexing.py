@@ -117,7 +117,8 @@ def run_ray_indexing(
 
     Args:
         ray_address: The cluster (``ray.init`` address); None starts a local Ray.
-        work_dir: Where the checkpoint folder goes; default ``<index_dir>.ray-work``. It is
+        work_dir: Where the checkpoint folder goes; default ``<index folder>.ray-work`` (a
+            Milvus store's: its side folder's). It is
             removed after a complete run. Every worker reads the references by their paths, so
             on a cluster they must be on storage all nodes see.
         actors: Model actors; default one per GPU of the cluster, else 1.
@@ -136,8 +137,8 @@ def run_ray_indexing(
     chunks = [list(range(s, min(s + max(1, chunk_size), len(items)))) for s in range(0, len(items), max(1, chunk_size))]
     verify = target.verify_config if target.verify_config.enabled else None
     checkpoint = ChunkCheckpoint(
-        work_dir or f"{Path(index_dir)}.ray-work", "index",
-        {"index": str(Path(index_dir).resolve()), "fingerprint": dataclasses.asdict(fingerprint),
+        work_dir or f"{target.report_dir}.ray-work", "index",
+        {"index": str(target.report_dir.resolve()), "fingerprint": dataclasses.asdict(fingerprint),
          "chunk_size": chunk_size, "prep": repr(target.prep), "verify": repr(verify), "read_text": read_text,
          "items": [item_to_json(i) for i in items]},
     )
@@ -181,7 +182,7 @@ def run_ray_indexing(
                 results.close()  # stops the Ray pipeline of an interrupted run
     report.seconds = time.perf_counter() - started
     report.failed[:0] = target.failures
-    write_report(index_dir, "build" if create else "add", report)
+    write_report(target.report_dir, "build" if create else "add", report)
     if not report.interrupted:
         checkpoint.remove()
     return report
@@ -204,7 +205,11 @@ def _computed_chunks(
     if todo:
         with ray_session(ray_address) as ray:
             resources = actor_resources(ray, actors, options.get("device", "auto"))
-            source = [{"chunk": c, "pos": p, "item": item_to_json(items[p])} for c in todo for p in chunks[c]]
+            # Absolute paths: the tasks run in another working directory (and on other nodes).
+            source = [
+                {"chunk": c, "pos": p, "item": item_to_json(dataclasses.replace(items[p], path=items[p].path.absolute()))}
+                for c in todo for p in chunks[c]
+            ]
             ds = ray.data.from_items(source)
             ds = ds.map_batches(
                 prepare_batch, batch_size=BATCH_ITEMS, batch_format="numpy",

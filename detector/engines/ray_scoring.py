@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 
 from detector.engines.checkpoint import ChunkCheckpoint
 from detector.engines.ray_runtime import actor_resources, ray_session
-from detector.listing_manifest import ListingEntry
+from detector.listing_manifest import URL_SCHEMES, ListingEntry
 from detector.verdict import Verdict
 
 #: Listings per Ray batch (decode task and Detector call).
@@ -114,17 +115,17 @@ def run_ray_scoring(
     """
     from detector.models.registry import get_preset
     from detector.scoring_config import resolve_scoring
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
-    with ReferenceIndex.open(index_dir) as index:
-        fingerprint, generation = index.fingerprint, index.generation
+    with open_index(index_dir) as index:
+        fingerprint, generation, folder = index.fingerprint, index.generation, Path(index.path).resolve()
     config, _ = resolve_scoring(get_preset(fingerprint.preset).defaults.get("scoring", {}), scoring)
     options = {k: v for k, v in (detector_options or {}).items() if k != "device"}
     size = max(1, chunk_size)
     chunks = [list(range(s, min(s + size, len(entries)))) for s in range(0, len(entries), size)]
     checkpoint = ChunkCheckpoint(
         work_dir, "score",
-        {"index": str(Path(index_dir).resolve()), "generation": generation,
+        {"index": str(folder), "generation": generation,
          "fingerprint": dataclasses.asdict(fingerprint), "thresholds": str(thresholds), "scoring": scoring,
          "options": options, "chunk_size": size, "entries": [dataclasses.astuple(e) for e in entries]},
     )
@@ -135,13 +136,15 @@ def run_ray_scoring(
             source = [{"chunk": c, "pos": p, **dataclasses.asdict(entries[p])} for c in todo for p in chunks[c]]
             for row in source:
                 row["problem"] = row["problem"] or ""
+                if row["source"] and not row["source"].startswith(URL_SCHEMES):  # workers have another cwd
+                    row["source"] = os.path.abspath(row["source"])
             ds = ray.data.from_items(source).map_batches(
                 decode_batch, batch_size=BATCH_LISTINGS, batch_format="numpy",
                 fn_kwargs={"max_pixels": config.max_pixels},
             )
             ds = ds.map_batches(
                 ScoreActor, batch_size=BATCH_LISTINGS, batch_format="numpy",
-                fn_constructor_kwargs={"index_dir": str(index_dir), "detector_options": {
+                fn_constructor_kwargs={"index_dir": _absolute(index_dir), "detector_options": {
                     **options, "device": resources.device, "thresholds": thresholds, "config": scoring}},
                 **resources.map_options(ray),
             )
@@ -158,3 +161,9 @@ def run_ray_scoring(
     for c in range(len(chunks)):
         for row in checkpoint.read_chunk(c):
             yield Verdict.from_dict(json.loads(row["verdict"]))
+
+
+def _absolute(index_dir: str | Path) -> str:
+    """A FAISS folder as an absolute path (actors run in another working directory); an index
+    URL (``milvus://...``, ``milvus-lite:...``) as given."""
+    return os.path.abspath(index_dir) if Path(index_dir).is_dir() else str(index_dir)

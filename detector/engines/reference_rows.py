@@ -28,7 +28,7 @@ from detector.indexing import (
 from detector.reference_manifest import Failure, ReferenceItem
 from detector.reference_prep import ReferencePrepConfig
 from detector.verify import VerifyConfig
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 # Row status: what happened to the item before the driver's commit.
 OK, SKIPPED, READ_FAILED, PREPARE_FAILED = "ok", "skipped", "read_failed", "prepare_failed"
@@ -102,7 +102,7 @@ def row_pixels(row: dict[str, Any], image_size: int) -> list[np.ndarray]:
 def commit_chunk(
     rows: Sequence[dict[str, Any]],
     items: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     report: IndexingReport,
     verify_config: VerifyConfig | None,
     dim: int,

@@ -25,7 +25,7 @@ from PIL import Image
 
 from detector.regions import Region
 from detector.verdict import ScoredMatch
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 if TYPE_CHECKING:
     from detector.features import LocalFeatures
@@ -47,7 +47,7 @@ class Listing:
 
     name: str
     image: Image.Image
-    index: ReferenceIndex
+    index: VectorIndex
     state: dict[str, Any] = field(default_factory=dict)
 
 

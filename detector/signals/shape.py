@@ -32,7 +32,7 @@ from detector.silhouettes import (
     silhouette_image,
 )
 from detector.verdict import Box, ScoredMatch
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 Mark = tuple[np.ndarray, np.ndarray, Box]  # (mask, canonical mask, box in the image)
 
@@ -152,7 +152,7 @@ class ShapeSignal(Signal):
         return found
 
     # ------------------------------------------------------------------ the marks
-    def _find_marks(self, index: ReferenceIndex, crops: list[Image.Image], regions: list[Region]) -> Marks:
+    def _find_marks(self, index: VectorIndex, crops: list[Image.Image], regions: list[Region]) -> Marks:
         """The marks of one listing and the logo references the shape search found; with
         ``embed``, only the marks some logo resembles (``min_shape_iou``) are kept: their
         silhouettes are to be embedded."""
@@ -208,7 +208,7 @@ class ShapeSignal(Signal):
             return mask, box
         return finer, mask_box(finer, tight)
 
-    def _logo_shapes(self, index: ReferenceIndex) -> LogoShapes:
+    def _logo_shapes(self, index: VectorIndex) -> LogoShapes:
         """Canonical masks of ``index``'s logo references (and, with ``distinct_margin``,
         how distinct each is), gathered once per index generation."""
 

@@ -33,8 +33,8 @@ from detector.ocr import OcrConfig, OcrLine, ocr_available, shared_reader
 from detector.signals.base import Evidence, Listing, Signal
 from detector.signals.geometry import Stealable, listing_pool
 from detector.verdict import Box, ScoredMatch
+from index.protocol import VectorIndex
 from index.records import Reference
-from index.store import ReferenceIndex
 
 if TYPE_CHECKING:
     from detector.scoring_config import ScoringConfig
@@ -108,7 +108,7 @@ def logo_text_attributes(lines: Sequence[OcrLine], min_confidence: float = 0.8) 
     return {OCR_ATTRIBUTE: kept} if kept else {}
 
 
-def build_brand_texts(index: ReferenceIndex) -> BrandTexts:
+def build_brand_texts(index: VectorIndex) -> BrandTexts:
     refs: dict[str, list[tuple[int, int]]] = {}
     collected: list[Reference] = []
     for ref in index.references():
@@ -137,7 +137,7 @@ class TextSignal(Signal):
             return False
         return config.text.enabled
 
-    def brand_texts(self, index: ReferenceIndex) -> BrandTexts:
+    def brand_texts(self, index: VectorIndex) -> BrandTexts:
         return self.references.per_generation(self.name, index, lambda: build_brand_texts(index))
 
     def start(self, listing: Listing) -> None:

@@ -49,7 +49,9 @@ def decode_batch(batch: dict[str, np.ndarray], max_pixels: int) -> dict[str, np.
             pixels.append(b"")
             heights.append(0)
             widths.append(0)
-            failed.append(json.dumps(Verdict.failed(entry.name, str(e)).to_dict()))
+            # Named as given (the task reads it by its absolute path): the local engine's error.
+            error = str(ImageLoadError(entry.name, e.reason))
+            failed.append(json.dumps(Verdict.failed(entry.name, error).to_dict()))
             continue
         array = np.asarray(image, dtype=np.uint8)
         pixels.append(array.tobytes())

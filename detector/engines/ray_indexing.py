@@ -37,7 +37,9 @@ from detector.engines.reference_rows import (
     recount_committed,
     row_pixels,
 )
-from detector.indexing import IndexingReport, open_indexing_target, write_report
+from detector.indexing import IndexingReport, IndexingTarget, open_indexing_target, write_report
+from detector.reference_manifest import ReferenceItem
+from index.records import Fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def prepare_batch(batch: dict[str, np.ndarray], **options: Any) -> dict[str, np.
 class EmbedActor:
     """The model stage: loads the embedder once per actor; pixels -> float32 vector bytes."""
 
-    def __init__(self, preset: Any, options: dict[str, Any], fingerprint: Any) -> None:
+    def __init__(self, preset: Any, options: dict[str, Any], fingerprint: Fingerprint) -> None:
         from detector.embedder import create_embedder
         from detector.errors import DetectorError
 
@@ -191,10 +193,10 @@ def run_ray_indexing(
 def _computed_chunks(
     todo: Sequence[int],
     chunks: Sequence[Sequence[int]],
-    items: Sequence[Any],
-    target: Any,
+    items: Sequence[ReferenceItem],
+    target: IndexingTarget,
     options: dict[str, Any],
-    fingerprint: Any,
+    fingerprint: Fingerprint,
     read_text: bool,
     ray_address: str | None,
     actors: int | None,

@@ -39,8 +39,9 @@ from index.protocol import VectorIndex
 from index.records import NewReference
 
 __all__ = [
-    "Failure", "IndexingReport", "ReferenceItem", "collect_references", "index_references", "prep_config_for",
-    "relocate_marks", "remove_references", "run_indexing", "verify_config_of", "write_report",
+    "Failure", "IndexingReport", "IndexingTarget", "PreparedReference", "ReferenceItem", "add_prepared",
+    "collect_references", "index_references", "locate_marks", "open_indexing_target", "prep_config_for",
+    "prepare_reference", "relocate_marks", "remove_references", "run_indexing", "verify_config_of", "write_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class IndexingReport:
 
 # ---------------------------------------------------------------------- the job
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedReference:
+    """A reference ready to embed: its model views, local features and attributes."""
+
     item: ReferenceItem
     sha256: str
     views: list[Image.Image]
@@ -131,7 +134,7 @@ def index_references(
                     updates: dict[int, bytes] = {}
                     if want_features:
                         assert verify_config is not None
-                        prepared, updates = _locate_marks(prepared, index, verify_config)
+                        prepared, updates = locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
                     shapes_added |= any(p.item.kind == "logo" and p.features is not None
                                         and p.features.silhouette is not None for p in prepared)
@@ -159,7 +162,7 @@ def _prepare_chunk(
     report: IndexingReport,
     *,
     read_text: bool = False,
-) -> list[_Prepared]:
+) -> list[PreparedReference]:
     blobs: list[tuple[ReferenceItem, bytes]] = []
     for item in chunk:
         try:
@@ -176,25 +179,8 @@ def _prepare_chunk(
         seen.add(sha)
         fresh.append((item, data, sha))
 
-    def prepare(entry: tuple[ReferenceItem, bytes, str]) -> _Prepared | Failure:
-        item, data, sha = entry
-        try:
-            # RGBA when transparent: trimming and a logo's silhouette read its alpha channel
-            # (composited on white, a mark that touches the image's corners has no border).
-            image = load_image(data, name=str(item.path), keep_alpha=True)
-            views = reference_views(image, item.kind, prep)
-            features = None
-            if verify_config is not None:
-                reference = ReferenceImage(image, views[0], item.kind, item.attributes)
-                features = replace(reference_side_data(reference, verify_config), pixels=None)
-            attributes = dict(item.attributes)
-            if read_text and item.kind == "logo":
-                attributes.update(logo_text(image))
-            return _Prepared(item, sha, views, features, attributes)
-        except ImageLoadError as e:
-            return Failure(str(item.path), e.reason)
-        except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
-            return Failure(str(item.path), str(e))
+    def prepare(entry: tuple[ReferenceItem, bytes, str]) -> PreparedReference | Failure:
+        return prepare_reference(*entry, prep, verify_config, read_text=read_text)
 
     prepared = []
     for result in pool.map(prepare, fresh):
@@ -205,9 +191,39 @@ def _prepare_chunk(
     return prepared
 
 
-def _locate_marks(
-    prepared: list[_Prepared], index: VectorIndex, config: VerifyConfig
-) -> tuple[list[_Prepared], dict[int, bytes]]:
+def prepare_reference(
+    item: ReferenceItem,
+    data: bytes,
+    sha: str,
+    prep: ReferencePrepConfig,
+    verify_config: VerifyConfig | None,
+    *,
+    read_text: bool = False,
+) -> PreparedReference | Failure:
+    """Decode one reference's bytes into its views and local features (``verify_config``:
+    when verification is on); an unreadable image or a bad attribute gives a Failure."""
+    try:
+        # RGBA when transparent: trimming and a logo's silhouette read its alpha channel
+        # (composited on white, a mark that touches the image's corners has no border).
+        image = load_image(data, name=str(item.path), keep_alpha=True)
+        views = reference_views(image, item.kind, prep)
+        features = None
+        if verify_config is not None:
+            reference = ReferenceImage(image, views[0], item.kind, item.attributes)
+            features = replace(reference_side_data(reference, verify_config), pixels=None)
+        attributes = dict(item.attributes)
+        if read_text and item.kind == "logo":
+            attributes.update(logo_text(image))
+        return PreparedReference(item, sha, views, features, attributes)
+    except ImageLoadError as e:
+        return Failure(str(item.path), e.reason)
+    except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
+        return Failure(str(item.path), str(e))
+
+
+def locate_marks(
+    prepared: list[PreparedReference], index: VectorIndex, config: VerifyConfig
+) -> tuple[list[PreparedReference], dict[int, bytes]]:
     """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
     index and in the chunk), and re-locate the stored product photos of every brand the chunk
     brings logos for: their new records go into the chunk's commit (``aux_updates``)."""
@@ -298,7 +314,7 @@ def verify_config_of(index: VectorIndex) -> VerifyConfig:
 
 
 def _commit(
-    prepared: list[_Prepared], index: VectorIndex, embedder: Any, report: IndexingReport,
+    prepared: list[PreparedReference], index: VectorIndex, embedder: Any, report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
     flat = [view for p in prepared for view in p.views]
@@ -308,6 +324,17 @@ def _commit(
     for p in prepared:
         per_ref.append(vectors[start : start + len(p.views)])
         start += len(p.views)
+    add_prepared(prepared, per_ref, index, report, aux_updates)
+
+
+def add_prepared(
+    prepared: Sequence[PreparedReference],
+    per_ref: Sequence[np.ndarray],
+    index: VectorIndex,
+    report: IndexingReport,
+    aux_updates: dict[int, bytes] | None = None,
+) -> None:
+    """Commit embedded references (``per_ref``: each one's view vectors) in one atomic add."""
     records = [
         NewReference(
             brand=p.item.brand,
@@ -320,7 +347,7 @@ def _commit(
         for p in prepared
     ]
     aux = [p.features.to_bytes() if p.features is not None else None for p in prepared]
-    result = index.add(records, per_ref, aux=aux, aux_updates=aux_updates)
+    result = index.add(records, list(per_ref), aux=aux, aux_updates=aux_updates)
     report.added += len(result.added)
     report.skipped += len(result.skipped)
 
@@ -345,6 +372,62 @@ def write_report(index_dir: str | Path, operation: str, report: IndexingReport) 
     atomic_write_json(path, {"operation": operation, **report.to_dict()})
     report.report_path = path
     return path
+
+
+@dataclass
+class IndexingTarget:
+    """What an indexing job works on: the items, the open writable index and its model."""
+
+    items: list[ReferenceItem]
+    failures: list[Failure]  # manifest rows that could not be used
+    index: VectorIndex
+    embedder: Any
+    verify_config: VerifyConfig
+    prep: ReferencePrepConfig
+    report_dir: Path  # where the run's report goes (a Milvus store's side folder)
+
+
+def open_indexing_target(
+    refs: str | Path,
+    index_dir: str | Path,
+    *,
+    preset: str | None = None,
+    factory: str = "Flat",
+    create: bool = True,
+    default_kind: str = "product",
+    embedder_options: dict[str, Any] | None = None,
+    prep: ReferencePrepConfig | None = None,
+) -> IndexingTarget:
+    """Collect the references, load the model and open (or create) the index for writing.
+
+    The arguments are :func:`run_indexing`'s. The caller closes ``target.index``.
+    """
+    from detector.embedder import create_embedder
+
+    items, failures = collect_references(refs, default_kind=default_kind)
+    exists = index_exists(index_dir)
+    if not exists and not create:
+        raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
+    existing_preset = None
+    if exists:
+        with open_index(index_dir) as ro:
+            existing_preset = ro.fingerprint.preset
+            random = ro.fingerprint.weights.startswith("random:")
+    options = dict(embedder_options or {})
+    if existing_preset is not None and preset is None:
+        preset = existing_preset
+        options.setdefault("random_weights", random)
+    embedder = create_embedder(preset or "clip-vit-b-32", **options)
+    scoring = embedder.preset.defaults.get("scoring", {})
+    from detector.scoring import ScoringConfig
+
+    config = ScoringConfig.from_dict(scoring)
+    prep = prep or prep_config_for(embedder.preset)
+    if exists:
+        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
+    else:
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    return IndexingTarget(items, failures, index, embedder, config.verify, prep, Path(index.path))
 
 
 def run_indexing(
@@ -379,39 +462,17 @@ def run_indexing(
         prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
         read_text: OCR the logos for the brands' names (:func:`index_references`).
     """
-    from detector.embedder import create_embedder
-
-    items, failures = collect_references(refs, default_kind=default_kind)
-    exists = index_exists(index_dir)
-    if not exists and not create:
-        raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
-    existing_preset = None
-    if exists:
-        with open_index(index_dir) as ro:
-            existing_preset = ro.fingerprint.preset
-            random = ro.fingerprint.weights.startswith("random:")
-    options = dict(embedder_options or {})
-    if existing_preset is not None and preset is None:
-        preset = existing_preset
-        options.setdefault("random_weights", random)
-    embedder = create_embedder(preset or "clip-vit-b-32", **options)
-    scoring = embedder.preset.defaults.get("scoring", {})
-    from detector.scoring import ScoringConfig
-
-    config = ScoringConfig.from_dict(scoring)
-    prep = prep or prep_config_for(embedder.preset)
-    if exists:
-        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
-    else:
-        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
-    report_dir = index.path  # a Milvus store's reports go to its side folder
+    target = open_indexing_target(
+        refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
+        embedder_options=embedder_options, prep=prep,
+    )
     if on_total:
-        on_total(len(items))
-    with index:
+        on_total(len(target.items))
+    with target.index:
         report = index_references(
-            items, index, embedder, chunk_size=chunk_size, prep=prep, verify_config=config.verify, progress=progress,
-            read_text=read_text,
+            target.items, target.index, target.embedder, chunk_size=chunk_size, prep=target.prep,
+            verify_config=target.verify_config, progress=progress, read_text=read_text,
         )
-    report.failed[:0] = failures
-    write_report(report_dir, "build" if create else "add", report)
+    report.failed[:0] = target.failures
+    write_report(target.report_dir, "build" if create else "add", report)
     return report

@@ -149,7 +149,7 @@ class VerifyConfig:
     acceptance: str = "count"
     max_log_nfa: float = 0.0
     chance_area: str = "matches"
-    rival_test: str = "off"
+    rival_test: str = "on"
 
     @property
     def chance_tests(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from detector.descriptor_store import sync_descriptor_store
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import load_image, read_bytes, sha256_bytes
 from detector.reference_manifest import Failure, ReferenceItem, collect_references
@@ -129,6 +130,8 @@ def index_references(
                         assert verify_config is not None
                         prepared, updates = _locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
+                    if want_features:  # after the commit: an interrupted sync is redone by the next
+                        sync_descriptor_store(index)
                 if progress:
                     progress(len(chunk))
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ from detector.verify import LocalFeatures, root_sift
 
 # Nearest reference descriptors fetched per query descriptor: enough to find the nearest
 # descriptor of another reference behind a reference's own near-duplicates.
-_NEIGHBOURS = 20
+NEIGHBOURS = 20
 EXACT_UP_TO = 20_000
 DEFAULT_NPROBE = 16  # inverted lists a search visits (VerifyConfig.local_nprobe)
 
@@ -93,16 +93,34 @@ class LocalFeatureIndex:
         """
         if top < 1 or len(self) == 0 or len(query) == 0 or query.method != self._method:
             return []
-        k = min(_NEIGHBOURS, len(self))
+        distances, owners, rows = self.neighbours(query)
+        return count_votes(distances, owners, rows, top, ratio)
+
+    def neighbours(self, query: LocalFeatures, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each query descriptor's ``k`` nearest reference descriptors: squared L2 distances,
+        owner ref ids and descriptor rows, all ``(q, k)``, -1 / inf where fewer exist."""
+        k = min(k, max(len(self), 1))
         distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
         owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
-        others = (owners != owners[:, :1]) & (owners >= 0)
-        first_other = others.argmax(axis=1)
-        nearest_other = distances[np.arange(len(rows)), first_other]
-        # No other reference among the neighbours: the nearest is unambiguous.
-        clear = ~others.any(axis=1) | (distances[:, 0] < ratio**2 * nearest_other)
-        # Many query descriptors landing on one reference descriptor (texture, repeated
-        # strokes) are one piece of evidence, not many: each reference descriptor counts once.
-        matched = np.unique(rows[clear & (rows[:, 0] >= 0), 0])
-        votes = Counter(self._owners[matched].tolist())
-        return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return distances, owners, rows
+
+
+def count_votes(distances: np.ndarray, owners: np.ndarray, rows: np.ndarray, top: int,
+                ratio: float) -> list[tuple[int, int]]:
+    """The vote of :meth:`LocalFeatureIndex.vote` from neighbour lists sorted by distance.
+
+    ``rows`` identify reference descriptors, ``owners`` their references (-1: no neighbour).
+    """
+    if top < 1 or len(rows) == 0:
+        return []
+    others = (owners != owners[:, :1]) & (owners >= 0)
+    first_other = others.argmax(axis=1)
+    nearest_other = distances[np.arange(len(rows)), first_other]
+    # No other reference among the neighbours: the nearest is unambiguous.
+    clear = ~others.any(axis=1) | (distances[:, 0] < ratio**2 * nearest_other)
+    # Many query descriptors landing on one reference descriptor (texture, repeated
+    # strokes) are one piece of evidence, not many: each reference descriptor counts once.
+    hit = clear & (owners[:, 0] >= 0)
+    matched, first = np.unique(rows[hit, 0], return_index=True)
+    votes = Counter(owners[hit, 0][first].tolist())
+    return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

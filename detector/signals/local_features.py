@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from PIL import ImageOps
 
+from detector.descriptor_vote import StoredDescriptorIndex
 from detector.local_search import LocalFeatureIndex
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
@@ -94,14 +95,19 @@ class LocalFeatureSignal(Signal):
         votes = self._vote_index(listing).vote(features, vcfg.local_candidates, vcfg.local_ratio)
         return frozenset(rid for rid, _ in votes)
 
-    def _vote_index(self, listing: Listing) -> LocalFeatureIndex:
-        """The local descriptors of the index's current generation, gathered on first use."""
+    def _vote_index(self, listing: Listing) -> LocalFeatureIndex | StoredDescriptorIndex:
+        """The local descriptors of the index's current generation, gathered on first use:
+        the on-disk store's (memory-mapped) when the index keeps one, else all in memory."""
 
-        def build() -> LocalFeatureIndex:
+        def build() -> LocalFeatureIndex | StoredDescriptorIndex:
             kinds = set(self.config.verify.kinds)
             ids = [r.id for r in listing.index.references() if r.kind in kinds]
-            features = self.references.features(listing.index, ids)
-            return LocalFeatureIndex.from_features(features, self.config.verify.local_nprobe)
+            nprobe = self.config.verify.local_nprobe
+            stored = StoredDescriptorIndex.open(listing.index.path, ids,
+                                                lambda missing: self.references.features(listing.index, missing), nprobe)
+            if stored is not None:
+                return stored
+            return LocalFeatureIndex.from_features(self.references.features(listing.index, ids), nprobe)
 
         return self.references.per_generation("local_vote", listing.index, build)
 

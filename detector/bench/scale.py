@@ -56,6 +56,7 @@ class ScaleConfig:
     chunk: int = 10_000  # references per commit while building a library
     scoring: dict[str, Any] = field(default_factory=dict)  # scoring options (default profile)
     clean: bool = False  # delete each library once measured
+    store_from: int | None = None  # references from which the descriptor store is kept (None: its default)
 
 
 def run_scale_benchmark(out_dir: str | os.PathLike[str], config: ScaleConfig | None = None,
@@ -112,7 +113,7 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
                          f"{seed_bytes_per_ref / 1024:.0f} KiB/reference, {free / GIB:.0f} GiB free")
         return row
     try:
-        built = build_library(seed, path, size, factory=cfg.factory, chunk=cfg.chunk, say=say)
+        built = build_library(seed, path, size, factory=cfg.factory, chunk=cfg.chunk, store_from=cfg.store_from, say=say)
     except Exception as e:  # noqa: BLE001 - one size failing must not stop the others
         row["status"] = f"build failed: {type(e).__name__}: {e}"
         return row

@@ -143,19 +143,20 @@ def _chunks(total: int, size: int) -> Iterator[range]:
         yield range(start, min(start + size, total))
 
 
-def _sync(index: ReferenceIndex, store: bool) -> None:
+def _sync(index: ReferenceIndex, store: bool, store_from: int | None) -> None:
     """What indexing does after a commit: bring the descriptor store up to date."""
     if store:
-        from detector.descriptor_store import sync_descriptor_store
+        from detector.descriptor_store import STORE_FROM_REFERENCES, sync_descriptor_store
 
-        sync_descriptor_store(index)
+        sync_descriptor_store(index, store_from=store_from or STORE_FROM_REFERENCES)
 
 
 def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", chunk: int = 10_000,
-                  create_options: dict[str, Any] | None = None, store: bool = True,
+                  create_options: dict[str, Any] | None = None, store: bool = True, store_from: int | None = None,
                   say: Callable[[str], None] = print) -> LibraryBuild:
     """An index of ``size`` references at ``path``: the seed's plus synthetic logos; with
-    ``store``, the descriptor store synced after each commit as indexing does.
+    ``store``, the descriptor store synced after each commit as indexing does (from
+    ``store_from`` references; default the store's own threshold).
 
     Each chunk of ``chunk`` references is one atomic commit (the project's ``add``), so a
     build stopped half-way leaves a readable index; it is rebuilt from scratch next time (a
@@ -177,10 +178,10 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
         for part in _chunks(synthetic, chunk):
             made = [maker.make(n) for n in part]
             index.add([m[0] for m in made], [m[1] for m in made], aux=[m[2] for m in made])
-            _sync(index, store)
+            _sync(index, store, store_from)
             say(f"library {size}: {part.stop:,}/{synthetic:,} synthetic references")
         index.add(records, vectors, aux=aux)  # last: the planted logos compete with a full library
-        _sync(index, store)
+        _sync(index, store, store_from)
     seconds = time.perf_counter() - started
     info = {"references": len(records) + synthetic, "synthetic": synthetic, "seconds": round(seconds, 2)}
     done.write_text(json.dumps(info))

@@ -57,6 +57,11 @@ class ScaleConfig:
     scoring: dict[str, Any] = field(default_factory=dict)  # scoring options (default profile)
     clean: bool = False  # delete each library once measured
     store_from: int | None = None  # references from which the descriptor store is kept (None: its default)
+    store: bool = True  # keep the descriptor store (False: as before it existed)
+    tag: str = ""  # names this run's result files (libraries and seed are shared across tags)
+    # How the scorer votes, each variant in its own subprocess on the same library: "store" (the
+    # on-disk store when the library has one) and/or "memory" (all descriptors in RAM, as before).
+    vote_variants: tuple[str, ...] = ("store",)
 
 
 def run_scale_benchmark(out_dir: str | os.PathLike[str], config: ScaleConfig | None = None,
@@ -79,18 +84,18 @@ def run_scale_benchmark(out_dir: str | os.PathLike[str], config: ScaleConfig | N
                  "disk_bytes_per_reference": round(seed_disk / max(seed.references, 1))},
         "sizes": [],
     }
-    baseline_rss: tuple[int, int] | None = None  # (references, peak RSS) of the smallest size measured
+    baseline_rss: dict[str, tuple[int, int]] = {}  # vote variant -> (references, peak RSS) of its smallest size
     for size in sorted(cfg.sizes):
-        row = _run_size(out, seed, size, cfg, listings_file, seed_disk / max(seed.references, 1), say)
-        if row.get("peak_rss_bytes"):
-            if baseline_rss is None:
-                baseline_rss = (row["references"], row["peak_rss_bytes"])
-            elif row["references"] > baseline_rss[0]:
-                row["ram_bytes_per_reference"] = round(
-                    (row["peak_rss_bytes"] - baseline_rss[1]) / (row["references"] - baseline_rss[0]))
-        data["sizes"].append(row)
-        _write(out, cfg, data)
-        say(f"size {size:,}: {row['status']}")
+        for row in _run_size(out, seed, size, cfg, listings_file, seed_disk / max(seed.references, 1), say):
+            variant = row.get("vote", "")
+            if row.get("peak_rss_bytes"):
+                base = baseline_rss.setdefault(variant, (row["references"], row["peak_rss_bytes"]))
+                if row["references"] > base[0]:
+                    row["ram_bytes_per_reference"] = round(
+                        (row["peak_rss_bytes"] - base[1]) / (row["references"] - base[0]))
+            data["sizes"].append(row)
+            _write(out, cfg, data)
+            say(f"size {size:,} {variant}: {row['status']}")
     return data
 
 
@@ -103,7 +108,8 @@ def _listings(seed: Seed) -> list[dict[str, Any]]:
 
 
 def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file: Path, seed_bytes_per_ref: float,
-              say: Callable[[str], None]) -> dict[str, Any]:
+              say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One row per vote variant (the same library scored by each, one after the other)."""
     row: dict[str, Any] = {"size": size, "references": max(size, seed.references)}
     path = out / "libraries" / f"{cfg.preset}-{cfg.factory.replace(',', '_')}-{size}"
     need = seed_bytes_per_ref * size * 1.1  # + the faiss file a commit writes beside the old one
@@ -111,21 +117,30 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
     if need > free - DISK_RESERVE_BYTES:
         row["status"] = (f"does not fit on disk: needs ~{need / GIB:.0f} GiB at the measured "
                          f"{seed_bytes_per_ref / 1024:.0f} KiB/reference, {free / GIB:.0f} GiB free")
-        return row
+        return [row]
     try:
-        built = build_library(seed, path, size, factory=cfg.factory, chunk=cfg.chunk, store_from=cfg.store_from, say=say)
+        built = build_library(seed, path, size, factory=cfg.factory, chunk=cfg.chunk, store=cfg.store,
+                              store_from=cfg.store_from, say=say)
     except Exception as e:  # noqa: BLE001 - one size failing must not stop the others
         row["status"] = f"build failed: {type(e).__name__}: {e}"
-        return row
+        return [row]
     row.update({"references": built.references, "build_seconds": round(built.seconds, 1),
                 "build_references_per_second": round(built.synthetic / built.seconds, 1) if built.seconds else None,
-                "disk_bytes": built.disk_bytes, "disk_bytes_per_reference": round(built.disk_bytes / built.references)})
-    row.update(_probe(path / "index", listings_file, out / f"probe-{size}.json", cfg))
-    if row["status"] == "ok":
-        row.update(_exact_agreement(path / "index", out / f"probe-{size}.json"))
+                "disk_bytes": built.disk_bytes, "disk_bytes_per_reference": round(built.disk_bytes / built.references),
+                "store_sync_seconds": None if built.store_sync_seconds is None else round(built.store_sync_seconds, 1),
+                "store_disk_bytes": _folder_bytes(path / "index" / "descriptors") if (path / "index" / "descriptors").exists() else 0})
+    rows = []
+    for vote in cfg.vote_variants:
+        variant = {**row, "vote": vote, "load_average_before": os.getloadavg()[0]}
+        probe_file = out / f"probe{'-' + cfg.tag if cfg.tag else ''}-{size}-{vote}.json"
+        variant.update(_probe(path / "index", listings_file, probe_file, cfg, vote))
+        variant["load_average_after"] = os.getloadavg()[0]
+        if variant["status"] == "ok":
+            variant.update(_exact_agreement(path / "index", probe_file))
+        rows.append(variant)
     if cfg.clean:
         shutil.rmtree(path, ignore_errors=True)
-    return row
+    return rows
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -141,12 +156,12 @@ def _limit_memory(limit: int) -> Callable[[], None]:
     return apply
 
 
-def _probe(index_dir: Path, listings_file: Path, result_file: Path, cfg: ScaleConfig) -> dict[str, Any]:
-    """Score the listings in a subprocess; its figures, or why it stopped."""
+def _probe(index_dir: Path, listings_file: Path, result_file: Path, cfg: ScaleConfig, vote: str) -> dict[str, Any]:
+    """Score the listings in a subprocess (``vote``: "store" or "memory"); its figures, or why it stopped."""
     result_file.unlink(missing_ok=True)
     Path(str(result_file) + ".partial").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "detector.bench.scale_probe", str(index_dir), str(listings_file), str(result_file),
-           "--config", json.dumps(cfg.scoring)]
+           "--config", json.dumps(cfg.scoring), "--vote", vote]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.probe_timeout_seconds,
@@ -207,7 +222,7 @@ def _exact_agreement(index_dir: Path, result_file: Path, chunk: int = 20_000) ->
 def _write(out: Path, cfg: ScaleConfig, data: dict[str, Any]) -> None:
     from index.atomic import atomic_write_json
 
-    stem = out / f"scale-{cfg.preset}-{cfg.factory.replace(',', '_')}"
+    stem = out / f"scale-{cfg.preset}-{cfg.factory.replace(',', '_')}{'-' + cfg.tag if cfg.tag else ''}"
     atomic_write_json(stem.with_suffix(".json"), data)
     tmp = stem.with_suffix(".md.tmp")
     tmp.write_text(markdown_table(data))
@@ -220,13 +235,13 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 0) -> str:
 
 def markdown_table(data: dict[str, Any]) -> str:
     """The result as a Markdown table, one row per size."""
-    header = ("| references | status | build s (refs/s) | disk KB/ref | first listing s | p50 ms | p99 ms | "
+    header = ("| references | vote | status | build s (refs/s) | disk KB/ref | first listing s | p50 ms | p99 ms | "
               "listings/s | peak RSS MB | RAM KB/ref | top-1 = exact | top-10 overlap | planted R@1 | "
               "planted flagged | logo-free flagged |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in data["sizes"]:
         lines.append("| " + " | ".join([
-            f"{r['references']:,}", r["status"] if r["status"] == "ok" else r["status"][:120],
+            f"{r['references']:,}", r.get("vote", "–"), r["status"] if r["status"] == "ok" else r["status"][:120],
             f"{_fmt(r.get('build_seconds'))} ({_fmt(r.get('build_references_per_second'))})",
             _fmt(r.get("disk_bytes_per_reference"), 1 / 1000, 1), _fmt(r.get("first_listing_seconds"), 1, 1),
             _fmt(r.get("latency_p50_seconds"), 1000), _fmt(r.get("latency_p99_seconds"), 1000),
@@ -237,9 +252,20 @@ def markdown_table(data: dict[str, Any]) -> str:
         ]) + " |")
     lines.append("")
     for r in data["sizes"]:
+        notes = []
         if r.get("per_generation_seconds"):
-            builds = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r["per_generation_seconds"].items()))
-            lines.append(f"- {r['references']:,}: per-generation builds (first listing): {builds}")
+            notes.append("per-generation builds (first listing): " + ", ".join(
+                f"{k} {v:.1f} s" for k, v in sorted(r["per_generation_seconds"].items())))
+        if r.get("rss_after_first_bytes") and r.get("rss_after_open_bytes"):
+            notes.append(f"RSS after open {r['rss_after_open_bytes'] / 2**20:,.0f} MB, after the first listing "
+                         f"{r['rss_after_first_bytes'] / 2**20:,.0f} MB")
+        if r.get("store_disk_bytes"):
+            synced = "" if r.get("store_sync_seconds") is None else f", synced into the library in {r['store_sync_seconds']:.0f} s"
+            notes.append(f"descriptor store {r['store_disk_bytes'] / 2**20:,.0f} MB on disk{synced}")
+        if "load_average_before" in r:
+            notes.append(f"load average {r['load_average_before']:.1f} / {r.get('load_average_after', 0):.1f}")
+        if notes:
+            lines.append(f"- {r['references']:,}: " + "; ".join(notes))
     seed = data["seed"]
     lines.append("")
     lines.append(f"Seed: {seed['references']} real logos indexed at {seed['indexing_references_per_second']} refs/s, "

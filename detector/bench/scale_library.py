@@ -59,6 +59,7 @@ class LibraryBuild:
     synthetic: int
     seconds: float
     disk_bytes: int
+    store_sync_seconds: float | None = None  # syncing the descriptor store into a library built earlier
 
 
 def build_seed(root: Path, *, preset: str, n_brands: int, queries_per_class: int, seed: int = 0,
@@ -163,9 +164,16 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
     ``built.json`` marks a finished one, reused as is).
     """
     done = path / "built.json"
-    if done.is_file():
+    if done.is_file():  # reused; a library built without the store gets it now, as indexing would
         info = json.loads(done.read_text())
-        return LibraryBuild(path, info["references"], info["synthetic"], info["seconds"], _disk_bytes(path / "index"))
+        synced = None
+        if store:
+            started = time.perf_counter()
+            with ReferenceIndex.open(path / "index", writable=True) as index:
+                _sync(index, store, store_from)
+            synced = time.perf_counter() - started
+        return LibraryBuild(path, info["references"], info["synthetic"], info["seconds"], _disk_bytes(path / "index"),
+                            synced)
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     records, vectors, aux, templates = _seed_rows(seed)

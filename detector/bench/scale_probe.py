@@ -114,9 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("listings", help="JSON list of {path, brand}")
     parser.add_argument("out", help="JSON file to write")
     parser.add_argument("--config", default=None, help="scoring options as JSON")
+    parser.add_argument("--vote", choices=("store", "memory"), default="store",
+                        help="memory: ignore the descriptor store, vote from all descriptors in RAM")
     args = parser.parse_args(argv)
     listings = json.loads(Path(args.listings).read_text())
     config = json.loads(args.config) if args.config else None
+    if args.vote == "memory":  # the vote as before the store: every descriptor in memory
+        from detector.descriptor_vote import StoredDescriptorIndex
+
+        StoredDescriptorIndex.open = classmethod(lambda cls, *a, **k: None)  # type: ignore[method-assign]
     result = probe(Path(args.index), listings, config, Path(args.out + ".partial"))
     Path(args.out).write_text(json.dumps(result))
     return 0

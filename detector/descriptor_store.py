@@ -212,9 +212,13 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
     fresh = folder.with_name(f"{STORE_DIR}.building")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
-    total = sum(len(ids) for _, _, ids in _decode(index, all_ids))
+    total, sample = _count_and_sample(index, all_ids)
     lists = lists_for(total)
-    sample = _training_sample(index, all_ids, total, lists * TRAIN_POINTS_PER_LIST)
+    wanted = lists * TRAIN_POINTS_PER_LIST
+    if len(sample) > wanted:
+        sample = sample[np.random.default_rng(0).choice(len(sample), wanted, replace=False)]
+    while lists > 1 and 8 * lists > len(sample):  # the first chunk misled the sampling rate
+        lists //= 2
     trained = faiss.index_factory(128, factory_for(lists))
     ivf = faiss.extract_index_ivf(trained)
     ivf.cp.niter = 10  # k-means iterations: the vote needs coarse cells, not optimal ones
@@ -233,12 +237,19 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
     log.info("descriptor store %s: built with %d lists on %d descriptors", folder, lists, total)
 
 
-def _training_sample(index: Any, all_ids: list[int], total: int, wanted: int) -> np.ndarray:
-    """About ``wanted`` descriptors spread over the whole library."""
-    keep = min(1.0, wanted / max(total, 1))
+def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
+    """The library's descriptor count and a sample spread over it, in one decoding pass (the
+    sampling rate from the first chunk: twice what the lists for its estimate need)."""
     rng = np.random.default_rng(0)
-    parts = [descs[rng.random(len(descs)) < keep] for _, descs, _ in _decode(index, all_ids)]
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    total, parts, keep = 0, [], 1.0
+    for i, (part, descs, _) in enumerate(_decode(index, all_ids)):
+        if i == 0:
+            estimate = len(descs) / max(len(part), 1) * len(all_ids)
+            keep = min(1.0, 2 * lists_for(int(estimate)) * TRAIN_POINTS_PER_LIST / max(estimate, 1.0))
+        total += len(descs)
+        parts.append(descs[rng.random(len(descs)) < keep])
+    sample = np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
+    return total, np.ascontiguousarray(sample, dtype=np.float32)
 
 
 def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: list[int], report: SyncReport) -> None:

@@ -21,8 +21,9 @@ dropped at vote time (the scorer passes the live ids); a rebuild drops them for 
 :func:`sync_descriptor_store` (the writer, after each indexing commit) adds the references
 the store does not cover yet, as one new segment; once more than :data:`MAX_SEGMENTS` exist
 they are merged into one. The list count follows autofaiss's rule of thumb (about
-4 sqrt(n) lists, a power of two, between 1,024 and 65,536; an HNSW coarse quantizer from
-:data:`HNSW_QUANTIZER_FROM` lists on) and is fixed when the store is trained; the store is
+4 sqrt(n) lists, a power of two, from 1,024) up to :data:`MAX_LISTS` (past it the search
+grows linearly again: more lists need an HNSW coarse quantizer and a k-means this machine
+cannot afford, see docs/scale.md) and is fixed when the store is trained; the store is
 rebuilt, retrained, once the rule asks for 4x the lists it has (the library grew ~16x).
 A library under :data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory
 vote is faster to build and exact there.
@@ -52,7 +53,7 @@ STORE_DIR = "descriptors"
 MANIFEST = "manifest.json"
 STORE_FROM_REFERENCES = 4_000  # ~200,000 descriptors at ~50 a logo
 MAX_SEGMENTS = 8
-HNSW_QUANTIZER_FROM = 8192
+MAX_LISTS = 4096  # k-means for more lists costs > 10 minutes on 2 shared cores (docs/scale.md)
 ROW_BITS = 16  # descriptors per reference kept: at most 65,536
 TRAIN_POINTS_PER_LIST = 40
 DECODE_CHUNK = 2000  # references decoded per step
@@ -69,18 +70,19 @@ def owners_of(ids: np.ndarray) -> np.ndarray:
 
 
 def lists_for(descriptors: int) -> int:
-    """Inverted lists for ``descriptors`` vectors: ~4 sqrt(n), a power of two, 1,024..65,536
-    (fewer when there are not :data:`TRAIN_POINTS_PER_LIST` descriptors a list to train on)."""
+    """Inverted lists for ``descriptors`` vectors: ~4 sqrt(n), a power of two, 1,024 to
+    :data:`MAX_LISTS` (fewer when there are not :data:`TRAIN_POINTS_PER_LIST` descriptors a
+    list to train on)."""
     target = 4.0 * np.sqrt(max(descriptors, 1))
-    lists = int(min(65_536, max(1_024, 2 ** round(np.log2(target)))))
+    lists = int(min(MAX_LISTS, max(1_024, 2 ** round(np.log2(target)))))
     while lists > 1 and lists * TRAIN_POINTS_PER_LIST > descriptors:  # too few to train them: fewer
         lists //= 2
     return lists
 
 
 def factory_for(lists: int) -> str:
-    """The FAISS factory string for ``lists`` inverted lists (an HNSW quantizer when many)."""
-    return f"IVF{lists}_HNSW32,SQ8" if lists >= HNSW_QUANTIZER_FROM else f"IVF{lists},SQ8"
+    """The FAISS factory string for ``lists`` inverted lists."""
+    return f"IVF{lists},SQ8"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,11 @@ job (so compare the two, not the absolute figures): exact 399 ms per photo, IVF 
 lists 24 ms, with the same nearest descriptor for 94 % of query descriptors (the code picks
 ~4 sqrt(n) lists, 916 for this library). Building it
 (decoding the blobs and k-means included) took 1.1 s there, once per index generation.
+
+From :data:`~detector.descriptor_store.STORE_FROM_REFERENCES` references on the index keeps the
+descriptors on disk instead (:mod:`detector.descriptor_store`, voted on by
+:mod:`detector.descriptor_vote` with :func:`count_votes`): this class then only holds the
+references the store does not cover yet.
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ def _probe(index_dir: Path, listings_file: Path, result_file: Path, cfg: ScaleCo
     clean = [v for v in verdicts if v["brand"] is None]
     figures = {k: result[k] for k in ("open_seconds", "first_listing_seconds", "latency_p50_seconds",
                                       "latency_p99_seconds", "listings_per_second", "peak_rss_bytes",
-                                      "rss_after_open_bytes", "rss_after_first_bytes", "per_generation_seconds")
+                                      "rss_after_open_bytes", "rss_after_first_bytes", "per_generation_seconds",
+                                      "rss_anon_end_bytes", "rss_file_end_bytes")
                if k in result}
     return {"status": "ok", "probe_wall_seconds": round(wall, 1), **figures,
             "planted_r_at_1": _share(v["top_brand"] == v["brand"] for v in planted),
@@ -259,6 +260,9 @@ def markdown_table(data: dict[str, Any]) -> str:
         if r.get("rss_after_first_bytes") and r.get("rss_after_open_bytes"):
             notes.append(f"RSS after open {r['rss_after_open_bytes'] / 2**20:,.0f} MB, after the first listing "
                          f"{r['rss_after_first_bytes'] / 2**20:,.0f} MB")
+        if r.get("rss_anon_end_bytes"):
+            notes.append(f"RSS at the end {r['rss_anon_end_bytes'] / 2**20:,.0f} MB private + "
+                         f"{r['rss_file_end_bytes'] / 2**20:,.0f} MB mapped files")
         if r.get("store_disk_bytes"):
             synced = "" if r.get("store_sync_seconds") is None else f", synced into the library in {r['store_sync_seconds']:.0f} s"
             notes.append(f"descriptor store {r['store_disk_bytes'] / 2**20:,.0f} MB on disk{synced}")

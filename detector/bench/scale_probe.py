@@ -22,11 +22,12 @@ import numpy as np
 TOP_K = 10
 
 
-def rss_bytes() -> int:
-    """The process's resident set now (Linux ``/proc``; 0 elsewhere)."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """The process's resident set now (Linux ``/proc``; 0 elsewhere). ``RssAnon``: heap and
+    other private memory; ``RssFile``: mapped files (the descriptor store's lists, evictable)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -75,6 +76,7 @@ def probe(index_dir: Path, listings: list[dict[str, Any]], config: dict[str, Any
     out["latency_p99_seconds"] = percentile(latencies, 99)
     out["listings_per_second"] = len(latencies) / sum(latencies) if latencies else None
     out["peak_rss_bytes"] = peak_rss_bytes()
+    out["rss_anon_end_bytes"], out["rss_file_end_bytes"] = rss_bytes("RssAnon"), rss_bytes("RssFile")
     # The embedding search alone, for the comparison with an exact search (done by the parent).
     vectors = det.embedder.embed(images)
     scores, ids = det.index.search_vectors(np.asarray(vectors, dtype=np.float32), TOP_K)

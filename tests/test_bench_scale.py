@@ -25,6 +25,7 @@ from detector.verify import VerifyConfig, query_features
 from index.store import ReferenceIndex
 
 SIZES = (120, 600)
+pytestmark = pytest.mark.slow  # two scorer subprocesses, each loading a model
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from detector.cli_engines import engine_args, indexing_job, score_on_ray
 from detector.cli_reviews import (
     add_reviews_parser,
     cmd_tune_from_reviews,
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("build", "create an index (or add to it) from references"),
                             ("add", "add references to an existing index")):
         p = idx.add_parser(name, help=help_text)
-        p.add_argument("refs", help="folder REFS/<brand>/.../<image>, or a .csv/.jsonl manifest")
+        p.add_argument("refs", help="folder REFS/<brand>/.../<image>, or a .csv/.jsonl/.parquet manifest")
         p.add_argument("--index", required=True, metavar="DIR")
         p.add_argument("--factory", default="Flat", help="FAISS factory string for a new index")
         p.add_argument("--kind", default="product", choices=("logo", "product"),
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--read-text", action="store_true",
                        help="OCR each logo and store its text as the brand's names (text signal; 'text' extra)")
         _model_args(p)
+        engine_args(p)
         p.set_defaults(func=cmd_index_build if name == "build" else cmd_index_add)
 
     p = idx.add_parser("remove", help="withdraw references")
@@ -89,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index_info)
 
     p = sub.add_parser("score", help="score listing images against an index")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR")
+    p.add_argument("--manifest", metavar="FILE",
+                   help="a backlog to score: .jsonl/.csv/.parquet with an image, path or url field per row")
     p.add_argument("--index", required=True, metavar="DIR")
     p.add_argument("--top-k", type=int, help="matches reported per image")
     p.add_argument("--thresholds", metavar="FILE", help="thresholds file (default: the preset's)")
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_args(p)
     _profile_arg(p)
     _model_args(p, with_model=False)
+    engine_args(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("eval", help="score a labelled set (cached) and write metrics, plots, report")
@@ -211,11 +216,10 @@ def _progress(desc: str) -> tuple[Callable[[int], None], Callable[[int], None], 
 
 
 def _run_indexing(args: argparse.Namespace, *, create: bool) -> int:
-    from detector.indexing import run_indexing
-
+    run = indexing_job(args)
     advance, on_total, close = _progress("indexing")
     try:
-        report = run_indexing(
+        report = run(
             args.refs,
             args.index,
             preset=args.model,
@@ -251,9 +255,9 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
     from detector.indexing import remove_references
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
-    with ReferenceIndex.open(args.index, writable=True) as index:
+    with open_index(args.index, writable=True) as index:
         # Withdrawn logos: their brand's product photos are located again in the same commit.
         removed = remove_references(index, ref_ids=args.ref_id, brand=args.brand, product_id=args.product_id)
     print(f"removed {removed} reference(s)", file=sys.stderr)
@@ -262,9 +266,9 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 def cmd_index_info(args: argparse.Namespace) -> int:
     from detector.brand_names import brand_names_of
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
-    with ReferenceIndex.open(args.index) as index:
+    with open_index(args.index) as index:
         info = index.info().to_dict()
         names = brand_names_of(index.references())  # the text signal's names per brand
     info["names"] = {brand: list(n) for brand, n in sorted(names.items())}
@@ -298,29 +302,38 @@ def _scoring_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from detector.inputs import expand_image_inputs
+    from detector.listing_manifest import listing_entries
+
+    if not args.images and not args.manifest:
+        print("error: score needs images, folders or --manifest FILE", file=sys.stderr)
+        return EXIT_USAGE
+    entries = listing_entries(args.images, args.manifest)
+    if args.engine == "ray":
+        return score_on_ray(args, entries, _embedder_options(args), _scoring_overrides(args), _verdict_line)
+    from detector.listing_manifest import URL_SCHEMES, score_entries
     from detector.scoring import Detector
 
     options = _embedder_options(args)
     options.pop("random_weights", None)
-    paths = expand_image_inputs(args.images)
     with Detector.open(args.index, thresholds=args.thresholds, config=_scoring_overrides(args), **options) as det:
         failed = 0
         from tqdm import tqdm
 
         batch = max(1, min(16, det.embedder.batch_size))
         recorder, context, queued = open_recorder(args, det), None, 0
-        with tqdm(total=len(paths), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
-            for start in range(0, len(paths), batch):
-                chunk = paths[start : start + batch]
-                for path, verdict in zip(chunk, det.score_many(chunk, [str(p) for p in chunk])):
+        with tqdm(total=len(entries), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
+            for start in range(0, len(entries), batch):
+                chunk = entries[start : start + batch]
+                for entry, verdict in zip(chunk, score_entries(det, chunk)):
                     failed += verdict.error is not None
                     print(json.dumps(verdict.to_dict()) if args.json else _verdict_line(verdict), flush=True)
                     if recorder is not None:
                         from detector.review.recorder import RecordContext
 
                         context = context or RecordContext.of(det)
-                        queued += recorder.record(verdict, context, image=path, listing_id=str(path)) is not None
+                        url = entry.source if entry.source.startswith(URL_SCHEMES) else None
+                        queued += recorder.record(verdict, context, image=None if url else entry.source,
+                                                  image_url=url, listing_id=entry.name) is not None
                 bar.update(len(chunk))
         if recorder is not None:
             recorder.store.close()

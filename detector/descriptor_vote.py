@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detector.descriptor_store import STORE_DIR, covered_ids, open_segments, owners_of, read_manifest
-from detector.local_search import DEFAULT_NPROBE, NEIGHBOURS, LocalFeatureIndex, count_votes
+from detector.local_search import DEFAULT_NPROBE, NEIGHBOURS, DescriptorNeighbours, LocalFeatureIndex, count_votes
 from detector.verify import LocalFeatures
 
 
@@ -52,20 +52,22 @@ class StoredDescriptorIndex:
             LocalFeatureIndex.from_features({}, nprobe))
         return cls(open_segments(folder, manifest, nprobe), live_ids, catch_up)
 
-    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8) -> list[tuple[int, int]]:
-        """The ``top`` references with the most votes from ``query`` (see ``LocalFeatureIndex.vote``)."""
-        if top < 1 or len(query) == 0 or query.method != "sift" or len(self) == 0:
-            return []
+    def neighbours(self, query: LocalFeatures) -> DescriptorNeighbours | None:
+        """Each query descriptor's nearest live reference descriptors over every segment and
+        the catch-up index, nearest first (None when nothing to search). Store rows are
+        descriptor ids (>= 0), catch-up rows are negative: a row never names two descriptors."""
+        if len(query) == 0 or query.method != "sift" or len(self) == 0:
+            return None
         parts = []
         for segment in self._segments:
             if segment.ntotal:
                 distances, ids = segment.search(query.matchable, NEIGHBOURS)
                 parts.append((distances, owners_of(ids), ids))
-        if len(self._catch_up):
-            distances, owners, rows = self._catch_up.neighbours(query)
-            parts.append((distances, owners, -2 - rows))  # negative: never equal to a store id
+        near = self._catch_up.neighbours(query) if len(self._catch_up) else None
+        if near is not None:
+            parts.append((near.distances, near.owners, np.where(near.rows >= 0, -2 - near.rows, -1)))
         if not parts:
-            return []
+            return None
         distances = np.concatenate([p[0] for p in parts], axis=1)
         owners = np.concatenate([p[1] for p in parts], axis=1)
         rows = np.concatenate([p[2] for p in parts], axis=1)
@@ -73,6 +75,15 @@ class StoredDescriptorIndex:
         distances = np.where(dead, np.inf, distances)
         order = np.argsort(distances, axis=1, kind="stable")[:, :NEIGHBOURS]
         distances = np.take_along_axis(distances, order, axis=1)
-        owners = np.where(np.isinf(distances), -1, np.take_along_axis(owners, order, axis=1))
-        rows = np.take_along_axis(rows, order, axis=1)
-        return count_votes(distances, owners, rows, top, ratio)
+        empty = np.isinf(distances)
+        owners = np.where(empty, -1, np.take_along_axis(owners, order, axis=1))
+        rows = np.where(empty, -1, np.take_along_axis(rows, order, axis=1))
+        return DescriptorNeighbours(distances.astype(np.float32), rows, owners)
+
+    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8,
+             near: DescriptorNeighbours | None = None) -> list[tuple[int, int]]:
+        """The ``top`` references with the most votes from ``query`` (see ``LocalFeatureIndex.vote``)."""
+        near = near if near is not None else self.neighbours(query)
+        if top < 1 or near is None:
+            return []
+        return count_votes(near, top, ratio)

@@ -190,6 +190,21 @@ class Embedder:
         ]
         return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float32)
 
+    def embed_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed images already through the preset's geometric preprocessing
+        (:func:`~detector.models.preprocess.build_pil_transform`): ``(S, S, 3)`` uint8 arrays,
+        what :meth:`embed` makes of PIL images, here prepared elsewhere (e.g. by Ray tasks).
+
+        Returns:
+            (n, dim) float32 array of unit rows, in input order; the same vectors :meth:`embed`
+            gives for the images the pixels were made from.
+        """
+        parts = [
+            self._embed_pixels(pixels[start : start + self.batch_size])
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float32)
+
     def embed_sources(
         self,
         sources: Sequence[ImageSource],

@@ -24,6 +24,8 @@ from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import load_image, read_bytes, sha256_bytes
 from detector.reference_manifest import Failure, ReferenceItem, collect_references
 from detector.reference_prep import ReferencePrepConfig, reference_views
+from detector.shape_library import LIBRARY_FILE
+from detector.shape_sync import save_synced_library, stored_masks
 from detector.signals.base import ReferenceImage
 from detector.signals.mark_locator import (
     brand_logo_features,
@@ -33,12 +35,14 @@ from detector.signals.mark_locator import (
 from detector.signals.reference_side import reference_side_data
 from detector.verify import LocalFeatures, VerifyConfig
 from index.atomic import atomic_write_json
+from index.open import create_index, index_exists, open_index
+from index.protocol import VectorIndex
 from index.records import NewReference
-from index.store import ReferenceIndex
 
 __all__ = [
-    "Failure", "IndexingReport", "ReferenceItem", "collect_references", "index_references", "prep_config_for",
-    "relocate_marks", "remove_references", "run_indexing", "verify_config_of", "write_report",
+    "Failure", "IndexingReport", "IndexingTarget", "PreparedReference", "ReferenceItem", "add_prepared",
+    "collect_references", "index_references", "locate_marks", "open_indexing_target", "prep_config_for",
+    "prepare_reference", "relocate_marks", "remove_references", "run_indexing", "verify_config_of", "write_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,7 +76,9 @@ class IndexingReport:
 
 # ---------------------------------------------------------------------- the job
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedReference:
+    """A reference ready to embed: its model views, local features and attributes."""
+
     item: ReferenceItem
     sha256: str
     views: list[Image.Image]
@@ -82,7 +88,7 @@ class _Prepared:
 
 def index_references(
     items: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     embedder: Any,
     *,
     chunk_size: int = 128,
@@ -119,6 +125,7 @@ def index_references(
     want_features = verify_config is not None and verify_config.enabled
     report = IndexingReport()
     started = time.perf_counter()
+    shapes_added = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
@@ -128,14 +135,18 @@ def index_references(
                     updates: dict[int, bytes] = {}
                     if want_features:
                         assert verify_config is not None
-                        prepared, updates = _locate_marks(prepared, index, verify_config)
+                        prepared, updates = locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
                     if want_features:  # after the commit: an interrupted sync is redone by the next
                         sync_descriptor_store(index)
+                    shapes_added |= any(p.item.kind == "logo" and p.features is not None
+                                        and p.features.silhouette is not None for p in prepared)
                 if progress:
                     progress(len(chunk))
     except KeyboardInterrupt:
         report.interrupted = True
+    if shapes_added:  # after the commits: a file behind the index is caught up by its readers
+        save_synced_library(index, lambda ids: stored_masks(index, ids))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -147,14 +158,14 @@ def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[Refe
 
 def _prepare_chunk(
     chunk: Sequence[ReferenceItem],
-    index: ReferenceIndex,
+    index: VectorIndex,
     pool: ThreadPoolExecutor,
     prep: ReferencePrepConfig,
     verify_config: VerifyConfig | None,
     report: IndexingReport,
     *,
     read_text: bool = False,
-) -> list[_Prepared]:
+) -> list[PreparedReference]:
     blobs: list[tuple[ReferenceItem, bytes]] = []
     for item in chunk:
         try:
@@ -171,25 +182,8 @@ def _prepare_chunk(
         seen.add(sha)
         fresh.append((item, data, sha))
 
-    def prepare(entry: tuple[ReferenceItem, bytes, str]) -> _Prepared | Failure:
-        item, data, sha = entry
-        try:
-            # RGBA when transparent: trimming and a logo's silhouette read its alpha channel
-            # (composited on white, a mark that touches the image's corners has no border).
-            image = load_image(data, name=str(item.path), keep_alpha=True)
-            views = reference_views(image, item.kind, prep)
-            features = None
-            if verify_config is not None:
-                reference = ReferenceImage(image, views[0], item.kind, item.attributes)
-                features = replace(reference_side_data(reference, verify_config), pixels=None)
-            attributes = dict(item.attributes)
-            if read_text and item.kind == "logo":
-                attributes.update(logo_text(image))
-            return _Prepared(item, sha, views, features, attributes)
-        except ImageLoadError as e:
-            return Failure(str(item.path), e.reason)
-        except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
-            return Failure(str(item.path), str(e))
+    def prepare(entry: tuple[ReferenceItem, bytes, str]) -> PreparedReference | Failure:
+        return prepare_reference(*entry, prep, verify_config, read_text=read_text)
 
     prepared = []
     for result in pool.map(prepare, fresh):
@@ -200,9 +194,39 @@ def _prepare_chunk(
     return prepared
 
 
-def _locate_marks(
-    prepared: list[_Prepared], index: ReferenceIndex, config: VerifyConfig
-) -> tuple[list[_Prepared], dict[int, bytes]]:
+def prepare_reference(
+    item: ReferenceItem,
+    data: bytes,
+    sha: str,
+    prep: ReferencePrepConfig,
+    verify_config: VerifyConfig | None,
+    *,
+    read_text: bool = False,
+) -> PreparedReference | Failure:
+    """Decode one reference's bytes into its views and local features (``verify_config``:
+    when verification is on); an unreadable image or a bad attribute gives a Failure."""
+    try:
+        # RGBA when transparent: trimming and a logo's silhouette read its alpha channel
+        # (composited on white, a mark that touches the image's corners has no border).
+        image = load_image(data, name=str(item.path), keep_alpha=True)
+        views = reference_views(image, item.kind, prep)
+        features = None
+        if verify_config is not None:
+            reference = ReferenceImage(image, views[0], item.kind, item.attributes)
+            features = replace(reference_side_data(reference, verify_config), pixels=None)
+        attributes = dict(item.attributes)
+        if read_text and item.kind == "logo":
+            attributes.update(logo_text(image))
+        return PreparedReference(item, sha, views, features, attributes)
+    except ImageLoadError as e:
+        return Failure(str(item.path), e.reason)
+    except ValueError as e:  # a bad logo_box attribute: this item fails, the rest go on
+        return Failure(str(item.path), str(e))
+
+
+def locate_marks(
+    prepared: list[PreparedReference], index: VectorIndex, config: VerifyConfig
+) -> tuple[list[PreparedReference], dict[int, bytes]]:
     """Locate the brand's logo on each product photo of the chunk (its brand's logos in the
     index and in the chunk), and re-locate the stored product photos of every brand the chunk
     brings logos for: their new records go into the chunk's commit (``aux_updates``)."""
@@ -223,7 +247,7 @@ def _locate_marks(
 
 
 def remove_references(
-    index: ReferenceIndex,
+    index: VectorIndex,
     *,
     ref_ids: Sequence[int] | None = None,
     brand: str | None = None,
@@ -255,11 +279,14 @@ def remove_references(
         if config.enabled:
             exclude = frozenset(r.id for r in doomed)
             updates = relocate_brand_products(index, logo_brands, config, exclude=exclude)
-    return index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
+    removed = index.remove(ref_ids=[r.id for r in doomed], aux_updates=updates) if doomed else 0
+    if logo_brands and (Path(index.path) / LIBRARY_FILE).exists():  # the withdrawn logos' floors
+        save_synced_library(index, lambda ids: stored_masks(index, ids))
+    return removed
 
 
 def relocate_marks(
-    index: ReferenceIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
+    index: VectorIndex, brands: Sequence[str] | None = None, verify_config: VerifyConfig | None = None
 ) -> int:
     """Locate the logos on the product photos of ``brands`` (default: every brand) again from
     their stored records, in one commit (:meth:`ReferenceIndex.replace_aux`): after writing
@@ -277,7 +304,7 @@ def relocate_marks(
     return index.replace_aux(relocate_brand_products(index, brands, config))
 
 
-def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
+def verify_config_of(index: VectorIndex) -> VerifyConfig:
     """The verification options of the index's model preset (the defaults when unknown)."""
     from detector.models.registry import get_preset
     from detector.scoring_config import ScoringConfig
@@ -290,7 +317,7 @@ def verify_config_of(index: ReferenceIndex) -> VerifyConfig:
 
 
 def _commit(
-    prepared: list[_Prepared], index: ReferenceIndex, embedder: Any, report: IndexingReport,
+    prepared: list[PreparedReference], index: VectorIndex, embedder: Any, report: IndexingReport,
     aux_updates: dict[int, bytes] | None = None,
 ) -> None:
     flat = [view for p in prepared for view in p.views]
@@ -300,6 +327,17 @@ def _commit(
     for p in prepared:
         per_ref.append(vectors[start : start + len(p.views)])
         start += len(p.views)
+    add_prepared(prepared, per_ref, index, report, aux_updates)
+
+
+def add_prepared(
+    prepared: Sequence[PreparedReference],
+    per_ref: Sequence[np.ndarray],
+    index: VectorIndex,
+    report: IndexingReport,
+    aux_updates: dict[int, bytes] | None = None,
+) -> None:
+    """Commit embedded references (``per_ref``: each one's view vectors) in one atomic add."""
     records = [
         NewReference(
             brand=p.item.brand,
@@ -312,7 +350,7 @@ def _commit(
         for p in prepared
     ]
     aux = [p.features.to_bytes() if p.features is not None else None for p in prepared]
-    result = index.add(records, per_ref, aux=aux, aux_updates=aux_updates)
+    result = index.add(records, list(per_ref), aux=aux, aux_updates=aux_updates)
     report.added += len(result.added)
     report.skipped += len(result.skipped)
 
@@ -339,6 +377,62 @@ def write_report(index_dir: str | Path, operation: str, report: IndexingReport) 
     return path
 
 
+@dataclass
+class IndexingTarget:
+    """What an indexing job works on: the items, the open writable index and its model."""
+
+    items: list[ReferenceItem]
+    failures: list[Failure]  # manifest rows that could not be used
+    index: VectorIndex
+    embedder: Any
+    verify_config: VerifyConfig
+    prep: ReferencePrepConfig
+    report_dir: Path  # where the run's report goes (a Milvus store's side folder)
+
+
+def open_indexing_target(
+    refs: str | Path,
+    index_dir: str | Path,
+    *,
+    preset: str | None = None,
+    factory: str = "Flat",
+    create: bool = True,
+    default_kind: str = "product",
+    embedder_options: dict[str, Any] | None = None,
+    prep: ReferencePrepConfig | None = None,
+) -> IndexingTarget:
+    """Collect the references, load the model and open (or create) the index for writing.
+
+    The arguments are :func:`run_indexing`'s. The caller closes ``target.index``.
+    """
+    from detector.embedder import create_embedder
+
+    items, failures = collect_references(refs, default_kind=default_kind)
+    exists = index_exists(index_dir)
+    if not exists and not create:
+        raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
+    existing_preset = None
+    if exists:
+        with open_index(index_dir) as ro:
+            existing_preset = ro.fingerprint.preset
+            random = ro.fingerprint.weights.startswith("random:")
+    options = dict(embedder_options or {})
+    if existing_preset is not None and preset is None:
+        preset = existing_preset
+        options.setdefault("random_weights", random)
+    embedder = create_embedder(preset or "clip-vit-b-32", **options)
+    scoring = embedder.preset.defaults.get("scoring", {})
+    from detector.scoring import ScoringConfig
+
+    config = ScoringConfig.from_dict(scoring)
+    prep = prep or prep_config_for(embedder.preset)
+    if exists:
+        index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
+    else:
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    return IndexingTarget(items, failures, index, embedder, config.verify, prep, Path(index.path))
+
+
 def run_indexing(
     refs: str | Path,
     index_dir: str | Path,
@@ -358,9 +452,10 @@ def run_indexing(
 
     Args:
         refs: Reference folder or manifest (see :func:`collect_references`).
-        index_dir: Index directory; created when ``create`` and absent.
+        index_dir: Index directory, or ``milvus-lite:PATH`` / ``milvus://HOST:PORT/COLLECTION?side=DIR``
+            (:func:`index.open.open_index`); created when ``create`` and absent.
         preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
-        factory: FAISS factory string for a new index.
+        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>").
         create: Allow creating the index (``index build``); ``index add`` requires it to exist.
         default_kind: Kind of folder items that are not recognisably logos.
         embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
@@ -370,39 +465,17 @@ def run_indexing(
         prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
         read_text: OCR the logos for the brands' names (:func:`index_references`).
     """
-    from detector.embedder import create_embedder
-
-    items, failures = collect_references(refs, default_kind=default_kind)
-    index_dir = Path(index_dir)
-    exists = (index_dir / "manifest.json").exists()
-    if not exists and not create:
-        raise ConfigError(f"no index at {index_dir}; create it with 'counterfeit index build'")
-    existing_preset = None
-    if exists:
-        with ReferenceIndex.open(index_dir) as ro:
-            existing_preset = ro.fingerprint.preset
-            random = ro.fingerprint.weights.startswith("random:")
-    options = dict(embedder_options or {})
-    if existing_preset is not None and preset is None:
-        preset = existing_preset
-        options.setdefault("random_weights", random)
-    embedder = create_embedder(preset or "clip-vit-b-32", **options)
-    scoring = embedder.preset.defaults.get("scoring", {})
-    from detector.scoring import ScoringConfig
-
-    config = ScoringConfig.from_dict(scoring)
-    prep = prep or prep_config_for(embedder.preset)
-    if exists:
-        index = ReferenceIndex.open(index_dir, writable=True, fingerprint=embedder.fingerprint)
-    else:
-        index = ReferenceIndex.create(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+    target = open_indexing_target(
+        refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
+        embedder_options=embedder_options, prep=prep,
+    )
     if on_total:
-        on_total(len(items))
-    with index:
+        on_total(len(target.items))
+    with target.index:
         report = index_references(
-            items, index, embedder, chunk_size=chunk_size, prep=prep, verify_config=config.verify, progress=progress,
-            read_text=read_text,
+            target.items, target.index, target.embedder, chunk_size=chunk_size, prep=target.prep,
+            verify_config=target.verify_config, progress=progress, read_text=read_text,
         )
-    report.failed[:0] = failures
-    write_report(index_dir, "build" if create else "add", report)
+    report.failed[:0] = target.failures
+    write_report(target.report_dir, "build" if create else "add", report)
     return report

@@ -26,6 +26,7 @@ references the store does not cover yet.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,7 +85,17 @@ class LocalFeatureIndex:
         descriptors = np.concatenate([root_sift(f.descriptors) for f in kept.values()])
         return cls(owners, descriptors, "sift", nprobe)
 
-    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8) -> list[tuple[int, int]]:
+    def neighbours(self, query: LocalFeatures) -> DescriptorNeighbours | None:
+        """Each query descriptor's nearest reference descriptors (None when nothing to search)."""
+        if len(self) == 0 or len(query) == 0 or query.method != self._method:
+            return None
+        k = min(NEIGHBOURS, len(self))
+        distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
+        owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
+        return DescriptorNeighbours(distances, rows, owners)
+
+    def vote(self, query: LocalFeatures, top: int, ratio: float = 0.8,
+             near: DescriptorNeighbours | None = None) -> list[tuple[int, int]]:
         """The ``top`` references with the most votes from ``query``'s descriptors.
 
         Args:
@@ -92,30 +103,22 @@ class LocalFeatureIndex:
             top: References to return.
             ratio: A descriptor votes for its nearest reference when that distance is below
                 ``ratio`` times the distance to the nearest descriptor of another reference.
+            near: :meth:`neighbours` of ``query`` when already searched.
 
         Returns:
             ``(ref_id, votes)`` pairs, most votes first (ties by lower id).
         """
-        if top < 1 or len(self) == 0 or len(query) == 0 or query.method != self._method:
+        near = near if near is not None else self.neighbours(query)
+        if top < 1 or near is None:
             return []
-        distances, owners, rows = self.neighbours(query)
-        return count_votes(distances, owners, rows, top, ratio)
-
-    def neighbours(self, query: LocalFeatures, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Each query descriptor's ``k`` nearest reference descriptors: squared L2 distances,
-        owner ref ids and descriptor rows, all ``(q, k)``, -1 / inf where fewer exist."""
-        k = min(k, max(len(self), 1))
-        distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
-        owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
-        return distances, owners, rows
+        return count_votes(near, top, ratio)
 
 
-def count_votes(distances: np.ndarray, owners: np.ndarray, rows: np.ndarray, top: int,
-                ratio: float) -> list[tuple[int, int]]:
-    """The vote of :meth:`LocalFeatureIndex.vote` from neighbour lists sorted by distance.
-
-    ``rows`` identify reference descriptors, ``owners`` their references (-1: no neighbour).
-    """
+def count_votes(near: DescriptorNeighbours, top: int, ratio: float) -> list[tuple[int, int]]:
+    """The vote of :meth:`LocalFeatureIndex.vote` from neighbour lists sorted by distance (also
+    the on-disk store's, :mod:`detector.descriptor_vote`): ``rows`` identify reference
+    descriptors, ``owners`` their references (-1: no neighbour)."""
+    distances, rows, owners = near.distances, near.rows, near.owners
     if top < 1 or len(rows) == 0:
         return []
     others = (owners != owners[:, :1]) & (owners >= 0)
@@ -126,6 +129,17 @@ def count_votes(distances: np.ndarray, owners: np.ndarray, rows: np.ndarray, top
     # Many query descriptors landing on one reference descriptor (texture, repeated
     # strokes) are one piece of evidence, not many: each reference descriptor counts once.
     hit = clear & (owners[:, 0] >= 0)
-    matched, first = np.unique(rows[hit, 0], return_index=True)
+    _, first = np.unique(rows[hit, 0], return_index=True)
     votes = Counter(owners[hit, 0][first].tolist())
     return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
+
+@dataclass(frozen=True)
+class DescriptorNeighbours:
+    """A listing's descriptors' nearest reference descriptors, one row per query descriptor
+    (its keypoint's index), nearest first: squared L2 ``distances``, descriptor ``rows`` and
+    their ``owners`` (reference ids); -1 rows and owners where fewer were found."""
+
+    distances: np.ndarray
+    rows: np.ndarray
+    owners: np.ndarray

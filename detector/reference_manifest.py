@@ -1,5 +1,5 @@
 """What to index: a brand's reference images, from a folder (``REFS/<brand>/.../<image>``) or a
-manifest (``.csv`` / ``.jsonl``), as :class:`ReferenceItem` values; items that cannot be
+manifest (``.csv`` / ``.jsonl`` / ``.parquet``), as :class:`ReferenceItem` values; items that cannot be
 read are reported as :class:`Failure` values, never raised."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def collect_references(refs: str | Path, *, default_kind: str = "product") -> tu
     """Read a reference folder or manifest into items.
 
     Args:
-        refs: A folder laid out as ``REFS/<brand>/.../<image>``, or a manifest ``.csv``/``.jsonl``
+        refs: A folder laid out as ``REFS/<brand>/.../<image>``, or a manifest (.csv/.jsonl/.parquet)
             with fields ``path`` (relative to the manifest), ``brand`` and optional ``kind``
             (logo|product), ``product_id``, ``attributes`` (JSON object). Unknown columns are
             kept in ``attributes``.
@@ -57,7 +57,7 @@ def collect_references(refs: str | Path, *, default_kind: str = "product") -> tu
         The items, and the rows that could not be used (missing file, missing brand...).
 
     Raises:
-        ConfigError: ``refs`` does not exist or is not a folder/.csv/.jsonl.
+        ConfigError: ``refs`` does not exist or is not a folder/.csv/.jsonl/.parquet.
     """
     refs = Path(refs)
     if default_kind not in KINDS:
@@ -66,24 +66,7 @@ def collect_references(refs: str | Path, *, default_kind: str = "product") -> tu
         return _collect_folder(refs, default_kind), []
     if not refs.exists():
         raise ConfigError(f"references not found: {refs}")
-    suffix = refs.suffix.lower()
-    if suffix == ".csv":
-        with refs.open(newline="", encoding="utf-8") as fh:
-            rows = list(enumerate(csv.DictReader(fh), start=2))
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for lineno, line in enumerate(refs.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{refs}:{lineno}: not valid JSON: {e}") from e
-            if not isinstance(row, dict):
-                raise ConfigError(f"{refs}:{lineno}: expected a JSON object")
-            rows.append((lineno, row))
-    else:
-        raise ConfigError(f"{refs}: expected a folder, a .csv or a .jsonl manifest")
+    rows = read_manifest_rows(refs)
     items, failures = [], []
     for lineno, row in rows:
         try:
@@ -91,6 +74,44 @@ def collect_references(refs: str | Path, *, default_kind: str = "product") -> tu
         except ValueError as e:
             failures.append(Failure(f"{refs}:{lineno}", str(e)))
     return items, failures
+
+
+def read_manifest_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet`` manifest, each with the
+    line (CSV, JSONL) or row number (Parquet, from 1) that names it in errors.
+
+    Raises:
+        ConfigError: Another suffix, a JSONL line that is not a JSON object, an unreadable
+            Parquet file (or no ``pyarrow``: the ``ray`` extra installs it).
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(enumerate(csv.DictReader(fh), start=2))
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{lineno}: not valid JSON: {e}") from e
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}:{lineno}: expected a JSON object")
+            rows.append((lineno, row))
+        return rows
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ConfigError(f"{path}: reading a Parquet manifest needs pyarrow (the 'ray' extra)") from e
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise ConfigError(f"{path}: not a readable Parquet file: {e}") from e
+        return list(enumerate(table.to_pylist(), start=1))
+    raise ConfigError(f"{path}: expected a folder, a .csv, a .jsonl or a .parquet manifest")
 
 
 def _collect_folder(root: Path, default_kind: str) -> list[ReferenceItem]:

@@ -22,10 +22,14 @@ from PIL import Image
 
 from detector.errors import ConfigError, ImageLoadError
 
-RegionSource = Literal["full", "trimmed", "window", "proposal", "silhouette"]
+RegionSource = Literal["full", "trimmed", "window", "proposal", "silhouette", "text"]
 
 # Sources that show the whole listing (a product photo is matched only by these).
 FRAME_SOURCES: frozenset[str] = frozenset({"full", "trimmed"})
+# Sources of the regions a signal offers the others (Signal.offer_regions): they come from
+# evidence that something is there (a line of text read), so they are always embedded and
+# segmented, outside the proposals' caps.
+OFFERED_SOURCES: frozenset[str] = frozenset({"text"})
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,9 @@ class Region:
     Attributes:
         box: (x0, y0, x1, y1) in pixels of the original image, 0 <= x0 < x1 <= width.
         source: ``"full"`` (the whole frame, always first), ``"trimmed"`` (the frame without
-            its uniform border, second when there is one), ``"window"``, ``"proposal"``, or
-            ``"silhouette"`` (the black-on-white mark found in another region's box).
+            its uniform border, second when there is one), ``"window"``, ``"proposal"``,
+            ``"silhouette"`` (the black-on-white mark found in another region's box) or
+            ``"text"`` (around a line of text the text signal read, :mod:`detector.text_regions`).
         scale: Longer box side divided by the image's shorter side (1.0 for a full square frame).
         score: Objectness used for ranking (higher = more logo-like); 1.0 for the full frame.
     """

@@ -3,8 +3,9 @@
 A thin façade over the signals (:mod:`detector.signals`) and the fusion and decision
 (:mod:`detector.fusion`). Scoring one batch of listing images::
 
-    load ──► each signal starts on each listing (regions; local features and marks in
-             worker threads)
+    load ──► each signal starts on each listing (regions; local features and text in
+             worker threads) ──► regions signals offer (around text read) join the listing's
+         ──► marks segmented in the regions
          ──► embed every listing's views in one model batch ──► index search
          ──► candidates: the embedding's, then each signal's proposals (scored by cosine)
          ──► each signal plans, then gives evidence for the candidates it examined
@@ -30,8 +31,9 @@ from detector.signals.embedding import EmbeddingSignal
 from detector.signals.reference_data import ReferenceData
 from detector.thresholds import Thresholds, default_thresholds_path, load_thresholds
 from detector.verdict import Verdict
+from index.open import index_spec, open_index
+from index.protocol import VectorIndex
 from index.records import Fingerprint
-from index.store import ReferenceIndex
 
 __all__ = ["PROFILES", "Analysis", "BrandScore", "Detector", "ScoringConfig", "merge_options", "resolve_scoring"]
 
@@ -55,7 +57,7 @@ class Detector:
 
     def __init__(
         self,
-        index: ReferenceIndex,
+        index: VectorIndex,
         embedder: Any,
         *,
         thresholds: Thresholds,
@@ -118,7 +120,7 @@ class Detector:
         """
         from detector.embedder import create_embedder
 
-        index = ReferenceIndex.open(index_dir, writable=False)
+        index = open_index(index_dir, writable=False)
         fp = index.fingerprint
         try:  # whatever fails below (model, options, thresholds), the index is closed
             embedder = create_embedder(
@@ -144,7 +146,7 @@ class Detector:
             raise
 
     @property
-    def index(self) -> ReferenceIndex:
+    def index(self) -> VectorIndex:
         return self._index
 
     @property
@@ -156,7 +158,7 @@ class Detector:
         with self._index_lock:
             if self._index.committed_generation() == self._index.generation:
                 return False
-            fresh = ReferenceIndex.open(self._index.path, writable=False)
+            fresh = open_index(index_spec(self._index), writable=False)
             if fresh.generation == self._index.generation:
                 fresh.close()
                 return False
@@ -214,10 +216,13 @@ class Detector:
         others = self.signals[1:]
         for listing in listings:
             self._embedding.start(listing)
-        crops: list[Image.Image] = []
-        for listing in listings:
+        for listing in listings:  # every listing's work is under way before any is waited for
             for signal in others:
                 signal.start(listing)
+        crops: list[Image.Image] = []
+        for listing in listings:
+            offered = [region for signal in others for region in signal.offer_regions(listing)]
+            self._embedding.add_regions(listing, offered)
             extra = [view for signal in others for view in signal.embed_views(listing)]
             crops += self._embedding.finish_views(listing, extra)
         vectors = self._embed(crops)

@@ -113,7 +113,8 @@ def distinct_ious(masks: np.ndarray, brands: Sequence[str], *, chunk: int = 1024
     ``masks`` is (n, side * side), flattened canonical masks as 0/1 (float32). Both
     alignments of canonical masks are centroid-centred and area-normalised, so this is one
     matrix product per chunk of rows: ~2 * n^2 * side^2 flops (1,000 logos: ~0.1 s on 2 cores).
-    A brand alone in the index gets 0.
+    A brand alone in the index gets 0. The reference computation: the scorer keeps these
+    incrementally (:class:`detector.shape_library.ShapeLibrary`, equal bit for bit).
 
     Example:
         >>> a = np.zeros((4, 4), np.float32); a[1:3, 1:3] = 1

@@ -91,8 +91,8 @@ class SilhouetteConfig:
             its mark's solidity (:func:`shape_floor`): a convex blob confirms nothing.
         min_shape_iou: A mark's silhouette is embedded only when some logo reference's mark
             aligns with it at least this well in the coarse search (rotations and mirror,
-            before refinement; one matrix product against all logo references, ~1.5 ms a
-            mark for 1,000). Clutter segments into marks no logo resembles, and each
+            before refinement; :mod:`detector.shape_search`: exact up to 1,500 logos, ~1.5 ms
+            a mark for 1,000, a shortlist above). Clutter segments into marks no logo resembles, and each
             embedded silhouette costs a full model pass (~22 ms on a 2-core CPU).
             Measured on benchmark seed 0 (effnet-lite0, ``thorough``): 0 / 0.4 / 0.5 / 0.6
             took 186 / 151 / 133 / 115 s for the 400 listings; rank-1 recall per class
@@ -102,7 +102,7 @@ class SilhouetteConfig:
             mark). Off, marks are only compared by shape (``search``), which costs no model
             pass: the default profile's way to find flat marks at whole-image speed.
         search: Logo references whose masks align best with any of the listing's marks
-            (coarse search over all logo references, one matrix product) added as
+            (coarse search, :mod:`detector.shape_search`) added as
             candidates, this many, and shape-checked whatever their cosine. 0 disables.
         shape_score: A shape-checked candidate whose mark aligns above its floor scores at
             least ``shape_score + shape_score_weight * support`` (:func:`shape_support`),
@@ -365,6 +365,10 @@ class QueryShapes:
         kept._starts = [(renumber[self._starts[j][0]], *self._starts[j][1:]) for j in rows]
         kept._stack, kept._areas, kept._stack_bytes = self._stack[rows], self._areas[rows], self._stack_bytes[rows]
         return kept
+
+    def variant_rows(self) -> np.ndarray:
+        """(variants, side * side) int8 0/1 rows: each mark at each rotation (and mirrored)."""
+        return self._stack_bytes
 
     def coarse(self, references: np.ndarray) -> np.ndarray:
         """(marks, references) best coarse IoU of each mark (rotations and mirror, no

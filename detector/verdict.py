@@ -58,6 +58,12 @@ class ScoredMatch:
         data["box"] = list(self.box) if self.box is not None else None
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoredMatch:
+        """Inverse of :meth:`to_dict` (results stored by a distributed job)."""
+        box = data.get("box")
+        return cls(**{**data, "box": tuple(box) if box is not None else None})
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -91,6 +97,13 @@ class Verdict:
             "box": list(self.box) if self.box is not None else None,
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        """Inverse of :meth:`to_dict` (results stored by a distributed job)."""
+        box = data.get("box")
+        matches = tuple(ScoredMatch.from_dict(m) for m in data.get("matches") or ())
+        return cls(**{**data, "matches": matches, "box": tuple(box) if box is not None else None})
 
     @classmethod
     def failed(cls, image: str, error: str) -> Verdict:

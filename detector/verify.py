@@ -57,6 +57,7 @@ from detector.features import (
     mirror_features,
     root_sift,
 )
+from detector.rivals import own_inliers
 from detector.verify_config import VerifyConfig
 
 __all__ = [
@@ -88,6 +89,10 @@ class Verification:
         appearance: Edge agreement of the rectified listing region with the reference's
             appearance thumbnail (:func:`rectified_similarity`), when it was checked.
         confirmed: Accepted, and the appearance (when checked) reaches ``min_appearance``.
+        own_inliers: Inliers whose match beats every other brand's logo (``rivals`` given:
+            :mod:`detector.rivals`), else None.
+        counts_own: ``rival_test`` is on and fewer than ``min_inliers`` inliers are the
+            brand's own: only those are fused (:attr:`accepted_inliers`).
         log_nfa: ``log10`` of the fit's number of false alarms under the chance model
             (:func:`detector.chance.log_nfa_of_fit`, ``N_tests`` =
             :attr:`VerifyConfig.chance_tests`), when a homography was fit; the lower, the
@@ -106,11 +111,16 @@ class Verification:
     appearance: float | None = None
     confirmed: bool = False
     log_nfa: float | None = None
+    own_inliers: int | None = None
+    counts_own: bool = False
 
     @property
     def accepted_inliers(self) -> int:
-        """Inliers to fuse: the count when accepted, else 0."""
-        return self.inliers if self.accepted else 0
+        """Inliers to fuse when accepted (else 0): the count, or only the own inliers when the
+        fit rests on a part another brand's logo shares (``counts_own``)."""
+        if not self.accepted:
+            return 0
+        return self.own_inliers if self.counts_own and self.own_inliers is not None else self.inliers
 
 
 def query_features(image: Image.Image, config: VerifyConfig) -> LocalFeatures:
@@ -172,7 +182,8 @@ def nearest_two(query: LocalFeatures, references: Sequence[LocalFeatures]) -> li
 
 
 def verify(
-    query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig, neighbours: Neighbours | None = None
+    query: LocalFeatures, reference: LocalFeatures, config: VerifyConfig, neighbours: Neighbours | None = None,
+    rivals: np.ndarray | None = None,
 ) -> Verification:
     """Match reference features into the query and fit a RANSAC homography.
 
@@ -185,6 +196,9 @@ def verify(
         config: Thresholds.
         neighbours: The reference's entry of :func:`nearest_two` when already computed
             (the scorer batches its candidates); computed here when None.
+        rivals: Per listing keypoint, the distance to the nearest logo descriptor of another
+            brand (:func:`detector.rivals.rival_distances`); with ``config.rival_test`` a fit
+            with fewer than ``min_inliers`` inliers that beat it fuses only those.
 
     Returns:
         A Verification; ``accepted`` is False with a ``reason`` when evidence is missing or
@@ -233,8 +247,10 @@ def verify(
     chance = _chance(homography, src, dst, query, threshold, config)
     if not reason and counting and inliers < config.min_inliers:
         reason = f"{inliers} inliers < {config.min_inliers}"
-    if not reason and not counting and chance > config.max_log_nfa:
-        reason = f"log10 NFA {chance:.1f} > {config.max_log_nfa}"
+    own = None
+    if rivals is not None:
+        inlier_refs = good_refs[inlier_idx]
+        own = own_inliers(distances[inlier_refs, 0], good_queries[inlier_idx], rivals, config.ratio)
     if not reason and box is None:
         reason = "projected outline lies outside the query"
     appearance = None
@@ -255,7 +271,8 @@ def verify(
         }
     return Verification(
         inliers, len(good_refs), as_tuple, box, not reason, reason, appearance=appearance, confirmed=confirmed,
-        log_nfa=chance, **logo,
+        log_nfa=chance, own_inliers=own,
+        counts_own=config.rival_test == "on" and own is not None and own < config.min_inliers, **logo,
     )
 
 

@@ -9,6 +9,7 @@ from detector.features import METHODS
 
 ACCEPTANCES: tuple[str, ...] = ("count", "a_contrario")
 CHANCE_AREAS: tuple[str, ...] = ("image", "matches")
+RIVAL_TESTS: tuple[str, ...] = ("off", "on")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class VerifyConfig:
             the embedding's top candidates; 0 turns the search off. Measured on the tuning
             set it brings logos the embedding ranks low (small, recoloured, busy scenes).
         local_ratio: Ratio test of that vote, across references.
+        rival_test: The ratio test across brands (:mod:`detector.rivals`): an inlier is the
+            brand's own when its match is clearly closer (``ratio``) than any other brand's
+            logo descriptor, since a part two brands' marks share is evidence for neither.
+            ``"on"``: a fit with fewer than ``min_inliers`` own inliers rests on a shared
+            part, and only its own inliers are fused into the score (a fit with enough keeps
+            all, so its score is unchanged); ``"off"``: not applied (own inliers are still
+            reported). Needs the descriptor vote (``local_candidates`` > 0).
         local_nprobe: Inverted lists the vote's search visits once the library is large
             enough for an inverted file (:mod:`detector.local_search`); fewer is faster and
             finds fewer of the exact nearest descriptors.
@@ -141,6 +149,7 @@ class VerifyConfig:
     acceptance: str = "count"
     max_log_nfa: float = 0.0
     chance_area: str = "matches"
+    rival_test: str = "on"
 
     @property
     def chance_tests(self) -> int:
@@ -191,6 +200,8 @@ class VerifyConfig:
              f"acceptance must be one of {', '.join(ACCEPTANCES)}, got {self.acceptance!r}"),
             (self.chance_area in CHANCE_AREAS,
              f"chance_area must be one of {', '.join(CHANCE_AREAS)}, got {self.chance_area!r}"),
+            (self.rival_test in RIVAL_TESTS,
+             f"rival_test must be one of {', '.join(RIVAL_TESTS)}, got {self.rival_test!r}"),
             (-1000.0 <= self.max_log_nfa <= 10.0, f"max_log_nfa must be in [-1000, 10], got {self.max_log_nfa}"),
             (0.0 <= self.min_corner_angle < 90.0,
              f"min_corner_angle must be in [0, 90), got {self.min_corner_angle}"),

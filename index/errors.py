@@ -42,3 +42,7 @@ class IndexTrainingError(IndexStoreError):
 
 class ReadOnlyIndexError(IndexStoreError):
     """A write was attempted on an index opened read-only."""
+
+
+class BackendUnavailableError(IndexStoreError):
+    """The index names a backend (e.g. Milvus) whose optional packages are not installed."""

@@ -3,12 +3,14 @@
 
     python scripts/bench_text.py --out bench-text [--brands 40] [--per-class 20] [--seed 0]
         [--model effnet-lite0] [--profiles fast,thorough] [--scoring JSON] [--text-only]
+        [--text-regions]
 
 Builds the text set (:mod:`detector.bench.text_classes`), indexes its logos (names from the
 manifest), scores every listing with each profile, with and without ``text``, at the
 shipped thresholds, and prints per class R@1 (top brand right, any score), recall (flagged
 with the right brand) and false flags (flagged with a wrong brand, or at all on a negative),
-and the scoring time per listing. Writes ``results.json`` and ``table.md`` under ``--out``.
+and the scoring time per listing (variants interleaved batch by batch). Writes
+``results.json`` and ``table.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scoring", type=json.loads, default={}, metavar="JSON",
                    help='scoring overrides for every variant, e.g. \'{"text": {"ordinary_penalty": 0}}\'')
     p.add_argument("--text-only", action="store_true", help="only the variants with the text signal")
+    p.add_argument("--text-regions", action="store_true",
+                   help="also score each text variant with the regions around the text (text.regions on)")
     args = p.parse_args(argv)
 
     from detector.indexing import run_indexing
-    from detector.scoring import Detector
+    from detector.scoring import Detector, merge_options
 
     text_set = build_text_set(args.out / "set", n_brands=args.brands, per_class=args.per_class, seed=args.seed)
     index_dir = args.out / f"index-{args.model}"
@@ -48,21 +52,37 @@ def main(argv: list[str] | None = None) -> int:
         run_indexing(text_set.manifest, index_dir, preset=args.model, embedder_options={"device": "cpu"})
     labels = [json.loads(line) for line in text_set.labels.read_text().splitlines()]
     images = [str(text_set.root / row["image"]) for row in labels]
-    results = {}
+    variants: dict[str, dict] = {}
     for profile in args.profiles.split(","):
-        for with_text in (True,) if args.text_only else (False, True):
-            signals = list(DEFAULT_SIGNALS) + (["text"] if with_text else [])
-            variant = f"{profile}{' + text' if with_text else ''}"
-            with Detector.open(index_dir, device="cpu", config={**args.scoring, "profile": profile, "signals": signals}) as det:
-                det.score_many(images[:2])  # warm-up: models, descriptor index
+        if not args.text_only:
+            variants[profile] = {**args.scoring, "profile": profile, "signals": list(DEFAULT_SIGNALS)}
+        with_text = {**args.scoring, "profile": profile, "signals": [*DEFAULT_SIGNALS, "text"]}
+        variants[f"{profile} + text"] = with_text
+        if args.text_regions:
+            variants[f"{profile} + text + text regions"] = merge_options(with_text, {"text": {"regions": True}})
+    detectors = {name: Detector.open(index_dir, device="cpu", config=config) for name, config in variants.items()}
+    verdicts: dict[str, list] = {name: [] for name in variants}
+    seconds = dict.fromkeys(variants, 0.0)
+    try:
+        for det in detectors.values():
+            det.score_many(images[:2])  # warm-up: models, descriptor index
+        # Interleaved: every variant scores each batch in turn (rotating which goes first), so
+        # the machine's load, shared with other jobs, falls on all of them alike.
+        for b, start in enumerate(range(0, len(images), args.batch)):
+            names = list(variants)
+            for name in names[b % len(names):] + names[: b % len(names)]:
                 started = time.perf_counter()
-                verdicts = []
-                for start in range(0, len(images), args.batch):
-                    verdicts += det.score_many(images[start : start + args.batch])
-                seconds = time.perf_counter() - started
-            results[variant] = {"ms_per_listing": 1000 * seconds / len(images), "classes": _per_class(labels, verdicts),
-                                "failures": _failures(labels, verdicts)}  # fmt: skip
-            print(f"{variant}: {results[variant]['ms_per_listing']:.0f} ms/listing", file=sys.stderr)
+                verdicts[name] += detectors[name].score_many(images[start : start + args.batch])
+                seconds[name] += time.perf_counter() - started
+    finally:
+        for det in detectors.values():
+            det.close()
+    results = {}
+    for name in variants:
+        results[name] = {"ms_per_listing": 1000 * seconds[name] / len(images),
+                         "classes": _per_class(labels, verdicts[name]),
+                         "failures": _failures(labels, verdicts[name])}  # fmt: skip
+        print(f"{name}: {results[name]['ms_per_listing']:.0f} ms/listing", file=sys.stderr)
     table = markdown(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "table.md").write_text(table)

@@ -584,6 +584,7 @@ def test_the_shape_search_follows_logos_added_and_withdrawn_without_a_rebuild(tm
     registered after the scorer opened is found by its shape once reloaded, and no longer once
     withdrawn."""
     from detector.indexing import run_indexing
+    from detector.shape_library import LIBRARY_FILE, ShapeLibrary
     from index.store import ReferenceIndex
 
     index_dir = _index_logos(tmp_path, {"acme": _mark(), "ring": _ring()})
@@ -604,7 +605,9 @@ def test_the_shape_search_follows_logos_added_and_withdrawn_without_a_rebuild(tm
                      embedder_options={"device": "cpu"}, prep=ReferencePrepConfig(logo_silhouette=True))
         assert det.reload_index()
         assert shape_scored(det) == {"flag"}
-        with ReferenceIndex.open(index_dir, writable=True) as writer:
+        saved = ShapeLibrary.load(index_dir / LIBRARY_FILE)  # saved by the indexing run
+        assert sorted(saved.brands.tolist()) == ["acme", "flag", "ring"]
+        with ReferenceIndex.open(index_dir, writable=True) as writer:  # the raw API: the file is now stale
             assert writer.remove(brand="flag") == 1
         assert det.reload_index()
         assert shape_scored(det) == set()

@@ -236,7 +236,7 @@ def _build_index(
     manifest: Path, index_dir: Path, cfg: BenchConfig, say: Callable[[str], None]
 ) -> dict[str, Any]:
     from detector.indexing import run_indexing
-    from index.store import ReferenceIndex
+    from index.open import open_index
 
     if index_dir.exists():
         if not (index_dir / "manifest.json").is_file():
@@ -251,7 +251,7 @@ def _build_index(
         manifest, index_dir, preset=cfg.preset, factory=cfg.factory, embedder_options=options
     )
     wall = time.perf_counter() - t0
-    with ReferenceIndex.open(index_dir) as index:
+    with open_index(index_dir) as index:
         info = index.info()
     count = max(info.count, 1)
     files = {p.name: p.stat().st_size for p in sorted(index_dir.iterdir()) if p.is_file()}

@@ -3,13 +3,15 @@
 A small, self-contained set (it imports the benchmark's logo and photo modules, changes
 neither): ``n_brands`` brands of the simple-icons catalogue whose names are words are indexed
 by their logos (manifest ``names``: the brand's display name), and listing photos show text
-only, no logo:
+(only, in the first classes):
 
 * ``text_exact``: an indexed brand's name, in one of the system's fonts (``fc-list`` /
   ``/usr/share/fonts``; Pillow's default font when there are none), on a photo or on a
   product-like tag or box;
 * ``text_misspelled``: the same with one edit (a letter changed, doubled, dropped or two
   swapped) or a look-alike letter (0/O, 1/l/I, rn/m, vv/w);
+* ``logo_and_name``, ``logo_and_words``: the brand's logo set beside or above its name, or
+  beside or above an ordinary phrase (a lockup: where the text's regions find the logo);
 * ``text_other_brand``: the name of a brand that is not indexed (negative);
 * ``text_ordinary``: ordinary words and phrases (negative);
 * ``no_text``: benchmark photos with nothing added, some with printed text of their own
@@ -32,9 +34,13 @@ from PIL import Image, ImageDraw, ImageFont
 from detector.bench.logos import list_icons, render_logo, select_brands
 from detector.bench.photos import load_photos, random_background
 
-POSITIVE = ("text_exact", "text_misspelled")
+TEXT_ONLY = ("text_exact", "text_misspelled")
+LOCKUPS = ("logo_and_name", "logo_and_words")  # the brand's logo set beside or above text
+POSITIVE = TEXT_ONLY + LOCKUPS
 NEGATIVE = ("text_other_brand", "text_ordinary", "no_text")
-CLASSES = POSITIVE + NEGATIVE
+# Lockups last: each listing's draws are seeded by its class's position, so the first five
+# classes are the same images as before the lockups were added.
+CLASSES = TEXT_ONLY + NEGATIVE + LOCKUPS
 
 ORDINARY = (
     "SUMMER SALE", "Handmade", "ORGANIC COTTON", "Fresh Coffee", "WEEKEND", "Garden Party",
@@ -100,9 +106,12 @@ def misspell(name: str, rng: np.random.Generator) -> str:
     return name + name[-1]
 
 
-def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: list[str]) -> Image.Image:
+def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: list[str],
+              emblem: Image.Image | None = None) -> Image.Image:  # fmt: skip
     """``text`` on the photo: directly in a contrasting colour, or on a light tag / dark box;
-    17 to 68 px high (on 480 px), a third of them turned by 3 to 12 degrees."""
+    17 to 68 px high (on 480 px), a third of them turned by 3 to 12 degrees. With ``emblem``
+    (an RGBA logo), the logo is set beside the text (3 in 5) or above it, 1.2 to 2.2 times
+    the text's height (a lockup); the draws for the text alone are unchanged."""
     w, h = image.size
     size = int(rng.integers(max(12, h // 28), max(16, h // 7)))
     font = _font(fonts, rng, size)
@@ -110,29 +119,47 @@ def draw_text(image: Image.Image, text: str, rng: np.random.Generator, fonts: li
         text = text.upper()
     probe = ImageDraw.Draw(image)
     x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
-    while x1 - x0 > w * 0.85 and size > 12:
+    beside, mark = False, None
+    if emblem is not None:
+        beside = bool(rng.random() < 0.6)
+        side = max(24, round(float(rng.uniform(1.2, 2.2)) * (y1 - y0)))
+        mark = emblem.copy()
+        mark.thumbnail((side, side), Image.Resampling.LANCZOS)
+    room = w * 0.85 - (mark.width + size // 2 if beside and mark is not None else 0)
+    while x1 - x0 > room and size > 12:
         size = int(size * 0.85)
         font = _font(fonts, rng, size)
         x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
     tw, th = int(x1 - x0), int(y1 - y0)
+    gap = size // 2
+    mark_w = mark.width + gap if beside and mark is not None else 0
+    mark_h = mark.height + gap if not beside and mark is not None else 0
+    bw = max(tw + mark_w, mark.width if mark is not None else 0)
+    bh = max(th + mark_h, mark.height if beside and mark is not None else 0)
     pad = size // 3
-    x = int(rng.integers(pad + 8, max(pad + 9, w - tw - pad - 8)))
-    y = int(rng.integers(pad + 8, max(pad + 9, h - th - pad - 8)))
+    bx = int(rng.integers(pad + 8, max(pad + 9, w - bw - pad - 8)))
+    by = int(rng.integers(pad + 8, max(pad + 9, h - bh - pad - 8)))
+    x, y = bx + mark_w, by + mark_h + (bh - th) // 2 * beside
+    tw, th = bw, bh  # the tag and the turn are around the whole block
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     style = rng.random()
     if style < 0.6:  # a tag or box on the product
         light = style < 0.35
         fill = tuple(int(v) for v in (rng.integers(215, 250, 3) if light else rng.integers(10, 60, 3)))
-        draw.rectangle((x - pad, y - pad, x + tw + pad, y + th + pad), fill=(*fill, 255))
+        draw.rectangle((bx - pad, by - pad, bx + tw + pad, by + th + pad), fill=(*fill, 255))
         ink = tuple(int(v) for v in (rng.integers(0, 70, 3) if light else rng.integers(200, 256, 3)))
     else:  # printed on the photo: the colour that contrasts with the area
-        patch = np.asarray(image.crop((x, y, x + tw, y + th)).convert("L"), dtype=np.float32)
+        patch = np.asarray(image.crop((bx, by, bx + tw, by + th)).convert("L"), dtype=np.float32)
         ink = (250, 250, 245) if patch.mean() < 128 else (15, 15, 20)
     draw.text((x - x0, y - y0), text, fill=(*ink, 255), font=font)
+    if mark is not None:  # left of the text, centred on it; or above it, centred
+        mx = bx if beside else bx + (tw - mark.width) // 2
+        my = by + (th - mark.height) // 2 if beside else by
+        layer.alpha_composite(mark, (mx, my))
     if rng.random() < 1 / 3:
         angle = float(rng.uniform(3, 12)) * (1 if rng.random() < 0.5 else -1)
-        layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(x + tw / 2, y + th / 2))
+        layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC, center=(bx + tw / 2, by + th / 2))
     return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
 
 
@@ -161,7 +188,12 @@ def build_text_set(root: str | Path, *, n_brands: int = 40, per_class: int = 20,
             photo = photos[int(rng.integers(len(photos)))]
             image = random_background(rng, size, photo=photo)
             brand = None
-            if cls in POSITIVE:
+            emblem = None
+            if cls in LOCKUPS:
+                brand = brands[int(rng.integers(len(brands)))]
+                text = titles[brand] if cls == "logo_and_name" else ORDINARY[i % len(ORDINARY)]
+                emblem = render_logo(brand, 256)
+            elif cls in POSITIVE:
                 brand = brands[int(rng.integers(len(brands)))]
                 text = titles[brand] if cls == "text_exact" else misspell(titles[brand], rng)
             elif cls == "text_other_brand":
@@ -171,7 +203,7 @@ def build_text_set(root: str | Path, *, n_brands: int = 40, per_class: int = 20,
             else:
                 text = ""
             if text:
-                image = draw_text(image, text, rng, fonts)
+                image = draw_text(image, text, rng, fonts, emblem)
             name = f"listings/{cls}_{i:03d}.jpg"
             image.convert("RGB").save(root / name, quality=int(rng.integers(60, 92)))
             labels.append({"image": name, "brand": brand, "kind": "logo" if brand else None, "group": cls, "text": text})

@@ -24,6 +24,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # own thresholds.
     "lean": {"profile": "lean"},
     "thorough": {"profile": "thorough"},
+    # "thorough" with the regions its text signal can offer around the lines it reads (off by
+    # default; docs/text.md: what they add and cost).
+    "thorough-text-regions": {"profile": "thorough", "text": {"regions": True}},
 }
 
 

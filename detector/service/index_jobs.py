@@ -107,10 +107,10 @@ def _safe_suffix(name: str) -> str:
 
 
 def _open_writable(detector: ScoringBackend) -> Any:
-    from index.store import ReferenceIndex
+    from index.open import index_spec, open_index
 
-    return ReferenceIndex.open(
-        detector.index.path,
+    return open_index(
+        index_spec(detector.index),
         writable=True,
         fingerprint=detector.fingerprint,
         lock_timeout=_LOCK_WAIT_S,

@@ -81,7 +81,8 @@ def serve(
     """Serve the scoring API until interrupted.
 
     Args:
-        index_dir: Index directory (``counterfeit index build``).
+        index_dir: Index directory (``counterfeit index build``), or a Milvus store
+            (``milvus-lite:PATH``, ``milvus://HOST:PORT/COLLECTION?side=DIR``; docs/deployment.md).
         host, port: Where to listen. Binding beyond loopback without a score token logs a warning.
         workers: Processes; each loads the model once.
         thresholds, device, precision, checkpoint, batch_size: As for :meth:`Detector.open`.
@@ -107,7 +108,9 @@ def serve(
 
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    if not (Path(index_dir) / "manifest.json").exists():
+    from index.open import index_exists
+
+    if not index_exists(index_dir):
         raise ConfigError(f"no index at {index_dir}; build one with 'counterfeit index build'")
     settings = dict(settings or {})
     known = {f.name for f in dataclasses.fields(ServiceSettings)} - {"admin_token", "score_token"}
@@ -116,7 +119,9 @@ def serve(
         raise ConfigError(
             f"unknown service setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
-    if workers > 1:
+    if workers > 1 or str(index_dir).startswith("milvus://"):
+        # Another process (worker, or the indexing writer of a shared Milvus store) writes:
+        # poll its generation to rebuild what is derived from the references.
         settings.setdefault("index_poll_s", 5.0)
     detector_kwargs: dict[str, Any] = {"device": device}
     for key, value in (

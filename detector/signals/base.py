@@ -3,12 +3,16 @@
 A signal takes part in each phase of scoring one batch of listings (:mod:`detector.scoring`):
 
 1. ``start``: extract what it needs from the listing (or abstain), possibly in a worker thread;
-2. ``embed_views``: images it wants embedded with the listing's regions (e.g. mark silhouettes);
-3. ``propose``: reference ids to add as candidates (each group is scored by the embedding's
+2. ``offer_regions``: regions of the listing it found worth looking at (e.g. around a line of
+   text), offered to the others: embedded with the listing's regions and segmented for marks
+   (:data:`detector.regions.OFFERED_SOURCES`); called once every signal has started;
+3. ``embed_views``: images it wants embedded with the listing's regions (e.g. mark silhouettes);
+   the listing's regions, offered ones included, are known by then;
+4. ``propose``: reference ids to add as candidates (each group is scored by the embedding's
    cosine and appended in turn, so candidates keep a stable order);
-4. ``plan``: choose which candidates it will examine (and ask for shared work, such as the
+5. ``plan``: choose which candidates it will examine (and ask for shared work, such as the
    one batched descriptor matching of a listing);
-5. ``evidence``: one :class:`Evidence` per candidate it examined.
+6. ``evidence``: one :class:`Evidence` per candidate it examined.
 
 :mod:`detector.fusion` turns the candidates and their evidence into scores and the decision.
 At indexing time a signal declares what it stores per reference (:meth:`Signal.reference_fields`,
@@ -25,7 +29,7 @@ from PIL import Image
 
 from detector.regions import Region
 from detector.verdict import ScoredMatch
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 if TYPE_CHECKING:
     from detector.features import LocalFeatures
@@ -47,7 +51,7 @@ class Listing:
 
     name: str
     image: Image.Image
-    index: ReferenceIndex
+    index: VectorIndex
     state: dict[str, Any] = field(default_factory=dict)
 
 
@@ -118,6 +122,11 @@ class Signal:
 
     def start(self, listing: Listing) -> None:
         """Begin extracting what this signal needs from the listing."""
+
+    def offer_regions(self, listing: Listing) -> list[Region]:
+        """Regions of the listing offered to the other signals (their ``source`` one of
+        :data:`~detector.regions.OFFERED_SOURCES`), after every signal's :meth:`start`."""
+        return []
 
     def embed_views(self, listing: Listing) -> list[tuple[Region, Image.Image]]:
         """Extra views of the listing to embed with its regions, each with its region."""

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from detector.background import build_background, normalised, offsets_for
-from detector.regions import FRAME_SOURCES, Region, crop_regions, propose_regions
+from detector.regions import FRAME_SOURCES, OFFERED_SOURCES, Region, crop_regions, propose_regions
 from detector.signals.base import Evidence, Listing, Signal
 from detector.verdict import ScoredMatch
 from index.records import Reference
@@ -84,13 +84,22 @@ class EmbeddingSignal(Signal):
     def scan(self, listing: Listing) -> EmbeddingScan:
         return listing.state[self.name]
 
+    def add_regions(self, listing: Listing, offered: Sequence[Region]) -> None:
+        """Add the regions other signals offer (:meth:`Signal.offer_regions`) after the
+        proposed ones, with their crops: the other signals see them from their ``embed_views``."""
+        scan = self.scan(listing)
+        scan.regions += offered
+        scan.crops += crop_regions(listing.image, list(offered))
+
     def finish_views(self, listing: Listing, extra: list[tuple[Region, Image.Image]]) -> list[Image.Image]:
-        """The crops to embed for this listing: its frames (all regions with ``embed_crops``)
-        then ``extra``; the other regions only served other signals (e.g. to find marks)."""
+        """The crops to embed for this listing: its frames and offered regions (all regions
+        with ``embed_crops``) then ``extra``; the other proposed regions only served other
+        signals (e.g. to find marks)."""
         scan = self.scan(listing)
         if not self.config.regions.embed_crops:
-            frames = sum(r.source in FRAME_SOURCES for r in scan.regions)
-            del scan.regions[frames:], scan.crops[frames:]
+            kept = [i for i, r in enumerate(scan.regions) if r.source in FRAME_SOURCES | OFFERED_SOURCES]
+            scan.regions[:] = [scan.regions[i] for i in kept]
+            scan.crops[:] = [scan.crops[i] for i in kept]
         scan.regions += [region for region, _ in extra]
         scan.crops += [view for _, view in extra]
         return scan.crops

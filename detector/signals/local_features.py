@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import ImageOps
 
 from detector.descriptor_vote import StoredDescriptorIndex
-from detector.local_search import LocalFeatureIndex
+from detector.local_search import DescriptorNeighbours, LocalFeatureIndex
+from detector.rivals import OwnerBrands, rival_distances
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
 from detector.verdict import Box, ScoredMatch
@@ -41,7 +43,8 @@ class GeometricEvidence(Evidence):
     def detail(self) -> dict[str, object]:
         r = self.result
         return {} if r is None else {"inliers": r.inliers, "accepted": r.accepted, "reason": r.reason,
-                                     "confirmed": r.confirmed, "mirrored": self.mirrored, "log_nfa": r.log_nfa}
+                                     "confirmed": r.confirmed, "mirrored": self.mirrored, "log_nfa": r.log_nfa,
+                                     "own_inliers": r.own_inliers}
 
 
 @dataclass
@@ -50,6 +53,12 @@ class _VoteScan:
     mirrored: LocalFeatures | None = None  # the mirrored listing's features (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
     ransac: tuple[int, ...] = ()  # candidates to verify, in ranked order
+    # The vote's neighbour search, kept for the rival test (verify.rival_test), and the
+    # brand codes of its owners; the same for the mirrored listing.
+    near: DescriptorNeighbours | None = None
+    near_codes: np.ndarray | None = None
+    mirrored_near: DescriptorNeighbours | None = None
+    mirrored_near_codes: np.ndarray | None = None
 
 
 class LocalFeatureSignal(Signal):
@@ -81,35 +90,52 @@ class LocalFeatureSignal(Signal):
             return []
         features = listing.state[STATE_KEY].features()
         scan: _VoteScan = listing.state[self.name]
-        scan.voted = self._vote(listing, features)
+        scan.voted, scan.near, scan.near_codes = self._vote(listing, features)
         groups = [list(scan.voted)]
         if vcfg.mirrored:  # a mirrored logo is still the brand's
             scan.mirrored = (mirror_features(features) if vcfg.method == "sift"
                              else query_features(ImageOps.mirror(listing.image), vcfg))
-            scan.mirrored_voted = self._vote(listing, scan.mirrored)
+            scan.mirrored_voted, scan.mirrored_near, scan.mirrored_near_codes = self._vote(listing, scan.mirrored)
             groups.append(list(scan.mirrored_voted))
         return groups
 
-    def _vote(self, listing: Listing, features: LocalFeatures) -> frozenset[int]:
+    def _vote(
+        self, listing: Listing, features: LocalFeatures
+    ) -> tuple[frozenset[int], DescriptorNeighbours | None, np.ndarray | None]:
+        """The references voted for, the neighbour search and its owners' brand codes."""
         vcfg = self.config.verify
-        votes = self._vote_index(listing).vote(features, vcfg.local_candidates, vcfg.local_ratio)
-        return frozenset(rid for rid, _ in votes)
+        index, brands = self._vote_index(listing)
+        near = index.neighbours(features)
+        votes = index.vote(features, vcfg.local_candidates, vcfg.local_ratio, near=near)
+        codes = brands.codes_for(near.owners) if near is not None else None
+        return frozenset(rid for rid, _ in votes), near, codes
 
-    def _vote_index(self, listing: Listing) -> LocalFeatureIndex | StoredDescriptorIndex:
-        """The local descriptors of the index's current generation, gathered on first use:
-        the on-disk store's (memory-mapped) when the index keeps one, else all in memory."""
+    def _vote_index(self, listing: Listing) -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:
+        """The local descriptors of the index's current generation and their owners'
+        brands, gathered on first use: the on-disk store's (memory-mapped) when the index
+        keeps one, else all in memory."""
 
-        def build() -> LocalFeatureIndex | StoredDescriptorIndex:
+        def build() -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:
             kinds = set(self.config.verify.kinds)
-            ids = [r.id for r in listing.index.references() if r.kind in kinds]
+            refs = [r for r in listing.index.references() if r.kind in kinds]
+            ids = [r.id for r in refs]
             nprobe = self.config.verify.local_nprobe
-            stored = StoredDescriptorIndex.open(listing.index.path, ids,
-                                                lambda missing: self.references.features(listing.index, missing), nprobe)
-            if stored is not None:
-                return stored
-            return LocalFeatureIndex.from_features(self.references.features(listing.index, ids), nprobe)
+            index: LocalFeatureIndex | StoredDescriptorIndex | None = StoredDescriptorIndex.open(
+                listing.index.path, ids, lambda missing: self.references.features(listing.index, missing), nprobe)
+            if index is None:
+                index = LocalFeatureIndex.from_features(self.references.features(listing.index, ids), nprobe)
+            return index, OwnerBrands.of({r.id: r.brand for r in refs})
 
         return self.references.per_generation("local_vote", listing.index, build)
+
+    def _rivals(self, listing: Listing, brand: str, mirrored: bool) -> np.ndarray | None:
+        """Per listing keypoint, the distance to another brand's nearest logo descriptor."""
+        scan: _VoteScan = listing.state[self.name]
+        near, codes = (scan.mirrored_near, scan.mirrored_near_codes) if mirrored else (scan.near, scan.near_codes)
+        if near is None or codes is None:
+            return None
+        _, brands = self._vote_index(listing)
+        return rival_distances(near, codes, brands.code_of.get(brand, -2))
 
     def plan(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> None:
         """Verify the top candidates by cosine and every one the descriptors voted for."""
@@ -132,11 +158,15 @@ class LocalFeatureSignal(Signal):
         features = matching.features()
         flipped_ids = [rid for rid in scan.ransac if rid in scan.mirrored_voted]
         flipped_neighbours = nearest_pairs(scan.mirrored, flipped_ids, stored)
+        brand_of = {m.ref_id: m.brand for m in candidates}
         found: dict[int, Evidence] = {}
         for rid in scan.ransac:
-            result, mirrored = verify(features, stored[rid], vcfg, matching.neighbours(rid)), False
+            brand = brand_of.get(rid, "")
+            result = verify(features, stored[rid], vcfg, matching.neighbours(rid), self._rivals(listing, brand, False))
+            mirrored = False
             if scan.mirrored is not None and rid in scan.mirrored_voted:
-                flipped = verify(scan.mirrored, stored[rid], vcfg, flipped_neighbours[rid])
+                flipped = verify(scan.mirrored, stored[rid], vcfg, flipped_neighbours[rid],
+                                 self._rivals(listing, brand, True))
                 if flipped.accepted_inliers > result.accepted_inliers:
                     result, mirrored = unmirrored(flipped, listing.image.width), True
             found[rid] = GeometricEvidence(result=result, mirrored=mirrored)

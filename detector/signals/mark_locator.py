@@ -33,7 +33,7 @@ from PIL import Image
 from detector.errors import DetectorError
 from detector.verdict import Box
 from detector.verify import LocalFeatures, VerifyConfig, verify
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def with_located_mark(record: LocalFeatures, logos: Sequence[LocalFeatures], con
 
 
 def brand_logo_features(
-    index: ReferenceIndex, brands: Iterable[str], exclude: frozenset[int] = frozenset()
+    index: VectorIndex, brands: Iterable[str], exclude: frozenset[int] = frozenset()
 ) -> dict[str, list[LocalFeatures]]:
     """The stored features of each brand's logo references (ids in ``exclude`` left out)."""
     found: dict[str, list[LocalFeatures]] = {}
@@ -175,7 +175,7 @@ def brand_logo_features(
 
 
 def relocate_brand_products(
-    index: ReferenceIndex,
+    index: VectorIndex,
     brands: Iterable[str],
     config: VerifyConfig,
     *,
@@ -214,7 +214,7 @@ def relocate_brand_products(
     return updates
 
 
-def _decoded(index: ReferenceIndex, ids: Sequence[int]) -> list[LocalFeatures]:
+def _decoded(index: VectorIndex, ids: Sequence[int]) -> list[LocalFeatures]:
     records = []
     for rid, blob in sorted(index.get_aux(ids).items()):
         try:

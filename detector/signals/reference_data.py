@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from detector.errors import DetectorError
 from detector.verify import LocalFeatures
-from index.store import ReferenceIndex
+from index.protocol import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ReferenceData:
         self._built: dict[str, tuple[int, Any]] = {}  # name -> (index generation, structure)
         self._built_lock = threading.Lock()
 
-    def per_generation(self, name: str, index: ReferenceIndex, build: Callable[[], T]) -> T:
+    def per_generation(self, name: str, index: VectorIndex, build: Callable[[], T]) -> T:
         """``build()``'s result for ``index``'s generation, built once per generation."""
         with self._built_lock:
             cached = self._built.get(name)
@@ -43,7 +43,7 @@ class ReferenceData:
                 self._built[name] = cached
             return cached[1]
 
-    def features(self, index: ReferenceIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:
+    def features(self, index: VectorIndex, ref_ids: Sequence[int]) -> dict[int, LocalFeatures]:
         """Stored local features by ref id, decoded once per index generation (up to
         :data:`FEATURES_CACHE_BYTES` of them kept). A corrupt blob is logged and
         treated as absent: that candidate is not verified, the listing is still scored (logged

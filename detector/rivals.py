@@ -1,0 +1,81 @@
+"""Matches another brand explains as well: Lowe's ratio test across brands.
+
+A RANSAC fit counts a listing keypoint as evidence for a reference's brand when it matches
+the reference. But if the same keypoint matches a *different* brand's logo just as well, it
+is evidence for a part the two marks share — a Union Jack canton on two flags, a common
+emblem, a laurel — not for either brand. The descriptor vote (:mod:`detector.local_search`)
+already finds each listing descriptor's nearest logo descriptors over the whole library; this
+module turns them into, per listing keypoint, the distance to the nearest descriptor of a logo
+of *another* brand (the rival). Verification then counts an inlier as the brand's own only when
+its match is clearly closer than the rival (``distance < ratio * rival``, the same ratio as
+the within-reference test). With :attr:`detector.verify_config.VerifyConfig.rival_test` on, a
+fit with fewer than ``min_inliers`` own inliers rests on a shared part, and only its own
+inliers are fused into the score; a fit with enough keeps its score.
+
+The rival is searched among each descriptor's nearest neighbours only (20, the vote's); a
+keypoint with no other brand among them has no rival (infinite distance), as in the vote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # detector.local_search imports detector.verify, which imports this module
+    from detector.local_search import DescriptorNeighbours
+
+
+@dataclass(frozen=True)
+class OwnerBrands:
+    """Reference id -> brand, as arrays for vectorised lookups (one per index generation)."""
+
+    ids: np.ndarray  # sorted reference ids
+    codes: np.ndarray  # brand code of each id
+    code_of: dict[str, int]
+
+    @classmethod
+    def of(cls, brands: Mapping[int, str]) -> OwnerBrands:
+        """From reference id -> brand."""
+        code_of: dict[str, int] = {}
+        ids = np.array(sorted(brands), dtype=np.int64)
+        codes = np.array([code_of.setdefault(brands[int(i)], len(code_of)) for i in ids], dtype=np.int64)
+        return cls(ids, codes, code_of)
+
+    def codes_for(self, owners: np.ndarray) -> np.ndarray:
+        """Brand codes of these reference ids (any shape); -1 for -1 and unknown ids."""
+        if len(self.ids) == 0:
+            return np.full(owners.shape, -1, dtype=np.int64)
+        at = np.clip(np.searchsorted(self.ids, owners), 0, len(self.ids) - 1)
+        return np.where(self.ids[at] == owners, self.codes[at], -1)
+
+
+def rival_distances(near: DescriptorNeighbours, owner_codes: np.ndarray, brand_code: int) -> np.ndarray:
+    """Per listing keypoint, the Euclidean distance to its nearest descriptor of another
+    brand's logo among its neighbours (``inf`` when there is none).
+
+    Args:
+        near: The listing's descriptor neighbours (squared L2 distances).
+        owner_codes: :meth:`OwnerBrands.codes_for` of ``near.owners``.
+        brand_code: The candidate's brand code (-2 or any unused code for a brand with no logo).
+    """
+    rival = (owner_codes != brand_code) & (owner_codes >= 0)
+    squared = np.where(rival, near.distances, np.inf).min(axis=1)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def own_inliers(
+    match_distances: np.ndarray, query_points: np.ndarray, rivals: np.ndarray, ratio: float
+) -> int:
+    """Distinct listing keypoints among the inliers whose match beats the rival by ``ratio``.
+
+    Args:
+        match_distances: Each inlier match's descriptor distance (Euclidean).
+        query_points: Each inlier match's listing keypoint index.
+        rivals: :func:`rival_distances` for the candidate's brand.
+        ratio: Lowe's ratio (a match counts when ``distance < ratio * rival``).
+    """
+    own = match_distances < ratio * rivals[query_points]
+    return len(np.unique(query_points[own]))

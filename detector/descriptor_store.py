@@ -18,9 +18,11 @@ A descriptor's FAISS id is ``ref_id << 16 | row``: the owner for the vote and th
 for "each reference descriptor counts once". Removed references stay in the segments and are
 dropped at vote time (the scorer passes the live ids); a rebuild drops them for good.
 
-:func:`sync_descriptor_store` (the writer, after each indexing commit) adds the references
-the store does not cover yet, as one new segment; once more than :data:`MAX_SEGMENTS` exist
-they are merged into one. The list count follows autofaiss's rule of thumb (about
+:func:`sync_descriptor_store` (the writer, at the end of each indexing run) adds the
+references the store does not cover yet, as one new segment; once more than
+:data:`MAX_SEGMENTS` exist, all but the largest are merged into one.
+
+The list count follows autofaiss's rule of thumb (about
 4 sqrt(n) lists, a power of two, from 1,024) up to :data:`MAX_LISTS` (past it the search
 grows linearly again: more lists need an HNSW coarse quantizer and a k-means this machine
 cannot afford, see docs/scale.md) and is fixed when the store is trained; the store is
@@ -179,7 +181,7 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
 
 def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES) -> SyncReport:
     """Bring ``<index>/descriptors/`` up to the index's references (the writer calls this
-    after its commits; it holds the index's writer lock, so there is one syncer at a time).
+    after an indexing run's commits; it holds the index's writer lock, so there is one syncer at a time).
 
     Creates the store once the library holds ``store_from`` references, adds uncovered
     references as a new segment, merges segments past :data:`MAX_SEGMENTS`, and rebuilds it
@@ -277,20 +279,24 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
 
 
 def _merge(folder: Path, manifest: StoreManifest) -> StoreManifest:
-    """One segment holding all of ``manifest``'s (written before the manifest names it)."""
+    """The segments but the largest merged into one (written before the manifest names it):
+    each merge rewrites the recent additions, not the whole store."""
     import faiss
 
+    largest = max(manifest.segments, key=lambda stem: (folder / f"{stem}.faiss").stat().st_size)
+    rest = [stem for stem in manifest.segments if stem != largest]
     merged = faiss.read_index(str(folder / "trained.faiss"))
     ivf = faiss.extract_index_ivf(merged)
     refs = []
-    for stem in manifest.segments:
+    for stem in rest:
         part = faiss.read_index(str(folder / f"{stem}.faiss"))
         ivf.merge_from(faiss.extract_index_ivf(part), 0)
         refs.append(np.load(folder / f"{stem}.refs.npy"))
     stem = f"segment-{manifest.next_segment:06d}"
     _write_faiss(merged, folder / f"{stem}.faiss")
     _write_npy(np.unique(np.concatenate(refs)), folder / f"{stem}.refs.npy")
-    return StoreManifest(manifest.lists, (stem,), manifest.descriptors, manifest.trained_on, manifest.next_segment + 1)
+    return StoreManifest(manifest.lists, (largest, stem), manifest.descriptors, manifest.trained_on,
+                         manifest.next_segment + 1)
 
 
 def _remove_unnamed(folder: Path, manifest: StoreManifest) -> None:

@@ -125,7 +125,7 @@ def index_references(
     want_features = verify_config is not None and verify_config.enabled
     report = IndexingReport()
     started = time.perf_counter()
-    shapes_added = False
+    shapes_added = features_added = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
@@ -137,8 +137,7 @@ def index_references(
                         assert verify_config is not None
                         prepared, updates = locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
-                    if want_features:  # after the commit: an interrupted sync is redone by the next
-                        sync_descriptor_store(index)
+                    features_added = want_features
                     shapes_added |= any(p.item.kind == "logo" and p.features is not None
                                         and p.features.silhouette is not None for p in prepared)
                 if progress:
@@ -147,6 +146,8 @@ def index_references(
         report.interrupted = True
     if shapes_added:  # after the commits: a file behind the index is caught up by its readers
         save_synced_library(index, lambda ids: stored_masks(index, ids))
+    if features_added:  # one store segment a run; until then (or after a crash) scorers catch up in memory
+        sync_descriptor_store(index)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from detector.descriptor_store import sync_descriptor_store
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import load_image, read_bytes, sha256_bytes
 from detector.reference_manifest import Failure, ReferenceItem, collect_references
@@ -124,7 +125,7 @@ def index_references(
     want_features = verify_config is not None and verify_config.enabled
     report = IndexingReport()
     started = time.perf_counter()
-    shapes_added = False
+    shapes_added = features_added = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
@@ -136,6 +137,7 @@ def index_references(
                         assert verify_config is not None
                         prepared, updates = locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
+                    features_added = want_features
                     shapes_added |= any(p.item.kind == "logo" and p.features is not None
                                         and p.features.silhouette is not None for p in prepared)
                 if progress:
@@ -144,6 +146,8 @@ def index_references(
         report.interrupted = True
     if shapes_added:  # after the commits: a file behind the index is caught up by its readers
         save_synced_library(index, lambda ids: stored_masks(index, ids))
+    if features_added:  # one store segment a run; until then (or after a crash) scorers catch up in memory
+        sync_descriptor_store(index)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -16,6 +16,11 @@ job (so compare the two, not the absolute figures): exact 399 ms per photo, IVF 
 lists 24 ms, with the same nearest descriptor for 94 % of query descriptors (the code picks
 ~4 sqrt(n) lists, 916 for this library). Building it
 (decoding the blobs and k-means included) took 1.1 s there, once per index generation.
+
+From :data:`~detector.descriptor_store.STORE_FROM_REFERENCES` references on the index keeps the
+descriptors on disk instead (:mod:`detector.descriptor_store`, voted on by
+:mod:`detector.descriptor_vote` with :func:`count_votes`): this class then only holds the
+references the store does not cover yet.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from detector.verify import LocalFeatures, root_sift
 
 # Nearest reference descriptors fetched per query descriptor: enough to find the nearest
 # descriptor of another reference behind a reference's own near-duplicates.
-_NEIGHBOURS = 20
+NEIGHBOURS = 20
 EXACT_UP_TO = 20_000
 DEFAULT_NPROBE = 16  # inverted lists a search visits (VerifyConfig.local_nprobe)
 
@@ -84,7 +89,7 @@ class LocalFeatureIndex:
         """Each query descriptor's nearest reference descriptors (None when nothing to search)."""
         if len(self) == 0 or len(query) == 0 or query.method != self._method:
             return None
-        k = min(_NEIGHBOURS, len(self))
+        k = min(NEIGHBOURS, len(self))
         distances, rows = self._index.search(query.matchable, k)  # squared L2, -1 rows last
         owners = np.where(rows >= 0, self._owners[np.maximum(rows, 0)], -1)
         return DescriptorNeighbours(distances, rows, owners)
@@ -106,17 +111,27 @@ class LocalFeatureIndex:
         near = near if near is not None else self.neighbours(query)
         if top < 1 or near is None:
             return []
-        distances, rows, owners = near.distances, near.rows, near.owners
-        others = (owners != owners[:, :1]) & (owners >= 0)
-        first_other = others.argmax(axis=1)
-        nearest_other = distances[np.arange(len(rows)), first_other]
-        # No other reference among the neighbours: the nearest is unambiguous.
-        clear = ~others.any(axis=1) | (distances[:, 0] < ratio**2 * nearest_other)
-        # Many query descriptors landing on one reference descriptor (texture, repeated
-        # strokes) are one piece of evidence, not many: each reference descriptor counts once.
-        matched = np.unique(rows[clear & (rows[:, 0] >= 0), 0])
-        votes = Counter(self._owners[matched].tolist())
-        return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return count_votes(near, top, ratio)
+
+
+def count_votes(near: DescriptorNeighbours, top: int, ratio: float) -> list[tuple[int, int]]:
+    """The vote of :meth:`LocalFeatureIndex.vote` from neighbour lists sorted by distance (also
+    the on-disk store's, :mod:`detector.descriptor_vote`): ``rows`` identify reference
+    descriptors, ``owners`` their references (-1: no neighbour)."""
+    distances, rows, owners = near.distances, near.rows, near.owners
+    if top < 1 or len(rows) == 0:
+        return []
+    others = (owners != owners[:, :1]) & (owners >= 0)
+    first_other = others.argmax(axis=1)
+    nearest_other = distances[np.arange(len(rows)), first_other]
+    # No other reference among the neighbours: the nearest is unambiguous.
+    clear = ~others.any(axis=1) | (distances[:, 0] < ratio**2 * nearest_other)
+    # Many query descriptors landing on one reference descriptor (texture, repeated
+    # strokes) are one piece of evidence, not many: each reference descriptor counts once.
+    hit = clear & (owners[:, 0] >= 0)
+    _, first = np.unique(rows[hit, 0], return_index=True)
+    votes = Counter(owners[hit, 0][first].tolist())
+    return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
 
 @dataclass(frozen=True)

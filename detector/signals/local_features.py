@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import ImageOps
 
+from detector.descriptor_vote import StoredDescriptorIndex
 from detector.local_search import DescriptorNeighbours, LocalFeatureIndex
 from detector.rivals import OwnerBrands, rival_distances
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
@@ -109,15 +110,20 @@ class LocalFeatureSignal(Signal):
         codes = brands.codes_for(near.owners) if near is not None else None
         return frozenset(rid for rid, _ in votes), near, codes
 
-    def _vote_index(self, listing: Listing) -> tuple[LocalFeatureIndex, OwnerBrands]:
+    def _vote_index(self, listing: Listing) -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:
         """The local descriptors of the index's current generation and their owners'
-        brands, gathered on first use."""
+        brands, gathered on first use: the on-disk store's (memory-mapped) when the index
+        keeps one, else all in memory."""
 
-        def build() -> tuple[LocalFeatureIndex, OwnerBrands]:
+        def build() -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:
             kinds = set(self.config.verify.kinds)
             refs = [r for r in listing.index.references() if r.kind in kinds]
-            features = self.references.features(listing.index, [r.id for r in refs])
-            index = LocalFeatureIndex.from_features(features, self.config.verify.local_nprobe)
+            ids = [r.id for r in refs]
+            nprobe = self.config.verify.local_nprobe
+            index: LocalFeatureIndex | StoredDescriptorIndex | None = StoredDescriptorIndex.open(
+                listing.index.path, ids, lambda missing: self.references.features(listing.index, missing), nprobe)
+            if index is None:
+                index = LocalFeatureIndex.from_features(self.references.features(listing.index, ids), nprobe)
             return index, OwnerBrands.of({r.id: r.brand for r in refs})
 
         return self.references.per_generation("local_vote", listing.index, build)

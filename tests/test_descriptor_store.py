@@ -1,0 +1,122 @@
+"""The on-disk descriptor store votes like the in-memory descriptor index, grows by segments,
+ignores removed references and survives an interrupted sync."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from detector.descriptor_store import MAX_SEGMENTS, STORE_DIR, read_manifest, sync_descriptor_store
+from detector.descriptor_vote import StoredDescriptorIndex
+from detector.features import LocalFeatures
+from detector.local_search import LocalFeatureIndex
+from index.records import Fingerprint, NewReference
+from index.store import ReferenceIndex
+
+DESCRIPTORS = 120
+
+
+def _features(rng: np.random.Generator, descriptors: np.ndarray | None = None) -> LocalFeatures:
+    if descriptors is None:  # sparse, SIFT-like: most bins small, a few large
+        descriptors = (rng.random((DESCRIPTORS, 128)) ** 4 * 255).astype(np.uint8)
+    n = len(descriptors)
+    return LocalFeatures(keypoints=rng.uniform(0, 200, (n, 2)).astype(np.float32), descriptors=descriptors,
+                         image_size=(200, 200), scale=1.0, method="sift", content=(0, 0, 200, 200))
+
+
+def _add(index: ReferenceIndex, features: list[LocalFeatures], start: int) -> list[int]:
+    refs = [NewReference(brand=f"b{start + i}", sha256=hashlib.sha256(f"{start + i}".encode()).hexdigest(),
+                         source=f"{start + i}.png", kind="logo") for i in range(len(features))]
+    vectors = np.eye(8, dtype=np.float32)[np.arange(len(features)) % 8]
+    return index.add(refs, vectors, aux=[f.to_bytes() for f in features]).added
+
+
+def _query(rng: np.random.Generator, of: LocalFeatures, share: float = 0.5) -> LocalFeatures:
+    """A listing's features: a share of a reference's descriptors, slightly changed, plus clutter."""
+    keep = of.descriptors[rng.random(len(of)) < share].astype(np.int16)
+    noisy = np.clip(keep + rng.integers(-3, 4, keep.shape), 0, 255).astype(np.uint8)
+    clutter = (rng.random((200, 128)) ** 4 * 255).astype(np.uint8)
+    return _features(rng, np.concatenate([noisy, clutter]))
+
+
+@pytest.fixture
+def library(tmp_path):
+    rng = np.random.default_rng(0)
+    fp = Fingerprint(preset="t", arch="t", weights="t", preprocess="t", dim=8)
+    index = ReferenceIndex.create(tmp_path / "idx", fingerprint=fp)
+    features = [_features(rng) for _ in range(60)]
+    ids = _add(index, features, 0)
+    yield index, dict(zip(ids, features)), rng
+    index.close()
+
+
+def _stored(index: ReferenceIndex, known: dict[int, LocalFeatures], live: list[int] | None = None) -> StoredDescriptorIndex:
+    live = list(known) if live is None else live
+    opened = StoredDescriptorIndex.open(index.path, live, lambda ids: {i: known[i] for i in ids}, nprobe=64)
+    assert opened is not None
+    return opened
+
+
+def test_store_votes_like_the_in_memory_index(library):
+    index, known, rng = library
+    assert sync_descriptor_store(index, store_from=10).rebuilt
+    stored, memory = _stored(index, known), LocalFeatureIndex.from_features(known)
+    assert len(stored) == len(memory) == 60 * DESCRIPTORS
+    agree = 0
+    for rid in list(known)[:20]:
+        query = _query(rng, known[rid])
+        top_memory, top_stored = memory.vote(query, 3), stored.vote(query, 3)
+        assert top_memory[0][0] == rid
+        agree += top_stored[0][0] == top_memory[0][0]
+    assert agree == 20
+
+
+def test_small_library_keeps_no_store(library):
+    index, _, _ = library
+    report = sync_descriptor_store(index)  # 60 references: under the default threshold
+    assert not report.store and not (index.path / STORE_DIR).exists()
+
+
+def test_added_references_become_segments_and_removed_ones_get_no_votes(library):
+    index, known, rng = library
+    sync_descriptor_store(index, store_from=10)
+    new = [_features(rng) for _ in range(5)]
+    new_ids = _add(index, new, 100)
+    known.update(zip(new_ids, new))
+    # Not synced yet: the scorer votes for them from memory (the catch-up part).
+    assert _stored(index, known).vote(_query(rng, known[new_ids[0]]), 1)[0][0] == new_ids[0]
+    report = sync_descriptor_store(index, store_from=10)
+    assert report.added_references == 5 and not report.rebuilt
+    assert len(read_manifest(index.path / STORE_DIR).segments) == 2
+    assert _stored(index, known).vote(_query(rng, known[new_ids[1]]), 1)[0][0] == new_ids[1]
+    removed = new_ids[2]
+    index.remove(ref_ids=[removed])
+    live = [rid for rid in known if rid != removed]
+    votes = _stored(index, known, live).vote(_query(rng, known[removed], share=0.9), 5)
+    assert removed not in [rid for rid, _ in votes]
+
+
+def test_segments_merge_and_an_interrupted_sync_is_harmless(library):
+    index, known, rng = library
+    sync_descriptor_store(index, store_from=10)
+    for step in range(MAX_SEGMENTS):
+        more = [_features(rng)]
+        known.update(zip(_add(index, more, 200 + step), more))
+        sync_descriptor_store(index, store_from=10)
+    folder = index.path / STORE_DIR
+    manifest = read_manifest(folder)
+    assert len(manifest.segments) <= MAX_SEGMENTS
+    # A sync killed after writing its segment, before the manifest: a stray file, a torn temp file.
+    (folder / "segment-999999.faiss").write_bytes(b"half a segment")
+    (folder / ".manifest.json.0123.tmp").write_text("{")
+    assert json.loads((folder / "manifest.json").read_text())["segments"] == list(manifest.segments)
+    rid = list(known)[-1]
+    assert _stored(index, known).vote(_query(rng, known[rid]), 1)[0][0] == rid
+    more = [_features(rng)]
+    known.update(zip(_add(index, more, 300), more))
+    sync_descriptor_store(index, store_from=10)
+    assert not (folder / "segment-999999.faiss").exists()
+    assert len(_stored(index, known)) == len(known) * DESCRIPTORS

@@ -144,12 +144,20 @@ def index_references(
                     progress(len(chunk))
     except KeyboardInterrupt:
         report.interrupted = True
-    if shapes_added:  # after the commits: a file behind the index is caught up by its readers
-        save_synced_library(index, lambda ids: stored_masks(index, ids))
-    if features_added:  # one store segment a run; until then (or after a crash) scorers catch up in memory
-        sync_descriptor_store(index)
+    sync_side_indexes(index, shapes=shapes_added, features=features_added)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def sync_side_indexes(index: VectorIndex, *, shapes: bool, features: bool) -> None:
+    """Bring the structures kept beside the index up to its last commit, once an indexing run
+    has committed: the shape library (``shapes``: logos with silhouettes were added) and the
+    descriptor store (``features``: local features were stored). Until then, or after a crash,
+    scorers catch up on what these files miss by themselves (in memory)."""
+    if shapes:
+        save_synced_library(index, lambda ids: stored_masks(index, ids))
+    if features:  # one store segment a run
+        sync_descriptor_store(index)
 
 
 def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[ReferenceItem]]:

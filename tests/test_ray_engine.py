@@ -78,9 +78,14 @@ def assert_same_index(a_dir: Path, b_dir: Path) -> None:
         assert a.get_aux(ids) == b.get_aux(ids)  # local features and located marks
 
 
-def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys):
+def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys, monkeypatch):
+    import detector.engines.ray_indexing as ray_indexing
     from detector.cli import main
 
+    synced: list[dict] = []  # the shape library and descriptor store are synced after the commits
+    real_sync = ray_indexing.sync_side_indexes
+    monkeypatch.setattr(ray_indexing, "sync_side_indexes",
+                        lambda index, **kw: (synced.append(kw), real_sync(index, **kw))[1])
     local_dir, local_report = local_index
     index_dir, work = tmp_path / "index", tmp_path / "work"
     code = main(["index", "build", str(refs), "--index", str(index_dir), "--model", TINY, "--random-weights",
@@ -92,6 +97,7 @@ def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys
     assert {k: v for k, v in report.items() if k not in ("seconds", "operation")} == {
         k: v for k, v in expected.items() if k != "seconds"}
     assert_same_index(local_dir, index_dir)
+    assert synced == [{"shapes": True, "features": True}]
     assert not work.exists()  # a complete run removes its checkpoint
     assert "broken.jpg" in capsys.readouterr().err
 

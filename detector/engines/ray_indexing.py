@@ -37,7 +37,7 @@ from detector.engines.reference_rows import (
     recount_committed,
     row_pixels,
 )
-from detector.indexing import IndexingReport, IndexingTarget, open_indexing_target, write_report
+from detector.indexing import IndexingReport, IndexingTarget, open_indexing_target, sync_side_indexes, write_report
 from detector.reference_manifest import ReferenceItem
 from index.records import Fingerprint
 
@@ -182,6 +182,8 @@ def run_ray_indexing(
         finally:
             if results is not None:
                 results.close()  # stops the Ray pipeline of an interrupted run
+        if report.added:  # as the local engine does after its commits
+            sync_side_indexes(index, shapes=True, features=verify is not None)
     report.seconds = time.perf_counter() - started
     report.failed[:0] = target.failures
     write_report(target.report_dir, "build" if create else "add", report)

@@ -84,8 +84,7 @@ class VerifyConfig:
             logo descriptor, since a part two brands' marks share is evidence for neither.
             ``"on"``: a fit with fewer than ``min_inliers`` own inliers rests on a shared
             part, and only its own inliers are fused into the score (a fit with enough keeps
-            all, so its score is unchanged); ``"off"``: not applied (own inliers are still
-            reported). Needs the descriptor vote (``local_candidates`` > 0).
+            all, so its score is unchanged); ``"off"``: not applied (nor computed). Needs the descriptor vote (``local_candidates`` > 0).
         local_nprobe: Inverted lists the vote's search visits once the library is large
             enough for an inverted file (:mod:`detector.local_search`); fewer is faster and
             finds fewer of the exact nearest descriptors.

@@ -107,7 +107,7 @@ class LocalFeatureSignal(Signal):
         index, brands = self._vote_index(listing)
         near = index.neighbours(features)
         votes = index.vote(features, vcfg.local_candidates, vcfg.local_ratio, near=near)
-        codes = brands.codes_for(near.owners) if near is not None else None
+        codes = brands.codes_for(near.owners) if near is not None and vcfg.rival_test == "on" else None
         return frozenset(rid for rid, _ in votes), near, codes
 
     def _vote_index(self, listing: Listing) -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:

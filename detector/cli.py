@@ -22,6 +22,7 @@ from detector.cli_reviews import (
     queue_args,
 )
 from detector.exit_codes import EXIT_INTERRUPTED, EXIT_ITEM_FAILED, EXIT_OK, EXIT_USAGE
+from index.factory_choice import parse_memory_size
 
 
 def _model_args(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
@@ -65,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = idx.add_parser(name, help=help_text)
         p.add_argument("refs", help="folder REFS/<brand>/.../<image>, or a .csv/.jsonl/.parquet manifest")
         p.add_argument("--index", required=True, metavar="DIR")
-        p.add_argument("--factory", default="Flat", help="FAISS factory string for a new index")
+        p.add_argument("--factory", default="Flat",
+                       help="FAISS factory string for a new index, or 'auto': chosen by --memory-budget")
+        p.add_argument("--memory-budget", type=parse_memory_size, default="4GiB", metavar="SIZE",
+                       help="RAM the faiss index may take, for --factory auto (e.g. 8GiB; default 4GiB)")
         p.add_argument("--kind", default="product", choices=("logo", "product"),
                        help="kind of folder images not recognisably logos (default: product)")
         p.add_argument("--chunk-size", type=int, default=128, help="images per atomic commit")
@@ -231,6 +235,7 @@ def _run_indexing(args: argparse.Namespace, *, create: bool) -> int:
             progress=advance,
             on_total=on_total,
             read_text=getattr(args, "read_text", False),
+            memory_budget=args.memory_budget,
         )
     finally:
         close()

@@ -22,6 +22,7 @@ from PIL import Image
 from detector.descriptor_store import sync_descriptor_store
 from detector.errors import ConfigError, DetectorError, ImageLoadError
 from detector.images import load_image, read_bytes, sha256_bytes
+from detector.index_factory import DEFAULT_MEMORY_BUDGET, resolve_factory
 from detector.reference_manifest import Failure, ReferenceItem, collect_references
 from detector.reference_prep import ReferencePrepConfig, reference_views
 from detector.shape_library import LIBRARY_FILE
@@ -97,6 +98,7 @@ def index_references(
     progress: Callable[[int], None] | None = None,
     workers: int = 2,
     read_text: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> IndexingReport:
     """Embed ``items`` and add them to a writable ``index``, one atomic commit per chunk.
 
@@ -409,6 +411,8 @@ def open_indexing_target(
     default_kind: str = "product",
     embedder_options: dict[str, Any] | None = None,
     prep: ReferencePrepConfig | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    chunk_size: int = 128,
 ) -> IndexingTarget:
     """Collect the references, load the model and open (or create) the index for writing.
 
@@ -438,7 +442,9 @@ def open_indexing_target(
     if exists:
         index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:
-        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=factory)
+        choice = resolve_factory(factory, items, prep, embedder.fingerprint.dim, memory_budget, chunk_size)
+        index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=choice.factory,
+                             build_params=choice.build_params, search_params=choice.search_params)
     return IndexingTarget(items, failures, index, embedder, config.verify, prep, Path(index.path))
 
 
@@ -456,6 +462,7 @@ def run_indexing(
     on_total: Callable[[int], None] | None = None,
     prep: ReferencePrepConfig | None = None,
     read_text: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> IndexingReport:
     """The ``index build``/``index add`` job: collect, embed, commit, write a report.
 
@@ -464,7 +471,8 @@ def run_indexing(
         index_dir: Index directory, or ``milvus-lite:PATH`` / ``milvus://HOST:PORT/COLLECTION?side=DIR``
             (:func:`index.open.open_index`); created when ``create`` and absent.
         preset: Model preset; default: the index's own, or ``clip-vit-b-32`` for a new index.
-        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>").
+        factory: FAISS factory string for a new index (Milvus: "Flat" or "HNSW<M>"), or "auto":
+            chosen from the references' estimated vector count (:mod:`detector.index_factory`).
         create: Allow creating the index (``index build``); ``index add`` requires it to exist.
         default_kind: Kind of folder items that are not recognisably logos.
         embedder_options: Overrides for :func:`detector.embedder.create_embedder`.
@@ -473,10 +481,11 @@ def run_indexing(
         on_total: Called once with the number of items to process.
         prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
         read_text: OCR the logos for the brands' names (:func:`index_references`).
+        memory_budget: Bytes the faiss index may take, for ``factory="auto"``.
     """
     target = open_indexing_target(
         refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
-        embedder_options=embedder_options, prep=prep,
+        embedder_options=embedder_options, prep=prep, memory_budget=memory_budget, chunk_size=chunk_size,
     )
     if on_total:
         on_total(len(target.items))

@@ -239,6 +239,16 @@ def reference_views(
     return views
 
 
+def views_per_reference(kind: str, config: ReferencePrepConfig | None = None) -> int:
+    """How many views :func:`reference_views` makes for ``kind``, at most (a logo's silhouette
+    counts whenever configured, though a mark with no silhouette gives none)."""
+    config = config or ReferencePrepConfig()
+    per_view = 1 + len(config.jpeg_qualities)
+    if kind == "product":
+        return per_view
+    return (len(config.logo_margins) + len(config.logo_crops)) * per_view + int(config.logo_silhouette)
+
+
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     """The image as a JPEG of ``quality`` would decode: what a listing photo goes through."""
     buffer = io.BytesIO()

@@ -37,15 +37,21 @@ def open_index(
     return backend.open(_arg(spec), writable=writable, fingerprint=fingerprint, lock_timeout=lock_timeout)
 
 
-def create_index(spec: IndexSpec, *, fingerprint: Fingerprint, factory: str = "Flat") -> VectorIndex:
+def create_index(
+    spec: IndexSpec, *, fingerprint: Fingerprint, factory: str = "Flat",
+    build_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None,
+) -> VectorIndex:
     """Create an empty index where ``spec`` says and open it writable.
+
+    ``build_params`` and ``search_params`` go to a FAISS index (Milvus ignores them).
 
     Raises:
         IndexExistsError: An index already exists there.
         ValueError: A factory string the backend does not support.
     """
     backend: Any = _backend(spec)
-    return backend.create(_arg(spec), fingerprint=fingerprint, factory=factory)
+    return backend.create(_arg(spec), fingerprint=fingerprint, factory=factory,
+                          build_params=build_params, search_params=search_params)
 
 
 def index_exists(spec: IndexSpec) -> bool:

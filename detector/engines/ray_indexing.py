@@ -37,6 +37,7 @@ from detector.engines.reference_rows import (
     recount_committed,
     row_pixels,
 )
+from detector.index_factory import DEFAULT_MEMORY_BUDGET
 from detector.indexing import IndexingReport, IndexingTarget, open_indexing_target, sync_side_indexes, write_report
 from detector.reference_manifest import ReferenceItem
 from index.records import Fingerprint
@@ -114,6 +115,7 @@ def run_ray_indexing(
     work_dir: str | Path | None = None,
     actors: int | None = None,
     on_commit: Callable[[int], None] | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> IndexingReport:
     """:func:`detector.indexing.run_indexing` on Ray: same arguments, same index, same report.
 
@@ -131,7 +133,7 @@ def run_ray_indexing(
     # The driver's model only gives the index's fingerprint: keep it off the GPU.
     target = open_indexing_target(
         refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
-        embedder_options={**options, "device": "cpu"},
+        embedder_options={**options, "device": "cpu"}, memory_budget=memory_budget, chunk_size=chunk_size,
     )
     fingerprint = target.embedder.fingerprint
     options["random_weights"] = fingerprint.weights.startswith("random:")

@@ -250,7 +250,7 @@ def verify(
     own = None
     if rivals is not None:
         inlier_refs = good_refs[inlier_idx]
-        own = own_inliers(distances[inlier_refs, 0], good_queries[inlier_idx], rivals, config.ratio)
+        own = own_inliers(distances[inlier_refs, 0], good_queries[inlier_idx], rivals, config.rival_ratio)
     if not reason and box is None:
         reason = "projected outline lies outside the query"
     appearance = None

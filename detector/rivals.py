@@ -52,6 +52,25 @@ class OwnerBrands:
         return np.where(self.ids[at] == owners, self.codes[at], -1)
 
 
+@dataclass(frozen=True)
+class BrandNeighbours:
+    """A listing's descriptor neighbours with their owners' brands: the rival distances for
+    any candidate brand (computed once a listing, asked for once a candidate)."""
+
+    near: DescriptorNeighbours
+    codes: np.ndarray  # OwnerBrands.codes_for(near.owners)
+    code_of: dict[str, int]
+
+    @classmethod
+    def of(cls, near: DescriptorNeighbours, brands: OwnerBrands) -> BrandNeighbours:
+        return cls(near, brands.codes_for(near.owners), brands.code_of)
+
+    def rivals(self, brand: str) -> np.ndarray:
+        """:func:`rival_distances` for a candidate of ``brand`` (a brand with no logo: every
+        other brand is a rival)."""
+        return rival_distances(self.near, self.codes, self.code_of.get(brand, -2))
+
+
 def rival_distances(near: DescriptorNeighbours, owner_codes: np.ndarray, brand_code: int) -> np.ndarray:
     """Per listing keypoint, the Euclidean distance to its nearest descriptor of another
     brand's logo among its neighbours (``inf`` when there is none).

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from detector.local_search import DescriptorNeighbours, LocalFeatureIndex
-from detector.rivals import OwnerBrands, own_inliers, rival_distances
+from detector.rivals import BrandNeighbours, OwnerBrands, own_inliers, rival_distances
 from detector.verify import VerifyConfig, query_features, reference_features, verify
 
 pytest.importorskip("cv2")
@@ -55,8 +55,7 @@ def _verify(library, mark: Image.Image, mode: str):
     config = VerifyConfig(min_inliers=6, rival_test=mode)
     query = query_features(_listing(mark), config)
     near = index.neighbours(query)
-    rivals = rival_distances(near, brands.codes_for(near.owners), brands.code_of["brand-a"])
-    return verify(query, refs[1], config, rivals=rivals)
+    return verify(query, refs[1], config, rivals=BrandNeighbours.of(near, brands).rivals("brand-a"))
 
 
 def test_a_shared_part_alone_does_not_verify(library):

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 from PIL import ImageOps
 
 from detector.descriptor_vote import StoredDescriptorIndex
-from detector.local_search import DescriptorNeighbours, LocalFeatureIndex
-from detector.rivals import OwnerBrands, rival_distances
+from detector.local_search import LocalFeatureIndex
+from detector.rivals import BrandNeighbours, OwnerBrands
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
 from detector.verdict import Box, ScoredMatch
@@ -53,12 +52,10 @@ class _VoteScan:
     mirrored: LocalFeatures | None = None  # the mirrored listing's features (verify.mirrored)
     mirrored_voted: frozenset[int] = frozenset()
     ransac: tuple[int, ...] = ()  # candidates to verify, in ranked order
-    # The vote's neighbour search, kept for the rival test (verify.rival_test), and the
-    # brand codes of its owners; the same for the mirrored listing.
-    near: DescriptorNeighbours | None = None
-    near_codes: np.ndarray | None = None
-    mirrored_near: DescriptorNeighbours | None = None
-    mirrored_near_codes: np.ndarray | None = None
+    # The vote's neighbour search with its owners' brands, kept for the rival test
+    # (verify.rival_test "on"); the same for the mirrored listing.
+    rivals: BrandNeighbours | None = None
+    mirrored_rivals: BrandNeighbours | None = None
 
 
 class LocalFeatureSignal(Signal):
@@ -90,25 +87,26 @@ class LocalFeatureSignal(Signal):
             return []
         features = listing.state[STATE_KEY].features()
         scan: _VoteScan = listing.state[self.name]
-        scan.voted, scan.near, scan.near_codes = self._vote(listing, features)
+        scan.voted, scan.rivals = self._vote(listing, features)
         groups = [list(scan.voted)]
         if vcfg.mirrored:  # a mirrored logo is still the brand's
             scan.mirrored = (mirror_features(features) if vcfg.method == "sift"
                              else query_features(ImageOps.mirror(listing.image), vcfg))
-            scan.mirrored_voted, scan.mirrored_near, scan.mirrored_near_codes = self._vote(listing, scan.mirrored)
+            scan.mirrored_voted, scan.mirrored_rivals = self._vote(listing, scan.mirrored)
             groups.append(list(scan.mirrored_voted))
         return groups
 
     def _vote(
         self, listing: Listing, features: LocalFeatures
-    ) -> tuple[frozenset[int], DescriptorNeighbours | None, np.ndarray | None]:
-        """The references voted for, the neighbour search and its owners' brand codes."""
+    ) -> tuple[frozenset[int], BrandNeighbours | None]:
+        """The references voted for, and (rival test on) the neighbour search with its
+        owners' brands."""
         vcfg = self.config.verify
         index, brands = self._vote_index(listing)
         near = index.neighbours(features)
         votes = index.vote(features, vcfg.local_candidates, vcfg.local_ratio, near=near)
-        codes = brands.codes_for(near.owners) if near is not None and vcfg.rival_test == "on" else None
-        return frozenset(rid for rid, _ in votes), near, codes
+        rivals = BrandNeighbours.of(near, brands) if near is not None and vcfg.rival_test == "on" else None
+        return frozenset(rid for rid, _ in votes), rivals
 
     def _vote_index(self, listing: Listing) -> tuple[LocalFeatureIndex | StoredDescriptorIndex, OwnerBrands]:
         """The local descriptors of the index's current generation and their owners'
@@ -127,15 +125,6 @@ class LocalFeatureSignal(Signal):
             return index, OwnerBrands.of({r.id: r.brand for r in refs})
 
         return self.references.per_generation("local_vote", listing.index, build)
-
-    def _rivals(self, listing: Listing, brand: str, mirrored: bool) -> np.ndarray | None:
-        """Per listing keypoint, the distance to another brand's nearest logo descriptor."""
-        scan: _VoteScan = listing.state[self.name]
-        near, codes = (scan.mirrored_near, scan.mirrored_near_codes) if mirrored else (scan.near, scan.near_codes)
-        if near is None or codes is None:
-            return None
-        _, brands = self._vote_index(listing)
-        return rival_distances(near, codes, brands.code_of.get(brand, -2))
 
     def plan(self, listing: Listing, candidates: Sequence[ScoredMatch]) -> None:
         """Verify the top candidates by cosine and every one the descriptors voted for."""
@@ -162,11 +151,12 @@ class LocalFeatureSignal(Signal):
         found: dict[int, Evidence] = {}
         for rid in scan.ransac:
             brand = brand_of.get(rid, "")
-            result = verify(features, stored[rid], vcfg, matching.neighbours(rid), self._rivals(listing, brand, False))
+            rivals = scan.rivals.rivals(brand) if scan.rivals is not None else None
+            result = verify(features, stored[rid], vcfg, matching.neighbours(rid), rivals)
             mirrored = False
             if scan.mirrored is not None and rid in scan.mirrored_voted:
-                flipped = verify(scan.mirrored, stored[rid], vcfg, flipped_neighbours[rid],
-                                 self._rivals(listing, brand, True))
+                flipped_rivals = scan.mirrored_rivals.rivals(brand) if scan.mirrored_rivals is not None else None
+                flipped = verify(scan.mirrored, stored[rid], vcfg, flipped_neighbours[rid], flipped_rivals)
                 if flipped.accepted_inliers > result.accepted_inliers:
                     result, mirrored = unmirrored(flipped, listing.image.width), True
             found[rid] = GeometricEvidence(result=result, mirrored=mirrored)

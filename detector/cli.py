@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-groups", default="", help="comma-separated groups to tune on (holdout mode)")
     p.add_argument("--test-groups", default="", help="comma-separated held-out groups to report on")
     p.add_argument("--version", help="version string written into the thresholds file")
+    p.add_argument("--held-out-brands", action="store_true",
+                   help="also tune on each branded listing scored without its brand, as a listing of a "
+                        "brand that is not indexed (many more negatives than the set has; docs/evaluation.md)")
     p.add_argument("--transfer-eval", action="append", default=[], metavar="DIR",
                    help="another 'counterfeit eval' folder (another logo collection, other backgrounds) to "
                         "report the tuned table on; repeatable")
@@ -397,6 +400,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.eval, args.out,
         target_precision=args.target_precision, max_fpr=args.max_fpr, min_support=args.min_support,
         tune_groups=groups(args.tune_groups), test_groups=groups(args.test_groups), version=args.version,
+        held_out_brands=args.held_out_brands,
     )
     if isinstance(result, HoldoutResult):
         print(result.tuning.summary())

@@ -31,6 +31,7 @@ import numpy as np
 from detector.bench.labels import GROUPS, NEGATIVE_GROUPS
 from detector.errors import ConfigError, DetectorError
 from detector.evaluation.decision_metrics import evaluate_decisions
+from detector.evaluation.held_out_brands import with_held_out_brands
 from detector.evaluation.ranking_metrics import top1_accuracy
 from detector.evaluation.scores import EvalScores
 from detector.evaluation.tuning import TuningResult, tune_thresholds
@@ -163,6 +164,7 @@ def transfer(
     target_precision: float | None = 0.95,
     max_fpr: float | None = None,
     min_support: int = 20,
+    held_out_brands: bool = False,
 ) -> TransferResult:
     """Tune on ``tune_on`` (or take ``thresholds``) and evaluate the table on every set.
 
@@ -172,6 +174,8 @@ def transfer(
         thresholds: A table to evaluate as it is.
         thresholds_source: How to name ``thresholds`` in the report.
         target_precision, max_fpr, min_support: The tuning constraints (``counterfeit tune``).
+        held_out_brands: Tune with the held-out-brand negatives of the tuning set added
+            (:mod:`detector.evaluation.held_out_brands`); the report shows real listings only.
 
     Raises:
         ConfigError: Neither or both of ``tune_on``/``thresholds``, an unknown set, no sets.
@@ -184,8 +188,11 @@ def transfer(
     if tune_on is not None:
         if tune_on not in sets:
             raise ConfigError(f"--tune-on {tune_on!r} is not one of the sets {list(sets)}")
+        tuning_scores = sets[tune_on]
+        if held_out_brands:
+            tuning_scores = with_held_out_brands(tuning_scores)
         tuning = tune_thresholds(
-            sets[tune_on],
+            tuning_scores,
             target_precision=target_precision,
             max_fpr=max_fpr,
             min_support=min_support,
@@ -198,6 +205,8 @@ def transfer(
             bounds.append(f"precision >= {target_precision:g}")
         if max_fpr is not None:
             bounds.append(f"FPR <= {max_fpr:g}")
+        if held_out_brands:
+            bounds.append("with held-out-brand negatives")
         source = (
             f"tuned on {tune_on} ({', '.join(bounds)}, min support {min_support}; "
             f"{'met' if tuning.met else 'NOT met'})"
@@ -338,6 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-fpr", type=float, default=None, help="max share of logo-free listings flagged"
     )
     parser.add_argument("--min-support", type=int, default=20)
+    parser.add_argument(
+        "--held-out-brands",
+        action="store_true",
+        help="with --tune-on: also tune on each branded listing scored without its brand "
+        "(a listing of a brand that is not indexed)",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the markdown table here")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON here")
     parser.add_argument(
@@ -358,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_precision=args.target_precision,
             max_fpr=args.max_fpr,
             min_support=args.min_support,
+            held_out_brands=args.held_out_brands,
         )
         markdown = result.markdown()
         if args.out:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detector.evaluation.held_out_brands import with_held_out_brands
 from detector.evaluation.labels import read_labels
 from detector.evaluation.report import ReportFiles, write_report
 from detector.evaluation.runner import (
@@ -82,12 +83,15 @@ def tune_job(
     test_groups: Sequence[str] = (),
     version: str | None = None,
     report_dir: str | Path | None = None,
+    held_out_brands: bool = False,
 ) -> TuningResult | HoldoutResult:
     """Choose thresholds from an ``eval`` output folder and write the thresholds file.
 
     With ``tune_groups``/``test_groups`` the thresholds are tuned on one part and the expected
     figures are also reported on the held-out part. A report at the tuned thresholds is written
-    to ``report_dir`` (default: ``<eval_dir>/tuned-report``).
+    to ``report_dir`` (default: ``<eval_dir>/tuned-report``). ``held_out_brands`` adds each
+    tuning listing scored without its brand as a logo-free one
+    (:mod:`~detector.evaluation.held_out_brands`); held-out and report figures stay real.
     """
     scores = load_scores(Path(eval_dir) / SCORES_FILE)
     options: dict[str, Any] = {
@@ -99,10 +103,12 @@ def tune_job(
     result: TuningResult | HoldoutResult
     if tune_groups or test_groups:
         tune_part, test_part = split_by_group(scores, tune_groups, test_groups)
+        if held_out_brands:
+            tune_part = with_held_out_brands(tune_part)
         result = evaluate_holdout(tune_part, test_part, **options)
         table = result.tuning.thresholds
     else:
-        result = tune_thresholds(scores, **options)
+        result = tune_thresholds(with_held_out_brands(scores) if held_out_brands else scores, **options)
         table = result.thresholds
     save_thresholds(table, out_path)
     write_report(report_dir or Path(eval_dir) / "tuned-report", scores, table,

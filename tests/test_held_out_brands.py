@@ -80,3 +80,22 @@ def test_tune_command_takes_the_option(tmp_path: Path) -> None:
         )  # fmt: skip
         assert code == 0
     assert load_thresholds(tmp_path / "held.json").default > load_thresholds(tmp_path / "plain.json").default
+
+
+def test_tuning_says_what_its_logo_free_listings_can_show() -> None:
+    scores = _second_brand_close()  # 20 logo-free listings
+    note = next(n for n in tune_thresholds(scores, max_fpr=0.01, n_boot=0).notes if "95 %" in n)
+    assert "0 of 20 logo-free listings flagged" in note and "13.9%" in note
+    assert ">= 299 logo-free listings" in note
+    held = tune_thresholds(with_held_out_brands(scores), max_fpr=0.01, per_brand=False, n_boot=0)
+    assert any("of 80 logo-free listings" in n for n in held.notes)
+
+
+def test_rate_bound_matches_the_closed_form_and_scipy_free_bisection() -> None:
+    from detector.evaluation.decision_metrics import rate_upper_bound, trials_to_show
+
+    for n in (10, 40, 299):
+        assert abs(rate_upper_bound(0, n) - (1 - 0.05 ** (1 / n))) < 1e-9
+    assert rate_upper_bound(3, 100) > rate_upper_bound(2, 100) > rate_upper_bound(1, 100)
+    assert rate_upper_bound(5, 5) == 1.0 and np.isnan(rate_upper_bound(0, 0))
+    assert rate_upper_bound(0, trials_to_show(0.02)) <= 0.02 < rate_upper_bound(0, trials_to_show(0.02) - 1)

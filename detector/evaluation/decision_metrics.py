@@ -189,3 +189,39 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 def _ratio(a: int, b: int) -> float:
     return a / b if b else math.nan
+
+
+def rate_upper_bound(events: int, trials: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate seen ``events`` times in ``trials``.
+
+    A bootstrap interval of "0 of 40 flagged" is [0, 0]; this bound says what such a count
+    still allows (about 3/40: the rule of three), so a tuning set too small to show a target
+    false-flag rate is reported as such. NaN for no trials.
+
+    Example:
+        >>> round(rate_upper_bound(0, 300), 4)  # 0 of 300 shows a rate under 1 %
+        0.0099
+    """
+    if trials <= 0:
+        return math.nan
+    if events >= trials:
+        return 1.0
+    alpha = 1.0 - confidence
+
+    def cdf(p: float) -> float:  # P(X <= events) for X ~ Binomial(trials, p)
+        return sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(events + 1))
+
+    low, high = events / trials, 1.0
+    for _ in range(60):  # cdf falls with p: bisect for cdf(p) = alpha
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) > alpha else (low, mid)
+    return high
+
+
+def trials_to_show(rate: float, confidence: float = 0.95) -> int | None:
+    """Trials with no event needed for :func:`rate_upper_bound` to reach ``rate`` (None for 0)."""
+    if rate <= 0:
+        return None
+    if rate >= 1:
+        return 1
+    return math.ceil(math.log(1 - confidence) / math.log(1 - rate))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from detector.evaluation.decision_metrics import rate_upper_bound, trials_to_show
 from detector.evaluation.metrics import evaluate_decisions, query_pr_curve
 from detector.evaluation.scores import EvalScores, EvaluationError
 from detector.evaluation.splits import split_by_group, split_random
@@ -172,6 +173,8 @@ def tune_thresholds(
     )
     if global_met and not met:  # cannot happen by construction; kept as a loud guard
         notes.append("assembled table misses the target on the data")
+    if max_fpr is not None and not scores.positive.all():
+        notes.append(_false_flag_bound(expected.fp_logo_free, int((~scores.positive).sum()), max_fpr))
     return TuningResult(
         thresholds=table,
         met=met,
@@ -339,6 +342,19 @@ def _check_constraints(
         raise EvaluationError(f"max_fpr must be in [0, 1], got {max_fpr}")
     if min_support < 1:
         raise EvaluationError(f"min_support must be >= 1, got {min_support}")
+
+
+def _false_flag_bound(flagged: int, logo_free: int, max_fpr: float) -> str:
+    """What the tuning set's logo-free listings can show about the false-flag rate."""
+    bound = rate_upper_bound(flagged, logo_free)
+    text = (
+        f"{flagged} of {logo_free} logo-free listings flagged: a false-flag rate up to "
+        f"{bound:.1%} fits that (95 % upper bound)"
+    )
+    needed = trials_to_show(max_fpr)
+    if bound > max_fpr and needed is not None:
+        text += f"; showing <= {max_fpr:g} takes >= {needed} logo-free listings with none flagged"
+    return text
 
 
 def _describe_constraints(target_precision: float | None, max_fpr: float | None) -> str:

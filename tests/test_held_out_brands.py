@@ -91,7 +91,7 @@ def test_tuning_says_what_its_logo_free_listings_can_show() -> None:
     assert any("of 80 logo-free listings" in n for n in held.notes)
 
 
-def test_rate_bound_matches_the_closed_form_and_scipy_free_bisection() -> None:
+def test_rate_bound_matches_the_closed_form() -> None:
     from detector.evaluation.decision_metrics import rate_upper_bound, trials_to_show
 
     for n in (10, 40, 299):

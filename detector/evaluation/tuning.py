@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from detector.evaluation.decision_metrics import rate_upper_bound, trials_to_show
+from detector.evaluation.held_out_brands import HELD_OUT_GROUP
 from detector.evaluation.metrics import evaluate_decisions, query_pr_curve
 from detector.evaluation.scores import EvalScores, EvaluationError
 from detector.evaluation.splits import split_by_group, split_random
@@ -174,7 +175,10 @@ def tune_thresholds(
     if global_met and not met:  # cannot happen by construction; kept as a loud guard
         notes.append("assembled table misses the target on the data")
     if max_fpr is not None and not scores.positive.all():
-        notes.append(_false_flag_bound(expected.fp_logo_free, int((~scores.positive).sum()), max_fpr))
+        held_out = sum(q.group == HELD_OUT_GROUP for q in scores.queries)
+        notes.append(
+            _false_flag_bound(expected.fp_logo_free, int((~scores.positive).sum()), held_out, max_fpr)
+        )
     return TuningResult(
         thresholds=table,
         met=met,
@@ -344,11 +348,12 @@ def _check_constraints(
         raise EvaluationError(f"min_support must be >= 1, got {min_support}")
 
 
-def _false_flag_bound(flagged: int, logo_free: int, max_fpr: float) -> str:
+def _false_flag_bound(flagged: int, logo_free: int, held_out: int, max_fpr: float) -> str:
     """What the tuning set's logo-free listings can show about the false-flag rate."""
     bound = rate_upper_bound(flagged, logo_free)
+    of_them = f" ({held_out} of them held-out-brand negatives)" if held_out else ""
     text = (
-        f"{flagged} of {logo_free} logo-free listings flagged: a false-flag rate up to "
+        f"{flagged} of {logo_free} logo-free listings{of_them} flagged: a false-flag rate up to "
         f"{bound:.1%} fits that (95 % upper bound)"
     )
     needed = trials_to_show(max_fpr)

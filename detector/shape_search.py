@@ -16,12 +16,15 @@ logo less often: 0.87-0.96 vs 0.98 of variants on 10k logos).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from detector.shape_library import ShapeLibrary
 from detector.silhouettes import QueryShapes
+
+if TYPE_CHECKING:
+    from detector.shape_lists import SavedLists
 
 EXACT_UP_TO = 1500  # crossover: equal at 1,000 logos, the inverted file 3x faster at 2,000 (docs/scale.md)
 NPROBE = 32  # lists scanned per variant: 0.98 of variants found their Hamming-nearest logo on 10k
@@ -34,22 +37,48 @@ class ShapeSearch:
     """
 
     def __init__(self, library: ShapeLibrary, *, exact_up_to: int = EXACT_UP_TO, per_variant: int = 10,
-                 nprobe: int = NPROBE, previous: ShapeSearch | None = None) -> None:  # fmt: skip
+                 nprobe: int = NPROBE, previous: ShapeSearch | None = None,
+                 saved: SavedLists | None = None) -> None:  # fmt: skip
         """``previous``: the last generation's search; its inverted file is copied and updated
         by difference (logos withdrawn and added) instead of built again, while the library
-        is within a factor 2 of the size its lists were drawn for."""
+        is within a factor 2 of the size its lists were drawn for. ``saved``: an inverted file
+        read back from disk (:mod:`detector.shape_lists`), which the caller has checked holds
+        exactly ``library``'s logos; used when ``previous`` is not.
+
+        ``origin`` says where the search structure came from: ``"exact"`` (int8 rows),
+        ``"updated"`` (``previous``'s, by difference; ``previous``'s own origin when nothing
+        changed), ``"loaded"`` (``saved``) or ``"built"``.
+        """
         self.library = library
         self.per_variant = per_variant
         self.exact = len(library) <= exact_up_to
         self._rows: np.ndarray | None = library.rows() if self.exact else None
         self._lists: Any = None
         self._drawn_for = len(library)  # library size the lists' centres were drawn for
+        self.origin = "exact"
         if not self.exact:
             if previous is not None and previous._lists is not None and \
                     previous._drawn_for / 2 <= len(library) <= previous._drawn_for * 2:
                 self._lists, self._drawn_for = _updated(previous, library), previous._drawn_for
+                self.origin = "updated" if self._lists is not previous._lists else previous.origin
+            elif saved is not None and saved.lists.ntotal == len(library) and \
+                    saved.drawn_for / 2 <= len(library) <= saved.drawn_for * 2:
+                self._lists, self._drawn_for = saved.lists, saved.drawn_for
+                self._lists.nprobe = min(nprobe, self._lists.nlist)
+                self.origin = "loaded"
             else:
                 self._lists = _inverted_file(library.codes, library.ids, nprobe)
+                self.origin = "built"
+
+    @property
+    def lists(self) -> Any:
+        """The inverted file (``faiss.IndexBinaryIVF`` labelled with ref ids); None on the exact path."""
+        return self._lists
+
+    @property
+    def drawn_for(self) -> int:
+        """The library size the inverted file's centres were drawn for."""
+        return self._drawn_for
 
     @property
     def nbytes(self) -> int:
@@ -108,16 +137,19 @@ def _inverted_file(codes: np.ndarray, ids: np.ndarray, nprobe: int) -> Any:
 
 def _updated(previous: ShapeSearch, library: ShapeLibrary) -> Any:
     """A copy of ``previous``'s inverted file less the logos ``library`` no longer holds, plus
-    those it gained (the copy costs a memcpy of the codes; the old one still serves its generation)."""
+    those it gained (the copy costs a memcpy of the codes; the old one still serves its generation).
+    The same inverted file when nothing changed: none is ever modified once built."""
     import faiss
 
-    lists = faiss.clone_binary_index(previous._lists)  # owns its copy of the quantizer
-    lists.nprobe = previous._lists.nprobe
     old = previous.library.ids
     gone = old[~np.isin(old, library.ids)]
+    added = np.flatnonzero(~np.isin(library.ids, old))
+    if not len(gone) and not len(added):
+        return previous._lists
+    lists = faiss.clone_binary_index(previous._lists)  # owns its copy of the quantizer
+    lists.nprobe = previous._lists.nprobe
     if len(gone):
         lists.remove_ids(np.ascontiguousarray(gone, dtype=np.int64))
-    added = np.flatnonzero(~np.isin(library.ids, old))
     if len(added):
         lists.add_with_ids(np.ascontiguousarray(library.codes[added]), np.ascontiguousarray(library.ids[added]))
     return lists

@@ -7,11 +7,17 @@ index API, an index built before this file existed, a crash between the index's 
 the file's write) are read from their stored records and scanned in; logos the file holds
 that the index no longer does are withdrawn (ref ids are never reused). An unreadable file
 is ignored and the library computed again.
+
+Above the shape search's exact crossover, the search's inverted file is saved beside it
+(:data:`~detector.shape_lists.LISTS_FILE`, keyed to the library it holds), so that a scorer
+starting on a large index loads it instead of building it (minutes at 1M logos). The writer
+brings it up by difference from the saved one, as the scorer does between generations.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
+from detector.shape_lists import LISTS_FILE, library_key, load_lists, save_lists
+from detector.shape_search import EXACT_UP_TO, ShapeSearch
 from index.protocol import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -41,11 +49,59 @@ def synced_library(index: VectorIndex, read_masks: MaskReader, previous: ShapeLi
     return library
 
 
-def save_synced_library(index: VectorIndex, read_masks: MaskReader) -> ShapeLibrary:
-    """Bring the saved library up to the index (writer side) and save it atomically."""
-    library = synced_library(index, read_masks)
-    library.save(Path(index.path) / LIBRARY_FILE)
+def synced_search(index: VectorIndex, read_masks: MaskReader, previous: ShapeSearch | None = None, *,
+                  exact_up_to: int = EXACT_UP_TO) -> ShapeSearch:  # fmt: skip
+    """The shape search over the index's current logos (scorer side): ``previous`` (the last
+    generation's) brought up by difference; without one, the saved library and its saved
+    inverted file, loaded when the file was built for that library (else built)."""
+    started = time.perf_counter()
+    if previous is None:
+        base = load_saved(Path(index.path))
+        previous = saved_search(Path(index.path), base, exact_up_to=exact_up_to)
+        library = synced_library(index, read_masks, base)
+    else:
+        library = synced_library(index, read_masks, previous.library)
+    search = ShapeSearch(library, exact_up_to=exact_up_to, previous=previous)
+    log.info("shape search over %d logos (%s) in %.1f s", len(library), search.origin, time.perf_counter() - started)
+    return search
+
+
+def save_synced_library(index: VectorIndex, read_masks: MaskReader, *, exact_up_to: int = EXACT_UP_TO) -> ShapeLibrary:
+    """Bring the saved library up to the index (writer side) and save it atomically; then the
+    shape search's inverted file (:func:`save_synced_search`)."""
+    directory = Path(index.path)
+    base = load_saved(directory)
+    library = synced_library(index, read_masks, base)
+    library.save(directory / LIBRARY_FILE)
+    save_synced_search(directory, library, base, exact_up_to=exact_up_to)
     return library
+
+
+def save_synced_search(index_dir: Path, library: ShapeLibrary, base: ShapeLibrary, *,
+                       exact_up_to: int = EXACT_UP_TO) -> ShapeSearch:  # fmt: skip
+    """Save the inverted file over ``library`` (just saved) in ``index_dir`` atomically: the
+    saved one updated by difference when it was built for ``base`` (the library saved before),
+    else built. Below the exact crossover there is none, and a stale one is removed."""
+    path = Path(index_dir) / LISTS_FILE
+    if len(library) <= exact_up_to:
+        path.unlink(missing_ok=True)
+        return ShapeSearch(library, exact_up_to=exact_up_to)
+    previous = saved_search(index_dir, base, exact_up_to=exact_up_to)
+    search = ShapeSearch(library, exact_up_to=exact_up_to, previous=previous)
+    if previous is None or search.lists is not previous.lists:  # built, or changed by difference
+        save_lists(path, search.lists, key=library_key(library), drawn_for=search.drawn_for)
+    return search
+
+
+def saved_search(index_dir: Path, library: ShapeLibrary, *, exact_up_to: int = EXACT_UP_TO) -> ShapeSearch | None:
+    """The shape search over ``library`` with the inverted file saved in ``index_dir``; None
+    when the library takes the exact path, or the file is missing, stale or unreadable."""
+    if len(library) <= exact_up_to:
+        return None
+    saved = load_lists(Path(index_dir) / LISTS_FILE, library_key(library), expected=len(library))
+    if saved is None:
+        return None
+    return ShapeSearch(library, exact_up_to=exact_up_to, saved=saved)
 
 
 def load_saved(index_dir: Path) -> ShapeLibrary:

@@ -19,7 +19,7 @@ from PIL import Image
 from detector.regions import OFFERED_SOURCES, Region
 from detector.shape_scores import shape_floor
 from detector.shape_search import ShapeSearch
-from detector.shape_sync import stored_masks, synced_library
+from detector.shape_sync import stored_masks, synced_search
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.local_features import ranked_eligible
 from detector.silhouettes import (
@@ -201,14 +201,13 @@ class ShapeSignal(Signal):
 
     def _logo_shapes(self, index: VectorIndex) -> ShapeSearch:
         """The shape search over ``index``'s logo references (and their distinct floors), built
-        once per index generation from the last one (or the library saved with the index) by
-        difference: only added logos are read and scanned in."""
+        once per index generation from the last one (or the library and inverted file saved with
+        the index) by difference: only added logos are read and scanned in."""
 
         def build() -> ShapeSearch:
             path = str(index.path)
             previous = self._last_search[1] if self._last_search and self._last_search[0] == path else None
-            library = synced_library(index, lambda ids: stored_masks(index, ids), previous and previous.library)
-            search = ShapeSearch(library, previous=previous)
+            search = synced_search(index, lambda ids: stored_masks(index, ids), previous)
             self._last_search = (path, search)
             return search
 

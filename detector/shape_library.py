@@ -29,6 +29,9 @@ from detector.silhouettes import CANONICAL_SIDE
 LIBRARY_FILE = "shape_library.npz"
 _FORMAT = 1
 _BYTES = CANONICAL_SIDE * CANONICAL_SIDE // 8
+# New logos in one batch whose floors are scanned exactly; above, approximate (shape_floors.py).
+# The crossover measured in docs/scale.md, "Approximate floors".
+EXACT_FLOORS_UP_TO = 2000
 _SCAN_ROWS = 65536  # rows per popcount chunk: bounds the scan's temporary to ~32 MiB
 
 
@@ -78,11 +81,15 @@ class ShapeLibrary:
             return None
         return float(max(self.other_best[pos], self.generic[pos]))
 
-    def with_added(self, ids: Sequence[int], brands: Sequence[str], masks: Sequence[np.ndarray | None]) -> ShapeLibrary:
+    def with_added(self, ids: Sequence[int], brands: Sequence[str], masks: Sequence[np.ndarray | None], *,
+                   exact_floors_up_to: int = EXACT_FLOORS_UP_TO) -> ShapeLibrary:  # fmt: skip
         """This library with new logos (canonical masks; None: no mark, remembered only).
 
         Each new logo is scanned against the library as it grows: its floor is its best IoU
         with another brand's logo, and the logos whose floor it beats take it as theirs.
+        Above ``exact_floors_up_to`` new logos at once (a library computed from nothing), the
+        floors come from each logo's inverted-file shortlist instead
+        (:func:`detector.shape_floors.approximate_floors`: never above the exact floor).
         Ids already held are ignored.
         """
         held = set(self.ids.tolist()) | self.without_mask
@@ -93,10 +100,18 @@ class ShapeLibrary:
         fresh = [(i, b, m) for i, b, m in new if m is not None]
         if fresh:
             packed = np.stack([_packed(m) for _, _, m in fresh])
-            rows = np.unpackbits(packed, axis=1).astype(np.float32)
-            lib = _appended(lib, [i for i, _, _ in fresh], [b for _, b, _ in fresh], packed, generic_ious(rows))
-            for i, _, _ in fresh:
-                lib = lib._scanned_in(int(np.searchsorted(lib.ids, i)))
+            generic = np.concatenate([generic_ious(np.unpackbits(packed[s : s + _SCAN_ROWS // 8], axis=1).astype(np.float32))
+                                      for s in range(0, len(packed), _SCAN_ROWS // 8)])  # fmt: skip
+            new_ids = [i for i, _, _ in fresh]
+            lib = _appended(lib, new_ids, [b for _, b, _ in fresh], packed, generic)
+            positions = np.searchsorted(lib.ids, new_ids)
+            if len(fresh) > exact_floors_up_to:
+                from detector.shape_floors import approximate_floors
+
+                approximate_floors(lib, positions)
+            else:
+                for pos in positions.tolist():
+                    lib = lib._scanned_in(pos)
         return replace(lib, without_mask=frozenset(skipped))
 
     def without(self, ids: Sequence[int]) -> ShapeLibrary:
@@ -221,3 +236,13 @@ def _mirrored(code: np.ndarray) -> np.ndarray:
     """The packed mask flipped left-right."""
     mask = np.unpackbits(code).reshape(CANONICAL_SIDE, CANONICAL_SIDE)
     return np.packbits(mask[:, ::-1])
+
+
+def mirrored_codes(codes: np.ndarray) -> np.ndarray:
+    """(n, 512) packed masks, each flipped left-right (chunked: the unpacked bits take 8x)."""
+    out = np.empty_like(codes)
+    for start in range(0, len(codes), _SCAN_ROWS // 8):
+        chunk = np.unpackbits(codes[start : start + _SCAN_ROWS // 8], axis=1)
+        flipped = chunk.reshape(len(chunk), CANONICAL_SIDE, CANONICAL_SIDE)[:, :, ::-1]
+        out[start : start + len(chunk)] = np.packbits(flipped.reshape(len(chunk), -1), axis=1)
+    return out

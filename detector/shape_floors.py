@@ -11,8 +11,9 @@ held are raised by the new ones they are close to.
 
 The IoUs of the pairs found are exact (from the Hamming distances the search returns, with
 the full scan's float32 arithmetic), so an approximate floor is never above the exact one, and
-equals it whenever the logo that sets the exact floor is in the shortlist (as is and mirrored). How often and how close on synthetic libraries:
-docs/scale.md, "Approximate floors".
+equals it whenever the logo that sets the exact floor is in the shortlist (as is and mirrored).
+How often and how close on synthetic libraries: docs/scale.md, "Approximate floors for a
+library computed from nothing".
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from detector.shape_library import ShapeLibrary, mirrored_codes
 
 # Nearest logos per new logo (as is, and mirrored) and lists scanned: the listing search's 10 and
 # 32 found the exact floor's logo for 0.91 of logos on 20k synthetic logos, 200 and 64 for 0.98,
-# in 5.3 vs 13.6 s (the exact scan: 111 s); docs/scale.md, "Approximate floors".
+# in 5.3 vs 13.6 s (the exact scan: 111 s); docs/scale.md, "Approximate floors for a library
+# computed from nothing".
 FLOORS_PER_VARIANT = 200
 FLOORS_NPROBE = 64
 _QUERY_CHUNK = 8192  # new logos searched at once: bounds the pair arrays

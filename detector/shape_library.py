@@ -30,9 +30,11 @@ LIBRARY_FILE = "shape_library.npz"
 _FORMAT = 1
 _BYTES = CANONICAL_SIDE * CANONICAL_SIDE // 8
 # New logos in one batch whose floors are scanned exactly; above, approximate (shape_floors.py).
-# The crossover measured in docs/scale.md, "Approximate floors".
+# The crossover measured in docs/scale.md, "Approximate floors for a library computed from
+# nothing".
 EXACT_FLOORS_UP_TO = 2000
 _SCAN_ROWS = 65536  # rows per popcount chunk: bounds the scan's temporary to ~32 MiB
+_GENERIC_ROWS = 8192  # new logos per generic-shape product: bounds its float32 rows to 128 MiB
 
 
 @dataclass(frozen=True, eq=False)  # arrays: compare fields with numpy, not ==
@@ -100,8 +102,8 @@ class ShapeLibrary:
         fresh = [(i, b, m) for i, b, m in new if m is not None]
         if fresh:
             packed = np.stack([_packed(m) for _, _, m in fresh])
-            generic = np.concatenate([generic_ious(np.unpackbits(packed[s : s + _SCAN_ROWS // 8], axis=1).astype(np.float32))
-                                      for s in range(0, len(packed), _SCAN_ROWS // 8)])  # fmt: skip
+            generic = np.concatenate([_generic_ious(packed[s : s + _GENERIC_ROWS])
+                                      for s in range(0, len(packed), _GENERIC_ROWS)])  # fmt: skip
             new_ids = [i for i, _, _ in fresh]
             lib = _appended(lib, new_ids, [b for _, b, _ in fresh], packed, generic)
             positions = np.searchsorted(lib.ids, new_ids)
@@ -221,6 +223,11 @@ def _appended(lib: ShapeLibrary, ids: list[int], brands: list[str], packed: np.n
         joined(lib.other_best, np.zeros(len(ids), np.float32)), joined(lib.other_source, np.full(len(ids), -1, np.int64)),
         joined(lib.generic, generic.astype(np.float32)), lib.without_mask,
     )  # fmt: skip
+
+
+def _generic_ious(packed: np.ndarray) -> np.ndarray:
+    """:func:`generic_ious` of packed masks (unpacked to float32: 16 KiB a row, hence chunks)."""
+    return generic_ious(np.unpackbits(packed, axis=1).astype(np.float32))
 
 
 def _packed(mask: np.ndarray) -> np.ndarray:

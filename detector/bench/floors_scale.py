@@ -41,7 +41,7 @@ def _agreement(exact: np.ndarray, approx: np.ndarray, prefix: str) -> dict:
         f"{prefix}_share_within_0.05": round(float((gap <= 0.05).mean()), 4),
         f"{prefix}_max_diff": round(float(np.abs(gap).max()), 4),
         f"{prefix}_median_diff": round(float(np.median(np.abs(gap))), 4),
-        f"{prefix}_median_diff_where_unequal": round(float(np.median(np.abs(gap[gap != 0]))), 4) if (gap != 0).any() else 0.0,
+        f"{prefix}_median_diff_where_unequal": round(float(np.median(gap[gap != 0])), 4) if (gap != 0).any() else 0.0,
         f"{prefix}_approx_above_exact": int((gap < 0).sum()),
     }
 

@@ -37,7 +37,8 @@ class _Index:
 
     def __init__(self, path: Path, library: ShapeLibrary) -> None:
         self.path = path
-        self._refs = [SimpleNamespace(id=int(i), brand=str(b), kind="logo") for i, b in zip(library.ids, library.brands)]
+        pairs = zip(library.ids, library.brands)
+        self._refs = [SimpleNamespace(id=int(i), brand=str(b), kind="logo") for i, b in pairs]
 
     def references(self):
         return iter(self._refs)

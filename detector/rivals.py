@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detector.regions import box_iou
+
 if TYPE_CHECKING:  # detector.local_search imports detector.verify, which imports this module
     from detector.local_search import DescriptorNeighbours
 
@@ -98,3 +100,46 @@ def own_inliers(
     """
     own = match_distances < ratio * rivals[query_points]
     return len(np.unique(query_points[own]))
+
+
+def rival_fits(
+    fits: Mapping[int, tuple[str, tuple[int, int, int, int] | None, int]], min_excess: int, min_overlap: float = 0.5
+) -> dict[int, int]:
+    """Fits that another brand's fit on the same listing area explains nearly as well.
+
+    The per-inlier test above misses a part several indexed logos share: each shared inlier
+    is "clearly closest" to one of them by chance of rendering, so every brand keeps some own
+    inliers (on the flag sets, Bermuda's canton verified as Tuvalu's with 24 inliers, 10 own,
+    while Heard Island's, Pitcairn's and three more flags' fits held 18-20 on the same box).
+    Compared as whole fits, what a brand's fit shows beyond the part is its inliers beyond
+    the best other brand's accepted fit whose box overlaps it (IoU >= ``min_overlap``); the fit
+    counts when that excess is itself a fit's worth (``min_excess``, ``verify.min_inliers``).
+    A true logo that contains a shared part explains more than the part (Tuvalu's stars
+    besides its canton) and keeps its fit, however many keypoints the part holds.
+
+    Args:
+        fits: Accepted fits by reference id: (brand, projected box in the listing, inliers).
+        min_excess: Inliers a fit needs beyond its best rival's.
+        min_overlap: Box IoU from which two fits cover the same area.
+
+    Returns:
+        Reference id -> the best rival fit's inliers, for each fit that does not count.
+
+    Example:
+        >>> rival_fits({1: ("tv", (0, 0, 200, 150), 24), 2: ("hm", (0, 0, 210, 150), 20)}, 6)
+        {1: 20, 2: 24}
+        >>> rival_fits({1: ("tv", (0, 0, 200, 150), 60), 2: ("hm", (0, 0, 210, 150), 20)}, 6)
+        {2: 60}
+    """
+    ambiguous: dict[int, int] = {}
+    for rid, (brand, box, inliers) in fits.items():
+        if box is None:
+            continue
+        rival = max(
+            (n for other, (b, other_box, n) in fits.items()
+             if other != rid and b != brand and other_box is not None and box_iou(box, other_box) >= min_overlap),
+            default=0,
+        )  # fmt: skip
+        if rival > 0 and inliers - rival < min_excess:
+            ambiguous[rid] = rival
+    return ambiguous

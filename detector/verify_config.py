@@ -85,6 +85,11 @@ class VerifyConfig:
             ``"on"``: a fit with fewer than ``min_inliers`` own inliers rests on a shared
             part, and only its own inliers are fused into the score (a fit with enough keeps
             all, so its score is unchanged); ``"off"``: not applied (nor computed).
+        rival_fits: The same ratio across whole fits (:func:`detector.rivals.rival_fits`):
+            ``"on"``: an accepted logo fit counts only when it has ``min_inliers`` inliers
+            more than every other brand's accepted logo fit on the same listing area (box
+            IoU >= 0.5); one that does not is rejected (reason ``rival fit``), since that area
+            is a part the brands' marks share. ``"off"``: not applied.
         rival_ratio: An inlier is the brand's own when its match distance is below
             ``rival_ratio`` times the nearest other brand's logo descriptor: by default the
             verification's own Lowe ratio (0.75, "clearly closer"); 1.0 means merely closer.
@@ -155,6 +160,7 @@ class VerifyConfig:
     max_log_nfa: float = 0.0
     chance_area: str = "matches"
     rival_test: str = "on"
+    rival_fits: str = "off"
     rival_ratio: float = 0.75
 
     @property
@@ -207,6 +213,8 @@ class VerifyConfig:
             (self.chance_area in CHANCE_AREAS,
              f"chance_area must be one of {', '.join(CHANCE_AREAS)}, got {self.chance_area!r}"),
             (0.0 < self.rival_ratio <= 1.0, f"rival_ratio must be in (0, 1], got {self.rival_ratio}"),
+            (self.rival_fits in RIVAL_TESTS,
+             f"rival_fits must be one of {', '.join(RIVAL_TESTS)}, got {self.rival_fits!r}"),
             (self.rival_test in RIVAL_TESTS,
              f"rival_test must be one of {', '.join(RIVAL_TESTS)}, got {self.rival_test!r}"),
             (-1000.0 <= self.max_log_nfa <= 10.0, f"max_log_nfa must be in [-1000, 10], got {self.max_log_nfa}"),

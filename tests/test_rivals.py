@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from detector.local_search import DescriptorNeighbours, LocalFeatureIndex
-from detector.rivals import BrandNeighbours, OwnerBrands, own_inliers, rival_distances
+from detector.rivals import BrandNeighbours, OwnerBrands, own_inliers, rival_distances, rival_fits
 from detector.verify import VerifyConfig, query_features, reference_features, verify
 
 pytest.importorskip("cv2")
@@ -86,3 +86,39 @@ def test_rival_distances_and_own_inliers():
     assert rivals[0] == pytest.approx(3.0) and rivals[1] == pytest.approx(1.0) and np.isinf(rivals[2])
     # keypoint 0 matched at 1.0 (< 0.75 * 3), keypoint 1 at 1.0 (not < 0.75), keypoint 2 twice
     assert own_inliers(np.array([1.0, 1.0, 2.0, 2.0]), np.array([0, 1, 2, 2]), rivals, 0.75) == 2
+
+
+def _fits(library, mark: Image.Image) -> dict[int, tuple[str, tuple[int, int, int, int] | None, int]]:
+    """Both brands' plain verifications of one listing, as :func:`rival_fits` takes them."""
+    config, refs, _, _ = library
+    query = query_features(_listing(mark), config)
+    results = {rid: verify(query, refs[rid], config) for rid in refs}
+    brand = {1: "brand-a", 2: "brand-b"}
+    return {rid: (brand[rid], r.box, r.inliers) for rid, r in results.items() if r.accepted}
+
+
+def test_fits_on_a_shared_part_are_rejected_for_every_brand(library):
+    fits = _fits(library, _pair("starbucks", "python"))  # the shared emblem, no indexed brand
+    assert set(fits) == {1, 2}  # both brands' logos fit the emblem
+    assert set(rival_fits(fits, 6)) == {1, 2}
+
+
+def test_the_brand_whose_whole_mark_is_shown_keeps_its_fit(library):
+    fits = _fits(library, _pair("starbucks", "github"))  # brand A's whole mark
+    ambiguous = rival_fits(fits, 6)
+    # the emblem holds most keypoints (brand B's fit on it alone has ~0.9 of brand A's
+    # inliers), but what brand A shows beyond it is a fit's worth
+    assert 1 in fits and 1 not in ambiguous
+    assert 2 not in fits or 2 in ambiguous
+
+
+def test_rival_fits_rules():
+    box, far = (0, 0, 100, 100), (300, 300, 400, 400)
+    # another brand on the same area within 6 inliers: ambiguous both ways
+    assert rival_fits({1: ("a", box, 20), 2: ("b", box, 15)}, 6) == {1: 15, 2: 20}
+    # 6 more inliers keep the fit; the weaker one is dropped
+    assert rival_fits({1: ("a", box, 21), 2: ("b", box, 15)}, 6) == {2: 21}
+    # the same brand's other references, other areas and missing boxes are no rivals
+    assert rival_fits({1: ("a", box, 20), 2: ("a", box, 20)}, 6) == {}
+    assert rival_fits({1: ("a", box, 20), 2: ("b", far, 20)}, 6) == {}
+    assert rival_fits({1: ("a", box, 20), 2: ("b", None, 20)}, 6) == {}

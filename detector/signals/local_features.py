@@ -16,7 +16,7 @@ from PIL import ImageOps
 
 from detector.descriptor_vote import StoredDescriptorIndex
 from detector.local_search import LocalFeatureIndex
-from detector.rivals import BrandNeighbours, OwnerBrands
+from detector.rivals import BrandNeighbours, OwnerBrands, rival_fits
 from detector.signals.base import Evidence, Listing, ReferenceImage, Signal
 from detector.signals.geometry import STATE_KEY, GeometricMatching, listing_pool, nearest_pairs
 from detector.verdict import Box, ScoredMatch
@@ -160,7 +160,25 @@ class LocalFeatureSignal(Signal):
                 if flipped.accepted_inliers > result.accepted_inliers:
                     result, mirrored = unmirrored(flipped, listing.image.width), True
             found[rid] = GeometricEvidence(result=result, mirrored=mirrored)
+        if vcfg.rival_fits == "on":
+            self._reject_rival_fits(found, candidates)
         return found
+
+    def _reject_rival_fits(self, found: dict[int, GeometricEvidence], candidates: Sequence[ScoredMatch]) -> None:
+        """Reject the logo fits another brand's logo fit on the same area explains nearly as
+        well. Product photos are left out: two brands' photos of one scene share their
+        background, and the logo-area check (:mod:`detector.signals.logo_area`) decides those."""
+        logos = {m.ref_id: m.brand for m in candidates if m.kind == "logo"}
+        accepted = {
+            rid: (logos[rid], e.result.box, e.result.inliers)
+            for rid, e in found.items() if rid in logos and e.result is not None and e.result.accepted
+        }  # fmt: skip
+        for rid, rival in rival_fits(accepted, self.config.verify.min_inliers).items():
+            evidence = found[rid]
+            assert evidence.result is not None
+            rejected = replace(evidence.result, accepted=False, confirmed=False,
+                               reason=f"rival fit: another brand's fit on this area has {rival} inliers")
+            found[rid] = replace(evidence, result=rejected)
 
 
 def ranked_eligible(candidates: Sequence[ScoredMatch], kinds: Sequence[str]) -> list[ScoredMatch]:

@@ -160,7 +160,7 @@ class VerifyConfig:
     max_log_nfa: float = 0.0
     chance_area: str = "matches"
     rival_test: str = "on"
-    rival_fits: str = "off"
+    rival_fits: str = "on"
     rival_ratio: float = 0.75
 
     @property

@@ -129,3 +129,19 @@ def test_command_line_reads_bench_and_eval_score_layouts(tmp_path: Path, capsys)
     assert main([f"b={eval_dir}", "--thresholds", str(saved)]) == 0
     assert "from " + str(saved) in capsys.readouterr().out
     assert main([f"a={tmp_path / 'nowhere'}", "--tune-on", "a"]) == 2
+
+
+def test_tune_on_each_gives_one_row_per_tuning_set(tmp_path: Path, capsys) -> None:
+    for name, seed, false_mean in (("a", 0, 0.55), ("b", 1, 0.66)):
+        folder = tmp_path / name
+        folder.mkdir()
+        save_scores(_bench_like(seed, false_mean), folder / "scores.jsonl")
+    args = [f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--tune-on-each", "--min-support", "5",
+            "--target-precision", "0.9", "--max-fpr", "0"]  # fmt: skip
+    assert main(args) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert len(rows) == 2
+    # each row's own cell is the in-sample figure: tuned for no false flag there
+    a_row, b_row = (row.split("|")[1:-1] for row in rows)
+    assert a_row[1].strip().startswith("0/") and b_row[2].strip().startswith("0/")
+    assert main(args + ["--held-out-brands"]) == 0

@@ -254,6 +254,34 @@ def load_set_scores(path: str | Path, *, variant: str = "default") -> EvalScores
 
 
 # ---------------------------------------------------------------------- markdown
+def transfer_matrix(
+    sets: Mapping[str, EvalScores],
+    *,
+    target_precision: float | None = 0.95,
+    max_fpr: float | None = None,
+    min_support: int = 20,
+    held_out_brands: bool = False,
+) -> str:
+    """Tune on each set in turn and report the table on every set: one markdown row per
+    tuning set, each cell "false flags / logo-free listings · recall", and the worst
+    false-flag rate on the *other* sets (what a table tuned on one collection does elsewhere)."""
+    names = list(sets)
+    lines = [
+        "| tuned on ↓ · false flags / logo-free · recall at the table on → | "
+        + " | ".join(names) + " | worst other |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for name in names:
+        result = transfer(
+            sets, tune_on=name, target_precision=target_precision, max_fpr=max_fpr,
+            min_support=min_support, held_out_brands=held_out_brands,
+        )  # fmt: skip
+        cells = [f"{f.false_flags}/{f.n_logo_free} · {f.recall:.3f}" for f in result.sets]
+        worst = max((f.false_flag_rate for f in result.sets if f.name != name), default=math.nan)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {worst:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(result: TransferResult) -> str:
     """The transfer table: one column per set, figures as rows."""
     sets = result.sets
@@ -341,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--tune-on", metavar="NAME", help="tune the thresholds on this set")
     which.add_argument("--thresholds", metavar="FILE", help="evaluate this table as it is")
+    which.add_argument(
+        "--tune-on-each",
+        action="store_true",
+        help="tune on each set in turn: one row per tuning set (false flags and recall on every set)",
+    )
     parser.add_argument("--variant", default="default", help="scoring variant (default: default)")
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument(
@@ -364,6 +397,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"set names must differ: {names}")
     try:
         sets = {name: load_set_scores(path, variant=args.variant) for name, path in args.sets}
+        if args.tune_on_each:
+            markdown = transfer_matrix(
+                sets, target_precision=args.target_precision, max_fpr=args.max_fpr,
+                min_support=args.min_support, held_out_brands=args.held_out_brands,
+            )  # fmt: skip
+            if args.out:
+                Path(args.out).write_text(markdown, encoding="utf-8")
+            print(markdown, end="")
+            return 0
         table = load_thresholds(args.thresholds) if args.thresholds else None
         result = transfer(
             sets,

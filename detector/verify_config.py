@@ -85,7 +85,7 @@ class VerifyConfig:
             ``"on"``: a fit with fewer than ``min_inliers`` own inliers rests on a shared
             part, and only its own inliers are fused into the score (a fit with enough keeps
             all, so its score is unchanged); ``"off"``: not applied (nor computed).
-        rival_fits: The same ratio across whole fits (:func:`detector.rivals.rival_fits`):
+        rival_fits: The rival test across whole fits (:func:`detector.rivals.rival_fits`):
             ``"on"``: an accepted logo fit counts only when it has ``min_inliers`` inliers
             more than every other brand's accepted logo fit on the same listing area (box
             IoU >= 0.5); one that does not is rejected (reason ``rival fit``), since that area

@@ -3,8 +3,6 @@ the shape search's shortlist."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from detector.shape_scores import distinct_ious, generic_ious
 from detector.shape_search import ShapeSearch
 from detector.shape_sync import synced_library
 from detector.silhouettes import CANONICAL_SIDE, QueryShapes, SilhouetteConfig
+from shape_support import FakeIndex
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_save_load_round_trip_and_a_corrupt_file_is_recomputed(seeds, tmp_path):
     for name in ("ids", "brands", "codes", "areas", "other_best", "other_source", "generic"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(library, name))
 
-    index = _FakeIndex(tmp_path, [(i, b) for i, b in enumerate(brands)])
+    index = FakeIndex(tmp_path, [(i, b) for i, b in enumerate(brands)])
     reads: list[int] = []
 
     def read(ids):
@@ -105,7 +104,7 @@ def test_a_stale_saved_library_catches_up_with_the_index_by_difference(seeds, tm
         reads.extend(ids)
         return {i: _masks(rows[i : i + 1])[0] for i in ids}
 
-    synced = synced_library(_FakeIndex(tmp_path, [(i, brands[i]) for i in now]), read)
+    synced = synced_library(FakeIndex(tmp_path, [(i, brands[i]) for i in now]), read)
     assert reads == [i for i in now if i >= 40]
     assert synced.ids.tolist() == now
     _assert_floors_match_pairwise(synced, rows[now], [brands[i] for i in now])
@@ -133,17 +132,6 @@ def test_the_shape_search_shortlist_holds_the_exact_searchs_best_logos(seeds):
         np.testing.assert_array_equal(short.max(axis=1), coarse.max(axis=1))  # each mark's best
         same_top += (short_ids[np.argsort(-short.max(axis=0), kind="stable")[:5]] == top).all()
     assert same_top >= 9
-
-
-@dataclass
-class _FakeIndex:
-    """The part of ReferenceIndex that synced_library reads."""
-
-    path: object
-    logos: list[tuple[int, str]]
-
-    def references(self):
-        return iter(SimpleNamespace(id=i, brand=b, kind="logo") for i, b in self.logos)
 
 
 def test_the_inverted_file_follows_the_library_by_difference(seeds):

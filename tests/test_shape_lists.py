@@ -4,8 +4,6 @@ held, updated by difference by the writer, rebuilt (never trusted) when stale or
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from detector.shape_lists import LISTS_FILE, library_key
 from detector.shape_search import ShapeSearch
 from detector.shape_sync import save_synced_library, save_synced_search, saved_search, synced_search
 from detector.silhouettes import CANONICAL_SIDE, QueryShapes, SilhouetteConfig
+from shape_support import FakeIndex
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +92,12 @@ def test_a_changed_library_or_a_damaged_file_is_never_loaded(rows, tmp_path):
         assert saved_search(tmp_path, library, exact_up_to=0) is None
 
 
-@dataclass
-class _FakeIndex:
-    """The part of ReferenceIndex that the shape sync reads."""
-
-    path: object
-    logos: list[tuple[int, str]]
-
-    def references(self):
-        return iter(SimpleNamespace(id=i, brand=b, kind="logo") for i, b in self.logos)
-
-
 def test_writer_and_scorer_through_the_index(rows, tmp_path, monkeypatch):
     """The indexing side saves library and inverted file; a scorer starting on the index loads
     both (nothing read, nothing built); a corrupt inverted file is rebuilt, not fatal."""
     brands = [f"b{i % 9}" for i in range(300)]
     read = lambda ids: {i: _masks(rows[i : i + 1])[0] for i in ids}  # noqa: E731
-    index = _FakeIndex(tmp_path, [(i, brands[i]) for i in range(300)])
+    index = FakeIndex(tmp_path, [(i, brands[i]) for i in range(300)])
     save_synced_library(index, read, exact_up_to=0)
     assert (tmp_path / LIBRARY_FILE).exists() and (tmp_path / LISTS_FILE).exists()
     monkeypatch.setattr(shape_search, "_inverted_file", _no_build)

@@ -38,20 +38,14 @@ def held_out_brand_negatives(scores: EvalScores) -> EvalScores:
         >>> held.queries[0].brand, held.brand.tolist(), held.score.tolist()
         (None, ['bolt'], [0.7])
     """
-    positive = np.flatnonzero(scores.positive)
-    new_index = np.full(scores.n_queries, -1, dtype=np.int64)
-    new_index[positive] = np.arange(len(positive))
-    keep = (new_index[scores.query_idx] >= 0) & ~scores.is_true
-    queries = tuple(
-        Query(f"{q.id}#without:{q.brand}", None, q.kind, HELD_OUT_GROUP)
-        for q in (scores.queries[i] for i in positive)
-    )
+    branded = scores.subset(scores.positive)
+    others = branded.only_predictions(~branded.is_true)
     return EvalScores(
-        queries=queries,
-        query_idx=new_index[scores.query_idx[keep]],
-        brand=scores.brand[keep],
-        score=scores.score[keep],
-        ref_kind=scores.ref_kind[keep],
+        queries=tuple(Query(f"{q.id}#without:{q.brand}", None, q.kind, HELD_OUT_GROUP) for q in branded.queries),
+        query_idx=others.query_idx,
+        brand=others.brand,
+        score=others.score,
+        ref_kind=others.ref_kind,
         score_name=scores.score_name,
     )
 

@@ -2,7 +2,8 @@
 """Scoring speed of several option sets on one index, interleaved (machines here are noisy).
 
 Each option set gets its own Detector; every round scores the same listings with each, in
-rotating order, and the median images/s per set is printed with every round's figure.
+rotating order (:func:`detector.bench.speed_timing.measure_throughput`), and the median
+images/s per set is printed, with its median per-round ratio to the first set.
 
 Example:
     python scripts/speed_options.py --index bench/indexes/effnet-lite0-XXXX \\
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
+from detector.bench.speed_timing import measure_throughput
 from detector.scoring import Detector
 
 
@@ -35,19 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     images = images[:: max(1, len(images) // args.listings)][: args.listings]
     configs = dict(option.split("=", 1) for option in args.options)
     detectors = {name: Detector.open(args.index, config=json.loads(text)) for name, text in configs.items()}
-    names = list(detectors)
-    for detector in detectors.values():  # per-generation structures, model warm-up
-        detector.score(images[0])
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            for image in images:
-                detectors[name].score(image)
-            rates[name].append(len(images) / (time.perf_counter() - start))
-    for name in names:
-        rounds = ", ".join(f"{x:.2f}" for x in rates[name])
-        print(f"{name}: median {statistics.median(rates[name]):.2f} images/s (rounds: {rounds})")
+
+    def scorer(detector: Detector):
+        return lambda paths: [detector.score(str(p)) for p in paths]
+
+    reference = next(iter(detectors))
+    result = measure_throughput({name: scorer(d) for name, d in detectors.items()}, images,
+                                rounds=args.rounds, reference=reference)  # fmt: skip
+    for name in detectors:
+        ratio = "" if name == reference else f", {result[f'{name}_ratio']:.3f} x {reference} (median of rounds)"
+        print(f"{name}: median {result[f'{name}_ips']:.2f} images/s{ratio}")
     return 0
 
 

@@ -397,34 +397,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"set names must differ: {names}")
     try:
         sets = {name: load_set_scores(path, variant=args.variant) for name, path in args.sets}
+        result: TransferResult | None = None  # the matrix has one table per row, no single result
         if args.tune_on_each:
             markdown = transfer_matrix(
                 sets, target_precision=args.target_precision, max_fpr=args.max_fpr,
                 min_support=args.min_support, held_out_brands=args.held_out_brands,
             )  # fmt: skip
-            if args.out:
-                Path(args.out).write_text(markdown, encoding="utf-8")
-            print(markdown, end="")
-            return 0
-        table = load_thresholds(args.thresholds) if args.thresholds else None
-        result = transfer(
-            sets,
-            tune_on=args.tune_on,
-            thresholds=table,
-            thresholds_source=f"from {args.thresholds}",
-            target_precision=args.target_precision,
-            max_fpr=args.max_fpr,
-            min_support=args.min_support,
-            held_out_brands=args.held_out_brands,
-        )
-        markdown = result.markdown()
+        else:
+            table = load_thresholds(args.thresholds) if args.thresholds else None
+            result = transfer(
+                sets,
+                tune_on=args.tune_on,
+                thresholds=table,
+                thresholds_source=f"from {args.thresholds}",
+                target_precision=args.target_precision,
+                max_fpr=args.max_fpr,
+                min_support=args.min_support,
+                held_out_brands=args.held_out_brands,
+            )
+            markdown = result.markdown()
         if args.out:
             Path(args.out).write_text(markdown, encoding="utf-8")
-        if args.json:
+        if args.json and result is not None:
             Path(args.json).write_text(
                 json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8"
             )
-        if args.save_thresholds and result.tuning is not None:
+        if args.save_thresholds and result is not None and result.tuning is not None:
             save_thresholds(result.thresholds, args.save_thresholds)
     except DetectorError as e:
         print(f"error: {e}", file=sys.stderr)

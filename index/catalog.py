@@ -1,7 +1,10 @@
 """SQLite side of the reference index: records, raw vectors, aux blobs, tombstones and metadata.
 
-The database is the source of truth: it holds every reference's raw float32 vectors so the faiss
-file can always be rebuilt (repair, compaction, retraining, another factory). It runs in WAL mode:
+The database is the source of truth: it holds every reference's raw vectors so the faiss file can
+always be rebuilt (repair, compaction, retraining, another factory). They are stored as the meta
+key ``raw_vectors`` says: ``float16`` in new indexes (half the bytes; the writer adds the
+float16-rounded vectors to faiss too, so a rebuild reproduces the index exactly), ``float32`` in
+indexes made before that key existed. It runs in WAL mode:
 readers never wait for the writer and see the last committed transaction. The ``meta`` table
 carries the generation counter that names the faiss file matching the committed state.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from index.errors import IndexCorruptError
 from index.records import Reference
 
 DB_NAME = "records.sqlite"
+RAW_VECTOR_DTYPES = ("float16", "float32")
 
 # SQLite's bound-parameter limit is 32766 on current builds, 999 on old ones: stay below both.
 _CHUNK = 900
@@ -52,6 +57,14 @@ _REF_COLUMNS = "id, brand, kind, product_id, source, sha256, added_at, attribute
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _renormalised(vectors: np.ndarray) -> np.ndarray:
+    """float32 unit rows of ``vectors`` (float16 rounding moves a norm by up to ~1e-4: without
+    this an exact copy would score 0.9999, not 1)."""
+    out = vectors.astype(np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
 
 
 def _row_to_reference(row: tuple[Any, ...]) -> Reference:
@@ -100,6 +113,28 @@ class Catalog:
 
     def close(self) -> None:
         self._conn.close()
+
+    @cached_property
+    def vector_dtype(self) -> np.dtype:
+        """How raw vectors are stored (meta ``raw_vectors``; absent in older indexes: float32)."""
+        name = self.meta().get("raw_vectors", "float32")
+        if name not in RAW_VECTOR_DTYPES:
+            raise IndexCorruptError(f"{self.path}: unknown raw vector type {name!r}")
+        return np.dtype(name)
+
+    def stored_form(self, vectors: np.ndarray) -> np.ndarray:
+        """``(n, dim)`` unit ``vectors`` as they will read back from the database, float32: what
+        the writer adds to faiss, so that a rebuild gives the same index."""
+        if self.vector_dtype == np.float32:
+            return np.ascontiguousarray(vectors, dtype=np.float32)
+        return _renormalised(np.asarray(vectors, dtype=self.vector_dtype))
+
+    def _decode_vectors(self, data: bytes, dim: int) -> np.ndarray:
+        vectors = np.frombuffer(data, dtype=self.vector_dtype)
+        if vectors.size == 0 or vectors.size % dim:
+            raise IndexCorruptError(f"stored vectors have {vectors.size} values, not a multiple of {dim}")
+        vectors = vectors.reshape(-1, dim)
+        return vectors if self.vector_dtype == np.float32 else _renormalised(vectors)
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -159,14 +194,16 @@ class Catalog:
 
     def insert_references(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``(id, brand, kind, product_id, source, sha256, added_at, attributes_json,
-        n_vectors, vector_bytes, aux_bytes_or_None)`` rows."""
+        n_vectors, vectors, aux_bytes_or_None)`` rows (``vectors``: float32, stored as
+        :attr:`vector_dtype`)."""
         self._conn.executemany(
             "INSERT INTO refs (id, brand, kind, product_id, source, sha256, added_at, attributes,"
             " n_vectors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [r[:9] for r in rows],
         )
         self._conn.executemany(
-            "INSERT INTO ref_vectors (ref_id, data) VALUES (?, ?)", [(r[0], r[9]) for r in rows]
+            "INSERT INTO ref_vectors (ref_id, data) VALUES (?, ?)",
+            [(r[0], np.ascontiguousarray(r[9], dtype=self.vector_dtype).tobytes()) for r in rows],
         )
         self._conn.executemany(
             "INSERT INTO ref_aux (ref_id, data) VALUES (?, ?)",
@@ -285,7 +322,7 @@ class Catalog:
             for rid, data in self._conn.execute(
                 f"SELECT ref_id, data FROM ref_vectors WHERE ref_id IN ({marks})", chunk
             ):
-                out[int(rid)] = np.frombuffer(data, dtype=np.float32).reshape(-1, dim)
+                out[int(rid)] = self._decode_vectors(data, dim)
         return out
 
     def iter_references(self, brand: str | None = None, page: int = 1000) -> Iterator[Reference]:
@@ -319,12 +356,10 @@ class Catalog:
                 return
             ids, vecs = [], []
             for rid, data in rows:
-                v = np.frombuffer(data, dtype=np.float32)
-                if v.size == 0 or v.size % dim:
-                    raise IndexCorruptError(
-                        f"stored vectors of reference {rid} have {v.size} floats, not a multiple of {dim}"
-                    )
-                v = v.reshape(-1, dim)
+                try:
+                    v = self._decode_vectors(data, dim)
+                except IndexCorruptError as e:
+                    raise IndexCorruptError(f"reference {rid}: {e}") from e
                 vecs.append(v)
                 ids.append(np.full(len(v), rid, dtype=np.int64))
             yield np.concatenate(ids), np.concatenate(vecs)

@@ -51,7 +51,7 @@ from index.errors import (
 from index.records import Fingerprint, utc_now
 from index.search import Snapshot, make_snapshot
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: raw vectors stored as meta["raw_vectors"] says (1: always float32)
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "writer.lock"
 _LOAD_RETRIES = 5
@@ -65,6 +65,7 @@ def write_empty_index(
     factory: str,
     build_params: Mapping[str, Any] | None,
     search_params: Mapping[str, Any] | None,
+    raw_vectors: str = "float16",
 ) -> None:
     """Create the index directory ``path`` with the empty ``index`` as generation 0.
 
@@ -98,6 +99,7 @@ def write_empty_index(
             "faiss_ntotal": 0,
             "vectors": 0,
             "max_vectors_per_ref": 0,
+            "raw_vectors": raw_vectors,
         }
         catalog = Catalog(tmp / DB_NAME, readonly=False, create=True)
         try:

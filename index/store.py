@@ -22,7 +22,7 @@ import numpy as np
 
 from index import faiss_ops
 from index.atomic import WriterLock
-from index.catalog import DB_NAME, Catalog
+from index.catalog import DB_NAME, RAW_VECTOR_DTYPES, Catalog
 from index.commit import LOCK_NAME, MANIFEST_NAME, write_empty_index
 from index.errors import IndexExistsError, IndexMismatchError, IndexNotFoundError
 from index.export import read_export, write_export
@@ -57,6 +57,7 @@ class ReferenceIndex(IndexWrites):
         factory: str = "Flat",
         build_params: Mapping[str, Any] | None = None,
         search_params: Mapping[str, Any] | None = None,
+        raw_vectors: str = "float16",
     ) -> ReferenceIndex:
         """Create a new, empty index and open it writable.
 
@@ -66,6 +67,9 @@ class ReferenceIndex(IndexWrites):
             factory: Any faiss factory string ("Flat", "HNSW32", "IVF1024,PQ64"...), inner product.
             build_params: Optional ``{"efConstruction": int}`` for HNSW factories.
             search_params: Default query-time parameters, e.g. ``{"nprobe": 16}``.
+            raw_vectors: How the database keeps each vector for rebuilds: ``"float16"`` (half
+                the bytes: 17.9 KB instead of 35.8 KB for 7 views of 1,280 floats; the faiss
+                index then holds the same float16-rounded vectors) or ``"float32"``.
 
         Raises:
             IndexExistsError: An index or other files already exist at ``path``.
@@ -78,11 +82,13 @@ class ReferenceIndex(IndexWrites):
             raise IndexExistsError(f"{path} exists and is not an empty directory; choose another path")
         if int(fingerprint.dim) < 1:
             raise ValueError(f"fingerprint.dim must be >= 1, got {fingerprint.dim}")
+        if raw_vectors not in RAW_VECTOR_DTYPES:
+            raise ValueError(f"raw_vectors must be one of {RAW_VECTOR_DTYPES}, got {raw_vectors!r}")
         index = faiss_ops.build_index(factory, fingerprint.dim, build_params)
         if search_params:
             faiss_ops.SearchSetup(index, search_params)  # validates names now, not at first search
         write_empty_index(path, index, fingerprint=fingerprint, factory=factory,
-                          build_params=build_params, search_params=search_params)  # fmt: skip
+                          build_params=build_params, search_params=search_params, raw_vectors=raw_vectors)  # fmt: skip
         return cls.open(path, writable=True, fingerprint=fingerprint)
 
     @classmethod

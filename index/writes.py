@@ -75,7 +75,7 @@ class IndexWrites(CommittedIndex):
             raise ValueError(f"got {len(refs)} references but {len(aux)} aux entries")
         attributes = reference_attributes_json(refs)
         aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
-        matrices = validate_vectors(vectors, self.dim)
+        matrices = [self._catalog.stored_form(m) for m in validate_vectors(vectors, self.dim)]
         updates = _checked_updates(aux_updates)
         now = utc_now()
         with self._lock:
@@ -97,7 +97,7 @@ class IndexWrites(CommittedIndex):
                     rows.append((
                         rid, ref.brand, ref.kind, ref.product_id, ref.source, ref.sha256,
                         added_at[i] if added_at is not None else now, attributes[i],
-                        len(mat), mat.tobytes(), aux_list[i],
+                        len(mat), mat, aux_list[i],
                     ))  # fmt: skip
                     added.append(rid)
                     id_parts.append(np.full(len(mat), rid, dtype=np.int64))

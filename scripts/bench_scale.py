@@ -12,6 +12,7 @@ import json
 import sys
 
 from detector.bench.scale import GIB, ScaleConfig, markdown_table, run_scale_benchmark
+from index.factory_choice import parse_memory_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true", help="seeded random weights (tests)")
     parser.add_argument("--seed-brands", type=int, default=200, help="real logos rendered and indexed")
     parser.add_argument("--queries-per-class", type=int, default=20, help="listing photos per group")
-    parser.add_argument("--factory", default="Flat", help="FAISS factory of the libraries' embedding index")
+    parser.add_argument("--factory", default="Flat",
+                        help="FAISS factory of the libraries' embedding index, or 'auto' (chosen per size)")
+    parser.add_argument("--memory-budget", default="4GiB", help="the embedding index's, for --factory auto")
     parser.add_argument("--memory-limit-gib", type=float, default=16.0, help="per scorer subprocess")
     parser.add_argument("--probe-timeout", type=float, default=1800.0, help="seconds per size's scoring")
     parser.add_argument("--scoring", default="{}", help="scoring options as JSON (default profile)")
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes=tuple(int(s) for s in args.sizes.split(",") if s.strip()),
         preset=args.model, random_weights=args.random_weights, seed_brands=args.seed_brands,
         queries_per_class=args.queries_per_class, factory=args.factory,
+        memory_budget_bytes=parse_memory_size(args.memory_budget),
         memory_limit_bytes=int(args.memory_limit_gib * GIB), probe_timeout_seconds=args.probe_timeout,
         scoring=json.loads(args.scoring), clean=args.clean, store=not args.no_store, tag=args.tag,
         store_from=args.store_from, vote_variants=tuple(v for v in args.votes.split(",") if v),

@@ -75,3 +75,19 @@ def test_store_vote_matches_the_in_memory_vote_on_the_listings(result):
         top_memory, top_stored = memory.vote(query, 1), stored.vote(query, 1)
         agree += [v[0] for v in top_memory] == [v[0] for v in top_stored]
     assert agree >= len(planted) - 1, f"{agree} of {len(planted)} listings agree"
+
+
+def test_a_library_build_commits_enough_vectors_first_to_train_its_factory():
+    from detector.bench.scale import ScaleConfig, SeedLayout, _factory_choice
+    from detector.bench.scale_library import _chunks
+
+    assert [len(r) for r in _chunks(25, 10)] == [10, 10, 5]
+    assert [len(r) for r in _chunks(25, 10, first=17)] == [17, 8]  # an IVF trains on the first commit
+    assert [len(r) for r in _chunks(5, 10, first=17)] == [5]
+    layout = SeedLayout(side_bytes_per_reference=40_000, views=7, dim=1280)
+    small = _factory_choice(ScaleConfig(factory="auto"), 10_000, layout)
+    large = _factory_choice(ScaleConfig(factory="auto", memory_budget_bytes=2**30), 1_000_000, layout)
+    assert small.factory == "Flat" and small.training_vectors == 0
+    assert "IVF" in large.factory and large.estimated_bytes <= 2**30 and large.training_vectors > 10_000 * 7
+    given = _factory_choice(ScaleConfig(factory="IVF64,Flat"), 1_000, layout)  # unknown to the estimator
+    assert given.factory == "IVF64,Flat" and given.estimated_bytes >= 7_000 * 4 * 1280

@@ -15,6 +15,7 @@ from index.milvus_spec import is_milvus_spec, parse_milvus_spec
 from index.open import create_index, index_exists, index_spec, open_index
 from index.records import Fingerprint, NewReference
 from index.side_store import SideStore, blob_key
+from index.store import ReferenceIndex
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -48,10 +49,16 @@ def lite_spec(tmp_path: Path) -> str:
     return f"milvus-lite:{tmp_path / 'refs.db'}"
 
 
+def _faiss_float32(path):
+    """A FAISS Flat index keeping float32 raw vectors, as Milvus does (new FAISS indexes keep
+    float16), so that the two compare value for value."""
+    return ReferenceIndex.create(path, fingerprint=FP, raw_vectors="float32")
+
+
 def test_search_equals_faiss_flat_top_k(tmp_path, lite_spec):
     refs, vectors, aux = reference_set(120)
     queries = unit(np.random.default_rng(7), 25)
-    with create_index(tmp_path / "faiss", fingerprint=FP) as flat, create_index(lite_spec, fingerprint=FP) as lite:
+    with _faiss_float32(tmp_path / "faiss") as flat, create_index(lite_spec, fingerprint=FP) as lite:
         assert flat.add(refs, vectors, aux).added == lite.add(refs, vectors, aux).added
         expected_scores, expected_ids = flat.search_vectors(queries, k=10)
         scores, ids = lite.search_vectors(queries, k=10)
@@ -122,7 +129,7 @@ def test_records_and_side_data_round_trip(tmp_path, lite_spec, caplog):
     refs, vectors, aux = reference_set(12)
     big = np.random.default_rng(3).bytes(150_000)  # side data beyond Milvus' 64 KiB VARCHAR
     aux[1] = aux[2] = big  # two references with the same content share one blob
-    with create_index(tmp_path / "faiss", fingerprint=FP) as flat, create_index(lite_spec, fingerprint=FP) as lite:
+    with _faiss_float32(tmp_path / "faiss") as flat, create_index(lite_spec, fingerprint=FP) as lite:
         report = lite.add(refs + [refs[4]], vectors + [vectors[4]], aux + [None])
         assert report.skipped == [(12, report.added[4], refs[4].sha256)]
         flat.add(refs, vectors, aux)

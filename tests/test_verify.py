@@ -133,6 +133,23 @@ def test_features_round_trip_through_bytes_exactly(starbucks_scene):
     assert len(ref.to_bytes()) < 140 * len(ref) + 2000
 
 
+def test_blobs_are_compressed_and_uncompressed_ones_still_load(starbucks_scene, monkeypatch):
+    """Blobs are most of an index's bytes, so they are zlib-compressed npz; indexes written
+    before hold plain npz, which must still load the same."""
+    ref, _, _ = starbucks_scene
+    ref = replace(ref, silhouette=(np.arange(64 * 64).reshape(64, 64) % 7 == 0).astype(np.uint8),
+                  appearance=appearance_thumbnail(ref))
+    blob = ref.to_bytes()
+    monkeypatch.setattr(np, "savez_compressed", np.savez)  # what to_bytes wrote before
+    plain = ref.to_bytes()
+    monkeypatch.undo()
+    assert len(blob) < 0.8 * len(plain)
+    for stored in (blob, plain):
+        back = LocalFeatures.from_bytes(stored)
+        assert np.array_equal(back.descriptors, ref.descriptors) and np.array_equal(back.keypoints, ref.keypoints)
+        assert np.array_equal(back.silhouette, ref.silhouette) and np.array_equal(back.appearance, ref.appearance)
+
+
 def test_the_appearance_of_a_true_match_agrees_and_a_misplaced_one_does_not(starbucks_scene, config):
     """The rectified listing region lines up with the reference's edges only where RANSAC
     put it: shifting the same homography by a sixth of the logo lands on coffee texture."""

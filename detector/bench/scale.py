@@ -34,6 +34,7 @@ import numpy as np
 from detector.bench.labels import read_labels
 from detector.bench.scale_library import Seed, build_library, build_seed
 from detector.bench.scale_probe import TOP_K
+from index.factory_choice import FactoryChoice, choose_factory, estimate_bytes
 from index.store import ReferenceIndex
 
 GIB = 2**30
@@ -50,7 +51,8 @@ class ScaleConfig:
     random_weights: bool = False
     seed_brands: int = 200  # real logos rendered and indexed (templates + planted)
     queries_per_class: int = 20  # listing photos per group (logo_large, logo_small, neg_nologo)
-    factory: str = "Flat"
+    factory: str = "Flat"  # or "auto": chosen per size by index.factory_choice within memory_budget_bytes
+    memory_budget_bytes: int = 4 * GIB  # the embedding index's, for factory "auto"
     memory_limit_bytes: int = 16 * GIB  # per scorer subprocess (RLIMIT_DATA)
     probe_timeout_seconds: float = 1800.0
     chunk: int = 10_000  # references per commit while building a library
@@ -75,7 +77,8 @@ def run_scale_benchmark(out_dir: str | os.PathLike[str], config: ScaleConfig | N
     listings = _listings(seed)
     listings_file = out / "listings.json"
     listings_file.write_text(json.dumps(listings))
-    seed_disk = sum(p.stat().st_size for p in seed.index_dir.rglob("*") if p.is_file())
+    seed_disk = _folder_bytes(seed.index_dir)
+    layout = _seed_layout(seed)
     data: dict[str, Any] = {
         "format": RESULT_FORMAT, "config": asdict(cfg), "command": " ".join(sys.argv),
         "seed": {"references": seed.references, "planted_brands": len(seed.planted_brands),
@@ -86,7 +89,7 @@ def run_scale_benchmark(out_dir: str | os.PathLike[str], config: ScaleConfig | N
     }
     baseline_rss: dict[str, tuple[int, int]] = {}  # vote variant -> (references, peak RSS) of its smallest size
     for size in sorted(cfg.sizes):
-        for row in _run_size(out, seed, size, cfg, listings_file, seed_disk / max(seed.references, 1), say):
+        for row in _run_size(out, seed, size, cfg, listings_file, layout, say):
             variant = row.get("vote", "")
             if row.get("peak_rss_bytes"):
                 base = baseline_rss.setdefault(variant, (row["references"], row["peak_rss_bytes"]))
@@ -107,20 +110,60 @@ def _listings(seed: Seed) -> list[dict[str, Any]]:
     return [{"path": str(root / lab.image), "brand": lab.brand, "group": lab.group} for lab in ordered]
 
 
-def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file: Path, seed_bytes_per_ref: float,
+@dataclass(frozen=True)
+class SeedLayout:
+    """What one seed reference costs and holds, to size a library before building it."""
+
+    side_bytes_per_reference: float  # on disk, the faiss files excluded (records, vectors, side data)
+    views: int  # vectors a logo reference adds
+    dim: int
+
+
+def _seed_layout(seed: Seed) -> SeedLayout:
+    files = [p for p in seed.index_dir.rglob("*") if p.is_file() and not p.name.endswith(".faiss")]
+    with ReferenceIndex.open(seed.index_dir) as index:
+        views = max((len(v) for v in index.get_vectors(r.id for r in index.references()).values()), default=1)
+        dim = index.dim
+    return SeedLayout(sum(p.stat().st_size for p in files) / max(seed.references, 1), views, dim)
+
+
+def _factory_choice(cfg: ScaleConfig, size: int, layout: SeedLayout) -> FactoryChoice:
+    """The library's embedding-index factory: the configured one, or autofaiss's rules for its vectors."""
+    if cfg.factory != "auto":
+        n = size * layout.views
+        try:
+            estimated = estimate_bytes(cfg.factory, n, layout.dim)
+        except ValueError:  # a factory the estimator does not know: sized as Flat, the largest
+            estimated = estimate_bytes("Flat", n, layout.dim)
+        return FactoryChoice(cfg.factory, estimated_bytes=estimated)
+    return choose_factory(size * layout.views, layout.dim, cfg.memory_budget_bytes)
+
+
+def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file: Path, layout: SeedLayout,
               say: Callable[[str], None]) -> list[dict[str, Any]]:
     """One row per vote variant (the same library scored by each, one after the other)."""
     row: dict[str, Any] = {"size": size, "references": max(size, seed.references)}
-    path = out / "libraries" / f"{cfg.preset}-{cfg.factory.replace(',', '_')}-{size}"
-    need = seed_bytes_per_ref * size * 1.1  # + the faiss file a commit writes beside the old one
+    try:
+        choice = _factory_choice(cfg, size, layout)
+    except ValueError as e:  # no factory fits the memory budget
+        row["status"] = f"no embedding index fits: {e}"
+        return [row]
+    row["factory"] = choice.factory
+    path = out / "libraries" / f"{cfg.preset}-{choice.factory.replace(',', '_')}-{size}"
+    # Two faiss generations stay on disk (the last one is kept for readers).
+    need = (layout.side_bytes_per_reference * size + 2 * choice.estimated_bytes) * 1.1
     free = shutil.disk_usage(out).free + (_folder_bytes(path) if path.exists() else 0)
     if need > free - DISK_RESERVE_BYTES:
-        row["status"] = (f"does not fit on disk: needs ~{need / GIB:.0f} GiB at the measured "
-                         f"{seed_bytes_per_ref / 1024:.0f} KiB/reference, {free / GIB:.0f} GiB free")
+        row["status"] = (f"does not fit on disk: needs ~{need / GIB:.0f} GiB ({choice.factory}, "
+                         f"{layout.side_bytes_per_reference / 1024:.0f} KiB a reference beside it, as measured "
+                         f"on the seed), {free / GIB:.0f} GiB free")
         return [row]
     try:
-        built = build_library(seed, path, size, factory=cfg.factory, chunk=cfg.chunk, store=cfg.store,
-                              store_from=cfg.store_from, say=say)
+        built = build_library(seed, path, size, factory=choice.factory, chunk=cfg.chunk,
+                              first_chunk=-(-choice.training_vectors // layout.views),
+                              create_options={"build_params": choice.build_params,
+                                              "search_params": choice.search_params},
+                              store=cfg.store, store_from=cfg.store_from, say=say)
     except Exception as e:  # noqa: BLE001 - one size failing must not stop the others
         row["status"] = f"build failed: {type(e).__name__}: {e}"
         return [row]
@@ -253,7 +296,7 @@ def markdown_table(data: dict[str, Any]) -> str:
         ]) + " |")
     lines.append("")
     for r in data["sizes"]:
-        notes = []
+        notes = [f"embedding index {r['factory']}"] if r.get("factory") else []
         if r.get("per_generation_seconds"):
             notes.append("per-generation builds (first listing): " + ", ".join(
                 f"{k} {v:.1f} s" for k, v in sorted(r["per_generation_seconds"].items())))

@@ -139,9 +139,12 @@ def _seed_rows(seed: Seed) -> tuple[list[NewReference], list[np.ndarray], list[b
     return records, [vectors[i] for i in ids], [aux.get(i) for i in ids], templates
 
 
-def _chunks(total: int, size: int) -> Iterator[range]:
-    for start in range(0, total, size):
-        yield range(start, min(start + size, total))
+def _chunks(total: int, size: int, first: int = 0) -> Iterator[range]:
+    start = 0
+    while start < total:
+        stop = min(start + (max(size, first) if start == 0 else size), total)
+        yield range(start, stop)
+        start = stop
 
 
 def _sync(index: ReferenceIndex, store: bool, store_from: int | None) -> None:
@@ -152,14 +155,24 @@ def _sync(index: ReferenceIndex, store: bool, store_from: int | None) -> None:
         sync_descriptor_store(index, store_from=store_from or STORE_FROM_REFERENCES)
 
 
+def _sync_shapes(index: ReferenceIndex) -> None:
+    """What an indexing run does once its logos are committed: save the shape library (masks,
+    distinct floors) and, above the exact crossover, its inverted file, so the scorer loads them."""
+    from detector.indexing import sync_side_indexes
+
+    sync_side_indexes(index, shapes=True, features=False)
+
+
 def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", chunk: int = 10_000,
-                  create_options: dict[str, Any] | None = None, store: bool = True, store_from: int | None = None,
-                  say: Callable[[str], None] = print) -> LibraryBuild:
+                  first_chunk: int = 0, create_options: dict[str, Any] | None = None, store: bool = True,
+                  store_from: int | None = None, say: Callable[[str], None] = print) -> LibraryBuild:
     """An index of ``size`` references at ``path``: the seed's plus synthetic logos; with
     ``store``, the descriptor store synced after each commit as indexing does (from
-    ``store_from`` references; default the store's own threshold).
+    ``store_from`` references; default the store's own threshold); the shape library saved
+    once at the end, as after one indexing run.
 
-    Each chunk of ``chunk`` references is one atomic commit (the project's ``add``), so a
+    Each chunk of ``chunk`` references is one atomic commit (the project's ``add``), the first
+    one at least ``first_chunk`` (an IVF factory trains on the first commit's vectors), so a
     build stopped half-way leaves a readable index; it is rebuilt from scratch next time (a
     ``built.json`` marks a finished one, reused as is).
     """
@@ -183,13 +196,14 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
         fingerprint = seed_index.fingerprint
     started = time.perf_counter()
     with ReferenceIndex.create(path / "index", fingerprint=fingerprint, factory=factory, **(create_options or {})) as index:
-        for part in _chunks(synthetic, chunk):
+        for part in _chunks(synthetic, chunk, first_chunk):
             made = [maker.make(n) for n in part]
             index.add([m[0] for m in made], [m[1] for m in made], aux=[m[2] for m in made])
             _sync(index, store, store_from)
-            say(f"library {size}: {part.stop:,}/{synthetic:,} synthetic references")
+            say(f"library {size}: {part.stop:,}/{synthetic:,} synthetic references ({time.perf_counter() - started:.0f} s)")
         index.add(records, vectors, aux=aux)  # last: the planted logos compete with a full library
         _sync(index, store, store_from)
+        _sync_shapes(index)
     seconds = time.perf_counter() - started
     info = {"references": len(records) + synthetic, "synthetic": synthetic, "seconds": round(seconds, 2)}
     done.write_text(json.dumps(info))

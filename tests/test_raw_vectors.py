@@ -1,0 +1,83 @@
+"""How the index database keeps raw vectors: float16 in new indexes (half the bytes, and the faiss
+index holds the same rounded vectors, so a rebuild reproduces it), float32 on request and in
+indexes made before the choice existed."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.catalog import DB_NAME
+from index.records import Fingerprint, NewReference
+from index.store import ReferenceIndex
+
+DIM = 48
+FP = Fingerprint(preset="tiny", arch="test:mlp", weights="random:0", preprocess='{"size":32}', dim=DIM)
+
+
+def _views(refs: int, views: int = 3, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((refs, views, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=2, keepdims=True)
+
+
+def _refs(n: int) -> list[NewReference]:
+    return [NewReference(brand=f"b{i % 4}", sha256=f"{i:064x}", source=f"r/{i}.png") for i in range(n)]
+
+
+def _blob_sizes(path: Path) -> set[int]:
+    with sqlite3.connect(path / DB_NAME) as db:
+        return {int(n) for (n,) in db.execute("SELECT length(data) FROM ref_vectors")}
+
+
+def test_new_indexes_store_float16_and_rebuild_to_the_same_scores(tmp_path: Path) -> None:
+    views = _views(40)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP) as index:
+        added = index.add(_refs(40), list(views)).added
+        queries = views[:, 0]
+        before_scores, before_ids = index.search_vectors(queries, k=5)
+        stored = index.get_vectors(added)
+        index.rebuild()  # from the database's float16 rows
+        after_scores, after_ids = index.search_vectors(queries, k=5)
+    assert _blob_sizes(tmp_path / "ix") == {3 * DIM * 2}
+    for rid, original in zip(added, views):
+        kept = stored[rid]
+        assert kept.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(kept, axis=1), 1.0, rtol=1e-6)  # unit again after rounding
+        np.testing.assert_allclose(kept, original, atol=1e-3)
+    np.testing.assert_array_equal(before_ids[:, 0], added)  # an exact copy still finds itself...
+    np.testing.assert_allclose(before_scores[:, 0], 1.0, atol=1e-6)  # ...at cosine 1, not 0.9999
+    np.testing.assert_array_equal(after_ids, before_ids)
+    np.testing.assert_array_equal(after_scores, before_scores)  # faiss held the rounded vectors
+
+
+def test_float32_on_request_keeps_vectors_exactly(tmp_path: Path) -> None:
+    views = _views(10)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP, raw_vectors="float32") as index:
+        added = index.add(_refs(10), list(views)).added
+        stored = index.get_vectors(added)
+    assert _blob_sizes(tmp_path / "ix") == {3 * DIM * 4}
+    for rid, original in zip(added, views):
+        np.testing.assert_array_equal(stored[rid], original)
+    with pytest.raises(ValueError, match="raw_vectors"):
+        ReferenceIndex.create(tmp_path / "other", fingerprint=FP, raw_vectors="int8")
+
+
+def test_an_index_from_before_the_choice_reads_float32(tmp_path: Path) -> None:
+    """Format 1 had no ``raw_vectors`` key and float32 rows: it must read and grow as before."""
+    views = _views(6)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP, raw_vectors="float32") as index:
+        index.add(_refs(3), list(views[:3]))
+    with sqlite3.connect(tmp_path / "ix" / DB_NAME) as db:
+        db.execute("DELETE FROM meta WHERE key = 'raw_vectors'")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    with ReferenceIndex.open(tmp_path / "ix", writable=True) as index:
+        index.add(_refs(6)[3:], list(views[3:]))
+        stored = index.get_vectors([r.id for r in index.references()])
+        index.rebuild()
+        _, ids = index.search_vectors(views[:, 0], k=1)
+    assert _blob_sizes(tmp_path / "ix") == {3 * DIM * 4}
+    np.testing.assert_array_equal(np.stack([stored[rid] for rid in sorted(stored)]), views)
+    np.testing.assert_array_equal(ids[:, 0], sorted(stored))

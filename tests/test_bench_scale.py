@@ -91,3 +91,40 @@ def test_a_library_build_commits_enough_vectors_first_to_train_its_factory():
     assert "IVF" in large.factory and large.estimated_bytes <= 2**30 and large.training_vectors > 10_000 * 7
     given = _factory_choice(ScaleConfig(factory="IVF64,Flat"), 1_000, layout)  # unknown to the estimator
     assert given.factory == "IVF64,Flat" and given.estimated_bytes >= 7_000 * 4 * 1280
+
+
+def test_an_interrupted_library_build_continues_where_it_stopped(result, tmp_path):
+    """A 1M-reference library takes hours here: a stopped build must resume, not start again,
+    and end as the uninterrupted build does."""
+    import numpy as np
+
+    from detector.bench.scale_library import build_library, build_seed
+
+    out, _ = result
+    seed = build_seed(out / "seeds", preset="tiny-clip-test", n_brands=14, queries_per_class=3, random_weights=True,
+                      say=lambda _: None)
+    size, chunk = 260, 100
+    straight = build_library(seed, tmp_path / "straight", size, chunk=chunk, store=False, say=lambda _: None)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_commit(message: str) -> None:
+        if "100/" in message:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_library(seed, tmp_path / "resumed", size, chunk=chunk, store=False, say=stop_after_first_commit)
+    with ReferenceIndex.open(tmp_path / "resumed" / "index") as index:
+        assert len(index) == chunk  # the first commit is kept
+    said: list[str] = []
+    resumed = build_library(seed, tmp_path / "resumed", size, chunk=chunk, store=False, say=said.append)
+    assert said[0].endswith("continuing after 100 synthetic references") and resumed.references == straight.references
+    with ReferenceIndex.open(straight.path / "index") as a, ReferenceIndex.open(resumed.path / "index") as b:
+        refs_a, refs_b = list(a.references()), list(b.references())
+        assert [r.sha256 for r in refs_a] == [r.sha256 for r in refs_b] and len(refs_a) == size
+        ids = [r.id for r in refs_a]
+        assert [r.id for r in refs_b] == ids
+        va, vb = a.get_vectors(ids), b.get_vectors(ids)
+        assert all(np.array_equal(va[i], vb[i]) for i in ids)
+        assert a.get_aux(ids) == b.get_aux(ids)

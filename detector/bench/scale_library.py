@@ -21,6 +21,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,21 +95,22 @@ class SyntheticLogos:
             raise ConfigError("the scale benchmark needs at least one template logo (a seed brand without listings)")
         self._vectors = vectors
         self._features = [LocalFeatures.from_bytes(b) for b in blobs]
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
 
     def make(self, number: int) -> tuple[NewReference, np.ndarray, bytes]:
-        """The ``number``-th synthetic logo: its record, ``(views, dim)`` vectors and side data."""
+        """The ``number``-th synthetic logo: its record, ``(views, dim)`` vectors and side data
+        (drawn from ``(seed, number)`` alone, so a resumed build makes the same logos)."""
         t = number % len(self._vectors)
-        rng = self._rng
+        rng = np.random.default_rng([self._seed, number])
         views = self._vectors[t]
         noise = rng.standard_normal(views.shape).astype(np.float32)
         noise *= VECTOR_NOISE / np.linalg.norm(noise, axis=1, keepdims=True)
         vectors = views + noise
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        return self._record(number), vectors.astype(np.float32), self._side_data(self._features[t]).to_bytes()
+        return self._record(number), vectors.astype(np.float32), self._side_data(self._features[t], rng).to_bytes()
 
-    def _side_data(self, f: LocalFeatures) -> LocalFeatures:
-        rng = self._rng
+    @staticmethod
+    def _side_data(f: LocalFeatures, rng: np.random.Generator) -> LocalFeatures:
         d = f.descriptors.astype(np.int16) + rng.integers(-DESCRIPTOR_NOISE, DESCRIPTOR_NOISE + 1, f.descriptors.shape, dtype=np.int16)
         k = f.keypoints + rng.uniform(-1.0, 1.0, f.keypoints.shape).astype(np.float32)
         changes: dict[str, Any] = {"keypoints": k, "descriptors": np.clip(d, 0, 255).astype(np.uint8)}
@@ -173,8 +175,10 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
 
     Each chunk of ``chunk`` references is one atomic commit (the project's ``add``), the first
     one at least ``first_chunk`` (an IVF factory trains on the first commit's vectors), so a
-    build stopped half-way leaves a readable index; it is rebuilt from scratch next time (a
-    ``built.json`` marks a finished one, reused as is).
+    build stopped half-way leaves a readable index, and the next call continues it from its
+    last commit (synthetic logo ``n`` is the same whenever it is made; the planted logos,
+    added last, are skipped as duplicates if they are in already). A ``built.json`` marks a
+    finished library, reused as is; ``seconds`` adds up the runs that built it.
     """
     done = path / "built.json"
     if done.is_file():  # reused; a library built without the store gets it now, as indexing would
@@ -187,27 +191,58 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
             synced = time.perf_counter() - started
         return LibraryBuild(path, info["references"], info["synthetic"], info["seconds"], _disk_bytes(path / "index"),
                             synced)
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
     records, vectors, aux, templates = _seed_rows(seed)
     synthetic = max(0, size - len(records))
     maker = SyntheticLogos([vectors[i] for i in templates], [aux[i] for i in templates])  # type: ignore[misc]
-    with ReferenceIndex.open(seed.index_dir) as seed_index:
-        fingerprint = seed_index.fingerprint
     started = time.perf_counter()
-    with ReferenceIndex.create(path / "index", fingerprint=fingerprint, factory=factory, **(create_options or {})) as index:
-        for part in _chunks(synthetic, chunk, first_chunk):
-            made = [maker.make(n) for n in part]
+    with _open_or_create(seed, path, factory, create_options) as (index, earlier_seconds):
+        made_so_far = min(len(index), synthetic)  # synthetic logos come first, in number order
+        if made_so_far:
+            say(f"library {size}: continuing after {made_so_far:,} synthetic references")
+        for part in _chunks(synthetic - made_so_far, chunk, first_chunk if not made_so_far else 0):
+            numbers = range(made_so_far + part.start, made_so_far + part.stop)
+            made = [maker.make(n) for n in numbers]
             index.add([m[0] for m in made], [m[1] for m in made], aux=[m[2] for m in made])
+            _save_progress(path, earlier_seconds + time.perf_counter() - started)
             _sync(index, store, store_from)
-            say(f"library {size}: {part.stop:,}/{synthetic:,} synthetic references ({time.perf_counter() - started:.0f} s)")
+            say(f"library {size}: {numbers.stop:,}/{synthetic:,} synthetic references "
+                f"({time.perf_counter() - started:.0f} s)")
         index.add(records, vectors, aux=aux)  # last: the planted logos compete with a full library
         _sync(index, store, store_from)
         _sync_shapes(index)
-    seconds = time.perf_counter() - started
+    seconds = earlier_seconds + time.perf_counter() - started
     info = {"references": len(records) + synthetic, "synthetic": synthetic, "seconds": round(seconds, 2)}
     done.write_text(json.dumps(info))
+    (path / PROGRESS).unlink(missing_ok=True)
     return LibraryBuild(path, info["references"], synthetic, seconds, _disk_bytes(path / "index"))
+
+
+PROGRESS = "building.json"  # seconds spent by the runs so far, kept while a build is unfinished
+
+
+@contextmanager
+def _open_or_create(seed: Seed, path: Path, factory: str,
+                    create_options: dict[str, Any] | None) -> Iterator[tuple[ReferenceIndex, float]]:
+    """The unfinished library at ``path`` (and the seconds spent on it), or a new one."""
+    progress = path / PROGRESS
+    if (path / "index" / "manifest.json").is_file() and progress.is_file():
+        with ReferenceIndex.open(path / "index", writable=True) as index:
+            if index.factory == factory:
+                yield index, float(json.loads(progress.read_text())["seconds"])
+                return
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    with ReferenceIndex.open(seed.index_dir) as seed_index:
+        fingerprint = seed_index.fingerprint
+    with ReferenceIndex.create(path / "index", fingerprint=fingerprint, factory=factory, **(create_options or {})) as index:
+        _save_progress(path, 0.0)
+        yield index, 0.0
+
+
+def _save_progress(path: Path, seconds: float) -> None:
+    from index.atomic import atomic_write_json
+
+    atomic_write_json(path / PROGRESS, {"seconds": round(seconds, 2)})
 
 
 def _disk_bytes(folder: Path) -> int:

@@ -84,7 +84,8 @@ def test_a_library_build_commits_enough_vectors_first_to_train_its_factory():
     assert [len(r) for r in _chunks(25, 10)] == [10, 10, 5]
     assert [len(r) for r in _chunks(25, 10, first=17)] == [17, 8]  # an IVF trains on the first commit
     assert [len(r) for r in _chunks(5, 10, first=17)] == [5]
-    layout = SeedLayout(side_bytes_per_reference=40_000, views=7, dim=1280)
+    layout = SeedLayout(record_bytes_per_reference=36_000, descriptors_per_reference=90, views=7, dim=1280)
+    assert 36_000 + 90 * 136 < layout.side_bytes_per_reference(store=True) < 36_000 + 90 * 136 + 2_000
     small = _factory_choice(ScaleConfig(factory="auto"), 10_000, layout)
     large = _factory_choice(ScaleConfig(factory="auto", memory_budget_bytes=2**30), 1_000_000, layout)
     assert small.factory == "Flat" and small.training_vectors == 0

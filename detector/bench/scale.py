@@ -34,6 +34,8 @@ import numpy as np
 from detector.bench.labels import read_labels
 from detector.bench.scale_library import Seed, build_library, build_seed
 from detector.bench.scale_probe import TOP_K
+from detector.features import LocalFeatures
+from detector.silhouettes import CANONICAL_SIDE
 from index.factory_choice import FactoryChoice, choose_factory, estimate_bytes
 from index.store import ReferenceIndex
 
@@ -110,21 +112,36 @@ def _listings(seed: Seed) -> list[dict[str, Any]]:
     return [{"path": str(root / lab.image), "brand": lab.brand, "group": lab.group} for lab in ordered]
 
 
+# Beside the records, a logo costs the descriptor store 136 bytes a descriptor (an SQ8 code and its
+# id) and the shape search ~1 KB (its packed mask in the library and again in the inverted file).
+STORE_BYTES_PER_DESCRIPTOR = 128 + 8
+SHAPE_BYTES_PER_LOGO = 2 * (CANONICAL_SIDE * CANONICAL_SIDE // 8) + 32
+
+
 @dataclass(frozen=True)
 class SeedLayout:
     """What one seed reference costs and holds, to size a library before building it."""
 
-    side_bytes_per_reference: float  # on disk, the faiss files excluded (records, vectors, side data)
+    record_bytes_per_reference: float  # records.sqlite: record, raw vectors, side data
+    descriptors_per_reference: float
     views: int  # vectors a logo reference adds
     dim: int
 
+    def side_bytes_per_reference(self, store: bool) -> float:
+        """On disk beside the embedding index: records, descriptor store, shape search."""
+        stored = self.descriptors_per_reference * STORE_BYTES_PER_DESCRIPTOR if store else 0.0
+        return self.record_bytes_per_reference + stored + SHAPE_BYTES_PER_LOGO
+
 
 def _seed_layout(seed: Seed) -> SeedLayout:
-    files = [p for p in seed.index_dir.rglob("*") if p.is_file() and not p.name.endswith(".faiss")]
+    records = [p for p in seed.index_dir.glob("records.sqlite*") if p.is_file()]
     with ReferenceIndex.open(seed.index_dir) as index:
-        views = max((len(v) for v in index.get_vectors(r.id for r in index.references()).values()), default=1)
+        ids = [r.id for r in index.references()]
+        views = max((len(v) for v in index.get_vectors(ids).values()), default=1)
+        descriptors = sum(len(LocalFeatures.from_bytes(b)) for b in index.get_aux(ids).values())
         dim = index.dim
-    return SeedLayout(sum(p.stat().st_size for p in files) / max(seed.references, 1), views, dim)
+    n = max(seed.references, 1)
+    return SeedLayout(sum(p.stat().st_size for p in records) / n, descriptors / n, views, dim)
 
 
 def _factory_choice(cfg: ScaleConfig, size: int, layout: SeedLayout) -> FactoryChoice:
@@ -151,12 +168,13 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
     row["factory"] = choice.factory
     path = out / "libraries" / f"{cfg.preset}-{choice.factory.replace(',', '_')}-{size}"
     # Two faiss generations stay on disk (the last one is kept for readers).
-    need = (layout.side_bytes_per_reference * size + 2 * choice.estimated_bytes) * 1.1
+    side = layout.side_bytes_per_reference(cfg.store)
+    need = (side * size + 2 * choice.estimated_bytes) * 1.1
     free = shutil.disk_usage(out).free + (_folder_bytes(path) if path.exists() else 0)
+    row["estimated_disk_bytes"] = round(need)
     if need > free - DISK_RESERVE_BYTES:
-        row["status"] = (f"does not fit on disk: needs ~{need / GIB:.0f} GiB ({choice.factory}, "
-                         f"{layout.side_bytes_per_reference / 1024:.0f} KiB a reference beside it, as measured "
-                         f"on the seed), {free / GIB:.0f} GiB free")
+        row["status"] = (f"does not fit on disk: needs ~{need / GIB:.0f} GiB ({choice.factory}, and "
+                         f"{side / 1024:.0f} KiB a reference beside it by the seed's measure), {free / GIB:.0f} GiB free")
         return [row]
     try:
         built = build_library(seed, path, size, factory=choice.factory, chunk=cfg.chunk,

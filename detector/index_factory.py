@@ -34,9 +34,11 @@ def resolve_factory(
     prep: ReferencePrepConfig,
     dim: int,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    first_chunk_items: int = 128,
 ) -> FactoryChoice:
-    """The factory a new index is created with: ``factory`` itself, or the choice for ``"auto"``.
+    """The factory a new index is created with: ``factory`` itself, or the choice for ``"auto"``
+    (a choice that needs training is staged: the index is exact Flat until it holds the
+    choice's ``training_vectors``, then trained on them and converted; see
+    ``ReferenceIndex.create(train_after_vectors=...)``).
 
     Raises:
         ConfigError: ``"auto"`` and no factory fits ``memory_budget``.
@@ -49,12 +51,4 @@ def resolve_factory(
     except ValueError as e:
         raise ConfigError(f"--factory auto: {e}; raise --memory-budget") from e
     log.info("factory auto: %s (%s)", choice.factory, choice.reason)
-    first_chunk = estimated_vectors(items[:first_chunk_items], prep)
-    if choice.training_vectors > first_chunk:
-        # The index trains on its first commit (index/faiss_ops.train_if_needed).
-        log.warning(
-            "factory %s is trained on the first commit's ~%d vectors but wants ~%d: raise "
-            "--chunk-size for the first run, or expect an IndexTrainingError or lower recall",
-            choice.factory, first_chunk, choice.training_vectors,
-        )
     return choice

@@ -442,9 +442,10 @@ def open_indexing_target(
     if exists:
         index = open_index(index_dir, writable=True, fingerprint=embedder.fingerprint)
     else:
-        choice = resolve_factory(factory, items, prep, embedder.fingerprint.dim, memory_budget, chunk_size)
+        choice = resolve_factory(factory, items, prep, embedder.fingerprint.dim, memory_budget)
         index = create_index(index_dir, fingerprint=embedder.fingerprint, factory=choice.factory,
-                             build_params=choice.build_params, search_params=choice.search_params)
+                             build_params=choice.build_params, search_params=choice.search_params,
+                             train_after_vectors=choice.training_vectors)
     return IndexingTarget(items, failures, index, embedder, config.verify, prep, Path(index.path))
 
 

@@ -66,8 +66,10 @@ def write_empty_index(
     build_params: Mapping[str, Any] | None,
     search_params: Mapping[str, Any] | None,
     raw_vectors: str = "float16",
+    staged: Mapping[str, Any] | None = None,
 ) -> None:
-    """Create the index directory ``path`` with the empty ``index`` as generation 0.
+    """Create the index directory ``path`` with the empty ``index`` as generation 0
+    (``staged``: the factory it becomes once trained, see ``ReferenceIndex.create``).
 
     Writes the generation's faiss file, the catalog with its meta, and the manifest.
 
@@ -100,6 +102,7 @@ def write_empty_index(
             "vectors": 0,
             "max_vectors_per_ref": 0,
             "raw_vectors": raw_vectors,
+            "staged": dict(staged) if staged else None,
         }
         catalog = Catalog(tmp / DB_NAME, readonly=False, create=True)
         try:
@@ -120,7 +123,7 @@ def write_empty_index(
 
 
 def _write_manifest(folder: Path, meta: Mapping[str, Any], *, count: int) -> None:
-    keys = ("format_version", "fingerprint", "dim", "metric", "factory", "build_params", "search_params",
+    keys = ("format_version", "fingerprint", "dim", "metric", "factory", "staged", "build_params", "search_params",
             "generation", "faiss_file", "faiss_sha256", "faiss_size", "vectors", "created_at", "updated_at")  # fmt: skip
     manifest = {k: meta[k] for k in keys if k in meta}
     manifest["count"] = count
@@ -149,14 +152,26 @@ class CommittedIndex:
                 f"up to {FORMAT_VERSION}. Upgrade the package."
             )
         self.fingerprint = Fingerprint.from_dict(meta["fingerprint"])
-        self.factory: str = meta["factory"]
         self.dim: int = int(meta["dim"])
         self.metric: str = meta["metric"]
-        self._build_params: dict[str, Any] = dict(meta.get("build_params") or {})
-        self._search_defaults: dict[str, Any] = dict(meta.get("search_params") or {})
+        self._read_settings(meta)
         self._created_at: str = meta["created_at"]
         self._snap: Snapshot | None = None
         self._generation_on_disk = int(meta["generation"])
+
+    def _read_settings(self, meta: Mapping[str, Any]) -> None:
+        """The settings a writer may change with a commit (a rebuild to another factory)."""
+        self.factory: str = meta["factory"]
+        self._build_params: dict[str, Any] = dict(meta.get("build_params") or {})
+        self._search_defaults: dict[str, Any] = dict(meta.get("search_params") or {})
+        # A factory that needs training, held as exact Flat until enough vectors are stored.
+        self._staged: dict[str, Any] | None = meta.get("staged") or None
+
+    @property
+    def staged_factory(self) -> str | None:
+        """The factory this index becomes once it holds enough vectors to train it (it is
+        exact ``Flat`` until then), or None."""
+        return self._staged["factory"] if self._staged else None
 
     @property
     def writable(self) -> bool:
@@ -197,6 +212,7 @@ class CommittedIndex:
                         continue
                 raise
             self._generation_on_disk = int(meta["generation"])
+            self._read_settings(meta)  # a reader reloading after a rebuild searches the new factory as set
             return make_snapshot(
                 int(meta["generation"]), index, tomb_ids, tomb_vectors, int(meta["max_vectors_per_ref"])
             )

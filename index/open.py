@@ -40,18 +40,20 @@ def open_index(
 def create_index(
     spec: IndexSpec, *, fingerprint: Fingerprint, factory: str = "Flat",
     build_params: dict[str, Any] | None = None, search_params: dict[str, Any] | None = None,
+    train_after_vectors: int = 0,
 ) -> VectorIndex:
     """Create an empty index where ``spec`` says and open it writable.
 
-    ``build_params`` and ``search_params`` go to a FAISS index (Milvus ignores them).
+    ``build_params``, ``search_params`` and ``train_after_vectors`` go to a FAISS index
+    (``ReferenceIndex.create``; Milvus ignores them).
 
     Raises:
         IndexExistsError: An index already exists there.
         ValueError: A factory string the backend does not support.
     """
     backend: Any = _backend(spec)
-    return backend.create(_arg(spec), fingerprint=fingerprint, factory=factory,
-                          build_params=build_params, search_params=search_params)
+    return backend.create(_arg(spec), fingerprint=fingerprint, factory=factory, build_params=build_params,
+                          search_params=search_params, train_after_vectors=train_after_vectors)
 
 
 def index_exists(spec: IndexSpec) -> bool:

@@ -58,6 +58,7 @@ class ReferenceIndex(IndexWrites):
         build_params: Mapping[str, Any] | None = None,
         search_params: Mapping[str, Any] | None = None,
         raw_vectors: str = "float16",
+        train_after_vectors: int = 0,
     ) -> ReferenceIndex:
         """Create a new, empty index and open it writable.
 
@@ -70,6 +71,11 @@ class ReferenceIndex(IndexWrites):
             raw_vectors: How the database keeps each vector for rebuilds: ``"float16"`` (half
                 the bytes: 17.9 KB instead of 35.8 KB for 7 views of 1,280 floats; the faiss
                 index then holds the same float16-rounded vectors) or ``"float32"``.
+            train_after_vectors: For a factory that needs training (IVF, PQ): keep the vectors
+                in an exact ``Flat`` index until this many are stored, then train the factory on
+                them and convert, in one commit of the add that reached it (so each add commits
+                at once, and the factory trains on a sample of the library, not on the first
+                add). 0: train on the first add's vectors.
 
         Raises:
             IndexExistsError: An index or other files already exist at ``path``.
@@ -87,8 +93,14 @@ class ReferenceIndex(IndexWrites):
         index = faiss_ops.build_index(factory, fingerprint.dim, build_params)
         if search_params:
             faiss_ops.SearchSetup(index, search_params)  # validates names now, not at first search
-        write_empty_index(path, index, fingerprint=fingerprint, factory=factory,
-                          build_params=build_params, search_params=search_params, raw_vectors=raw_vectors)  # fmt: skip
+        staged = None
+        if train_after_vectors > 0 and not index.is_trained:
+            staged = {"factory": factory, "build_params": dict(build_params or {}),
+                      "search_params": dict(search_params or {}), "train_after_vectors": int(train_after_vectors)}
+            factory, build_params, search_params = "Flat", None, None
+            index = faiss_ops.build_index(factory, fingerprint.dim, None)
+        write_empty_index(path, index, fingerprint=fingerprint, factory=factory, build_params=build_params,
+                          search_params=search_params, raw_vectors=raw_vectors, staged=staged)  # fmt: skip
         return cls.open(path, writable=True, fingerprint=fingerprint)
 
     @classmethod
@@ -140,7 +152,7 @@ class ReferenceIndex(IndexWrites):
                 if not (path / MANIFEST_NAME).exists():
                     raise  # not an index, just a non-empty directory
         idx = cls.open(path, writable=True, fingerprint=fingerprint, lock_timeout=lock_timeout)
-        if idx.factory != factory:
+        if factory not in (idx.factory, idx.staged_factory):
             idx.close()
             raise IndexMismatchError(
                 f"index at {path} uses factory {idx.factory!r}, not {factory!r}; open it with "

@@ -120,7 +120,18 @@ class IndexWrites(CommittedIndex):
             except BaseException:
                 self._abort(mutated)
                 raise
+            self._train_staged_factory()
         return AddReport(added=added, skipped=skipped)
+
+    def _train_staged_factory(self) -> None:
+        """Convert a staged index (exact Flat so far) to its factory once it holds enough
+        vectors: trained on a sample of everything stored, one commit (a crash before it leaves
+        the Flat index, converted at the next add)."""
+        staged = self._staged
+        if staged is None or self._catalog.vector_stats()[0] < int(staged["train_after_vectors"]):
+            return
+        self._rebuild(staged["factory"], staged["build_params"], dict(staged["search_params"]), {"staged": None})
+        self._staged = None
 
     def remove(
         self,
@@ -227,21 +238,28 @@ class IndexWrites(CommittedIndex):
         new_factory = factory or self.factory
         new_params = dict(build_params if build_params is not None else
                           (self._build_params if new_factory == self.factory else {}))  # fmt: skip
+        self._rebuild(new_factory, new_params, {} if new_factory != self.factory else None, {})
+
+    def _rebuild(self, factory: str, build_params: Mapping[str, Any], search_params: dict[str, Any] | None,
+                 extra_meta: Mapping[str, Any]) -> None:
+        """One commit replacing the faiss index by ``factory`` built from the stored vectors
+        (``search_params`` None: the defaults are kept)."""
         with self._lock:
             self._check_open()
             self._catalog.begin_write()
             try:
-                index = rebuild_from_catalog(self._catalog, new_factory, self.dim, new_params)
-                extra: dict[str, Any] = {"factory": new_factory, "build_params": new_params}
-                if new_factory != self.factory:
-                    extra["search_params"] = {}
+                index = rebuild_from_catalog(self._catalog, factory, self.dim, build_params)
+                extra: dict[str, Any] = {"factory": factory, "build_params": dict(build_params), **extra_meta}
+                if search_params is not None:
+                    faiss_ops.SearchSetup(index, search_params)  # refuses a bad name before committing
+                    extra["search_params"] = search_params
                 self._commit(index, extra_meta=extra)
             except BaseException:
                 self._abort(False)
                 raise
-            self.factory, self._build_params = new_factory, new_params
-            if "search_params" in extra:
-                self._search_defaults = {}
+            self.factory, self._build_params = factory, dict(build_params)
+            if search_params is not None:
+                self._search_defaults = dict(search_params)
 
     def import_records(self, src: str | os.PathLike[str]) -> AddReport:
         """Add every reference of an export folder (one atomic commit, duplicates skipped).

@@ -77,13 +77,9 @@ def test_store_vote_matches_the_in_memory_vote_on_the_listings(result):
     assert agree >= len(planted) - 1, f"{agree} of {len(planted)} listings agree"
 
 
-def test_a_library_build_commits_enough_vectors_first_to_train_its_factory():
+def test_a_library_is_sized_and_its_factory_chosen_per_size():
     from detector.bench.scale import ScaleConfig, SeedLayout, _factory_choice
-    from detector.bench.scale_library import _chunks
 
-    assert [len(r) for r in _chunks(25, 10)] == [10, 10, 5]
-    assert [len(r) for r in _chunks(25, 10, first=17)] == [17, 8]  # an IVF trains on the first commit
-    assert [len(r) for r in _chunks(5, 10, first=17)] == [5]
     layout = SeedLayout(record_bytes_per_reference=36_000, descriptors_per_reference=90, views=7, dim=1280)
     assert 36_000 + 90 * 136 < layout.side_bytes_per_reference(store=True) < 36_000 + 90 * 136 + 2_000
     small = _factory_choice(ScaleConfig(factory="auto"), 10_000, layout)

@@ -81,3 +81,42 @@ def test_an_index_from_before_the_choice_reads_float32(tmp_path: Path) -> None:
     assert _blob_sizes(tmp_path / "ix") == {3 * DIM * 4}
     np.testing.assert_array_equal(np.stack([stored[rid] for rid in sorted(stored)]), views)
     np.testing.assert_array_equal(ids[:, 0], sorted(stored))
+
+
+def test_a_staged_factory_is_exact_until_it_trains_on_enough_vectors(tmp_path: Path) -> None:
+    """``train_after_vectors``: an IVF is not trained on a first add too small for it; the
+    index stays exact Flat, commits every add, and converts once the library can train it."""
+    views = _views(120, views=2, seed=5)
+    refs = _refs(120)
+    path = tmp_path / "ix"
+    with ReferenceIndex.create(path, fingerprint=FP, factory="IVF16,Flat", search_params={"nprobe": 16},
+                               train_after_vectors=160) as index:
+        first = index.add(refs[:30], list(views[:30])).added  # 60 vectors: IVF16 could not train well on them
+        assert (index.factory, index.staged_factory) == ("Flat", "IVF16,Flat")
+        _, ids = index.search_vectors(views[:30, 1], k=1)
+        np.testing.assert_array_equal(ids[:, 0], first)
+    assert ReferenceIndex.open_or_create(path, fingerprint=FP, factory="IVF16,Flat").close() is None  # its target
+    reader = ReferenceIndex.open(path)  # a scorer polling the index while it converts
+    with ReferenceIndex.open(path, writable=True) as index:  # the staging survives reopening
+        assert index.staged_factory == "IVF16,Flat"
+        index.add(refs[30:70], list(views[30:70]))  # 140 vectors: still Flat
+        assert index.factory == "Flat"
+        index.add(refs[70:], list(views[70:]))  # 240 >= 160: trained and converted in this add
+        assert (index.factory, index.staged_factory) == ("IVF16,Flat", None)
+        assert index.info().vectors == 240
+        scores, ids = index.search_vectors(views[:, 0], k=1)  # nprobe 16 of 16 lists: exact
+    np.testing.assert_array_equal(ids[:, 0], np.arange(1, 121))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-6)
+    with reader:
+        assert reader.factory == "Flat" and reader.reload()
+        assert (reader.factory, reader.staged_factory) == ("IVF16,Flat", None)
+        queries = _views(50, views=1, seed=9)[:, 0]  # not stored: nprobe 1 of 16 would miss many
+        stored = reader.get_vectors(range(1, 121))
+        exact = np.array([max(stored, key=lambda rid: float((stored[rid] @ q).max())) for q in queries])
+        _, ids = reader.search_vectors(queries, k=1)  # with the staged nprobe 16, not faiss's 1
+        np.testing.assert_array_equal(ids[:, 0], exact)
+
+
+def test_a_factory_without_training_is_never_staged(tmp_path: Path) -> None:
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP, factory="HNSW16", train_after_vectors=10**6) as index:
+        assert (index.factory, index.staged_factory) == ("HNSW16", None)

@@ -178,9 +178,8 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
         return [row]
     try:
         built = build_library(seed, path, size, factory=choice.factory, chunk=cfg.chunk,
-                              first_chunk=-(-choice.training_vectors // layout.views),
-                              create_options={"build_params": choice.build_params,
-                                              "search_params": choice.search_params},
+                              create_options={"build_params": choice.build_params, "search_params": choice.search_params,
+                                              "train_after_vectors": choice.training_vectors},
                               store=cfg.store, store_from=cfg.store_from, say=say)
     except Exception as e:  # noqa: BLE001 - one size failing must not stop the others
         row["status"] = f"build failed: {type(e).__name__}: {e}"

@@ -141,12 +141,9 @@ def _seed_rows(seed: Seed) -> tuple[list[NewReference], list[np.ndarray], list[b
     return records, [vectors[i] for i in ids], [aux.get(i) for i in ids], templates
 
 
-def _chunks(total: int, size: int, first: int = 0) -> Iterator[range]:
-    start = 0
-    while start < total:
-        stop = min(start + (max(size, first) if start == 0 else size), total)
-        yield range(start, stop)
-        start = stop
+def _chunks(total: int, size: int) -> Iterator[range]:
+    for start in range(0, total, size):
+        yield range(start, min(start + size, total))
 
 
 def _sync(index: ReferenceIndex, store: bool, store_from: int | None) -> None:
@@ -166,16 +163,17 @@ def _sync_shapes(index: ReferenceIndex) -> None:
 
 
 def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", chunk: int = 10_000,
-                  first_chunk: int = 0, create_options: dict[str, Any] | None = None, store: bool = True,
-                  store_from: int | None = None, say: Callable[[str], None] = print) -> LibraryBuild:
+                  create_options: dict[str, Any] | None = None, store: bool = True, store_from: int | None = None,
+                  say: Callable[[str], None] = print) -> LibraryBuild:
     """An index of ``size`` references at ``path``: the seed's plus synthetic logos; with
     ``store``, the descriptor store synced after each commit as indexing does (from
     ``store_from`` references; default the store's own threshold); the shape library saved
     once at the end, as after one indexing run.
 
-    Each chunk of ``chunk`` references is one atomic commit (the project's ``add``), the first
-    one at least ``first_chunk`` (an IVF factory trains on the first commit's vectors), so a
-    build stopped half-way leaves a readable index, and the next call continues it from its
+    Each chunk of ``chunk`` references is one atomic commit (the project's ``add``; a factory
+    that needs training is staged, as indexing stages it, when ``create_options`` say
+    ``train_after_vectors``), so a build stopped half-way leaves a readable index, and the next
+    call continues it from its
     last commit (synthetic logo ``n`` is the same whenever it is made; the planted logos,
     added last, are skipped as duplicates if they are in already). A ``built.json`` marks a
     finished library, reused as is; ``seconds`` adds up the runs that built it.
@@ -199,7 +197,7 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
         made_so_far = min(len(index), synthetic)  # synthetic logos come first, in number order
         if made_so_far:
             say(f"library {size}: continuing after {made_so_far:,} synthetic references")
-        for part in _chunks(synthetic - made_so_far, chunk, first_chunk if not made_so_far else 0):
+        for part in _chunks(synthetic - made_so_far, chunk):
             numbers = range(made_so_far + part.start, made_so_far + part.stop)
             made = [maker.make(n) for n in numbers]
             index.add([m[0] for m in made], [m[1] for m in made], aux=[m[2] for m in made])
@@ -227,7 +225,7 @@ def _open_or_create(seed: Seed, path: Path, factory: str,
     progress = path / PROGRESS
     if (path / "index" / "manifest.json").is_file() and progress.is_file():
         with ReferenceIndex.open(path / "index", writable=True) as index:
-            if index.factory == factory:
+            if factory in (index.factory, index.staged_factory):
                 yield index, float(json.loads(progress.read_text())["seconds"])
                 return
     shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-TOP_K = 10
+TOP_K = 10  # the overlap with the exact search is over each query's first TOP_K references
+
+
+def searches_file(result_file: Path) -> Path:
+    """Where the probe leaves the scorer's recorded searches (queries, ids) beside its result."""
+    return result_file.with_name(result_file.stem + ".searches.npz")
 
 
 def rss_bytes(field: str = "VmRSS") -> int:
@@ -59,8 +64,10 @@ def probe(index_dir: Path, listings: list[dict[str, Any]], config: dict[str, Any
     images = [load_image(item["path"]) for item in listings]
     latencies: list[float] = []
     verdicts = []
+    searches = _record_searches(det.index)
     for i, (item, image) in enumerate(zip(listings, images)):
         t = time.perf_counter()
+        searches.on = item["brand"] is not None  # the planted set's searches, for recall against exact
         verdict = det.analyse_images([image], [Path(item["path"]).name])[0].verdict
         elapsed = time.perf_counter() - t
         if i == 0:  # builds the per-generation structures (descriptor vote, shapes, floors)
@@ -77,14 +84,40 @@ def probe(index_dir: Path, listings: list[dict[str, Any]], config: dict[str, Any
     out["listings_per_second"] = len(latencies) / sum(latencies) if latencies else None
     out["peak_rss_bytes"] = peak_rss_bytes()
     out["rss_anon_end_bytes"], out["rss_file_end_bytes"] = rss_bytes("RssAnon"), rss_bytes("RssFile")
-    # The embedding search alone, for the comparison with an exact search (done by the parent).
-    vectors = det.embedder.embed(images)
-    scores, ids = det.index.search_vectors(np.asarray(vectors, dtype=np.float32), TOP_K)
-    out["embedding_top_ids"] = ids.tolist()
-    out["query_vectors"] = np.asarray(vectors, dtype=np.float32).tolist()
+    out["searches"] = searches.queries_and_ids()
     out["verdicts"] = verdicts
     det.close()
     return out
+
+
+class _SearchRecorder:
+    """Wraps an index's ``search_vectors``: keeps the queries the scorer searched while ``on``
+    and the reference ids it got back (compared with an exact search by the parent)."""
+
+    def __init__(self, index: Any) -> None:
+        self.on = False
+        self._search = index.search_vectors
+        self._queries: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+
+    def __call__(self, queries: np.ndarray, k: int = 10, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self._search(queries, k, **kwargs)
+        if self.on:
+            self._queries.append(np.array(queries, dtype=np.float32, ndmin=2))
+            self._ids.append(ids.copy())
+        return scores, ids
+
+    def queries_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._queries:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
+        k = min(len(i[0]) for i in self._ids)
+        return np.concatenate(self._queries), np.concatenate([i[:, :k] for i in self._ids])
+
+
+def _record_searches(index: Any) -> _SearchRecorder:
+    recorder = _SearchRecorder(index)
+    index.search_vectors = recorder  # the instance's attribute: the scorer's calls go through it
+    return recorder
 
 
 def _time_per_generation_builds(partial: Path | None) -> dict[str, float]:
@@ -126,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         StoredDescriptorIndex.open = classmethod(lambda cls, *a, **k: None)  # type: ignore[method-assign]
     result = probe(Path(args.index), listings, config, Path(args.out + ".partial"))
+    queries, ids = result.pop("searches")
+    np.savez(searches_file(Path(args.out)), queries=queries, ids=ids)  # too large for JSON
     Path(args.out).write_text(json.dumps(result))
     return 0
 

@@ -49,6 +49,7 @@ def test_every_size_reports_its_figures(result):
         # Flat is exact: on every search the scorer made on the planted listings (each region)
         assert row["exact_queries"] > 3 * 14 and row["exact_search_k"] >= 10
         assert row["exact_top1_agreement"] == row["exact_top1_in_search_k"] == row["exact_top10_overlap"] == 1.0
+        assert row["planted_in_exact"] > 0 and row["planted_recall"] == 1.0
         assert 0 <= row["planted_r_at_1"] <= 1 and row["errors"] == 0
         assert "local_vote" in row["per_generation_seconds"]
     assert rows[SIZES[1]]["ram_bytes_per_reference"] is not None

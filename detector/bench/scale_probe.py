@@ -67,7 +67,7 @@ def probe(index_dir: Path, listings: list[dict[str, Any]], config: dict[str, Any
     searches = _record_searches(det.index)
     for i, (item, image) in enumerate(zip(listings, images)):
         t = time.perf_counter()
-        searches.on = item["brand"] is not None  # the planted set's searches, for recall against exact
+        searches.brand = item["brand"]  # the planted set's searches (brand not None), for recall against exact
         verdict = det.analyse_images([image], [Path(item["path"]).name])[0].verdict
         elapsed = time.perf_counter() - t
         if i == 0:  # builds the per-generation structures (descriptor vote, shapes, floors)
@@ -84,34 +84,38 @@ def probe(index_dir: Path, listings: list[dict[str, Any]], config: dict[str, Any
     out["listings_per_second"] = len(latencies) / sum(latencies) if latencies else None
     out["peak_rss_bytes"] = peak_rss_bytes()
     out["rss_anon_end_bytes"], out["rss_file_end_bytes"] = rss_bytes("RssAnon"), rss_bytes("RssFile")
-    out["searches"] = searches.queries_and_ids()
+    out["searches"] = searches.recorded()
     out["verdicts"] = verdicts
     det.close()
     return out
 
 
 class _SearchRecorder:
-    """Wraps an index's ``search_vectors``: keeps the queries the scorer searched while ``on``
-    and the reference ids it got back (compared with an exact search by the parent)."""
+    """Wraps an index's ``search_vectors``: keeps the queries the scorer searched while
+    ``brand`` (the listing's planted brand) is set, the reference ids it got back and that
+    brand (compared with an exact search by the parent)."""
 
     def __init__(self, index: Any) -> None:
-        self.on = False
+        self.brand: str | None = None
         self._search = index.search_vectors
         self._queries: list[np.ndarray] = []
         self._ids: list[np.ndarray] = []
+        self._brands: list[str] = []
 
     def __call__(self, queries: np.ndarray, k: int = 10, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         scores, ids = self._search(queries, k, **kwargs)
-        if self.on:
+        if self.brand is not None:
             self._queries.append(np.array(queries, dtype=np.float32, ndmin=2))
             self._ids.append(ids.copy())
+            self._brands += [self.brand] * len(ids)
         return scores, ids
 
-    def queries_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
+    def recorded(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Queries ``(n, dim)``, the ids returned ``(n, k)`` and each query's planted brand."""
         if not self._queries:
-            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64)
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64), []
         k = min(len(i[0]) for i in self._ids)
-        return np.concatenate(self._queries), np.concatenate([i[:, :k] for i in self._ids])
+        return np.concatenate(self._queries), np.concatenate([i[:, :k] for i in self._ids]), self._brands
 
 
 def _record_searches(index: Any) -> _SearchRecorder:
@@ -159,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         StoredDescriptorIndex.open = classmethod(lambda cls, *a, **k: None)  # type: ignore[method-assign]
     result = probe(Path(args.index), listings, config, Path(args.out + ".partial"))
-    queries, ids = result.pop("searches")
-    np.savez(searches_file(Path(args.out)), queries=queries, ids=ids)  # too large for JSON
+    queries, ids, brands = result.pop("searches")
+    np.savez(searches_file(Path(args.out)), queries=queries, ids=ids, brands=np.asarray(brands, dtype=str))  # too large for JSON
     Path(args.out).write_text(json.dumps(result))
     return 0
 

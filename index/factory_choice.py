@@ -8,11 +8,15 @@ first; the first whose estimated bytes fit the budget wins:
 
 1. ``Flat`` (exact) while ``n <= FLAT_MAX_VECTORS``: a brute-force scan of 250k 1,280-d
    vectors is still tens of milliseconds, and small libraries keep exact results.
-2. ``HNSW32`` up to ``HNSW_MAX_VECTORS`` (a few million; autofaiss picks HNSW whenever it
-   fits, we stop where HNSW's build time on a few cores gets long). efConstruction 80 and
-   efSearch 128, because docs/index.md measured efConstruction 40 losing recall at 1M.
-3. ``HNSW32_SQ8``: the same graph on 1-byte scalar-quantised vectors (4x smaller codes).
-4. ``OPQ{m}_{y},IVF{nlist}[_HNSW32],PQ{m}x8`` for ``m`` in 256, 128, ... 8 (autofaiss's PQ
+2. ``IVF{nlist},Flat``, then ``IVF{nlist},SQ8`` (exact, then 1-byte scalar-quantised vectors in
+   inverted lists, from 10,000 vectors; ``nlist`` and ``nprobe`` as below, the coarse quantizer
+   exact). Not HNSW, which autofaiss picks whenever it fits: this project's queries are
+   listing photos, not references, and a graph search finds their nearest references badly.
+   On a 100,000-reference library (700,000 effnet-lite0 vectors) the scorer's own searches on
+   listings with planted logos found the exact nearest reference among the 30 it fetched 48 %
+   of the time with ``HNSW32`` at efSearch 128 (98 % at efSearch 8192, 17.6 ms a query), and
+   100 % with ``IVF4096,SQ8`` at nprobe 128 (2.1 ms a query) (docs/scale.md).
+3. ``OPQ{m}_{y},IVF{nlist}[_HNSW32],PQ{m}x8`` for ``m`` in 256, 128, ... 8 (autofaiss's PQ
    sizes), only from 10,000 vectors (autofaiss's quantization threshold). ``nlist`` is the power
    of two nearest ``4*sqrt(n)`` (autofaiss's lower end of 4..16 sqrt(n)), at most ``n // 39``
    (faiss wants ~39 training points a list) and 65,536. ``y`` (OPQ's output dim) is autofaiss's
@@ -22,9 +26,10 @@ first; the first whose estimated bytes fit the budget wins:
    quantizers from 1,000 lists are HNSW32 (autofaiss's rule). nprobe is ``nlist // 32`` clamped
    to 8..256; an HNSW quantizer searches with efSearch ``2 * nprobe`` (autofaiss's rule).
 
-Memory is estimated per candidate (:func:`estimate_bytes`): float32 vectors ``4d``, 8 bytes an
-id (our id map, or the inverted lists' ids), HNSW links ``8M`` (2M neighbours on level 0, int32)
-plus ~16 bytes of level bookkeeping, and fixed tables (centroids, OPQ matrix, PQ codebooks). It
+Memory is estimated per candidate (:func:`estimate_bytes`): float32 vectors ``4d`` (SQ8: ``d``),
+8 bytes an id (our id map, or the inverted lists' ids), HNSW links ``8M`` (2M neighbours on
+level 0, int32; for a factory given by hand) plus ~16 bytes of level bookkeeping, and fixed
+tables (centroids, OPQ matrix, PQ codebooks). It
 is an estimate of the faiss index alone, not of ``records.sqlite`` or the process.
 """
 
@@ -36,10 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FLAT_MAX_VECTORS = 250_000
-HNSW_MAX_VECTORS = 4_000_000
-HNSW_M = 32
-HNSW_BUILD_PARAMS = {"efConstruction": 80}
-HNSW_SEARCH_PARAMS = {"efSearch": 128}
 QUANTIZATION_MIN_VECTORS = 10_000
 PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8)
 MAX_LISTS = 65_536
@@ -129,6 +130,13 @@ def estimate_bytes(factory: str, n_vectors: int, dim: int) -> int:
         code = d if hnsw.group(2) else 4 * d
         tables = 2 * 4 * d if hnsw.group(2) else 0  # SQ8's per-dim min and range
         return n * (code + 8 * m + 16 + ID_BYTES) + tables
+    ivf = re.fullmatch(r"IVF(\d+)(_HNSW32)?,(Flat|SQ8)", factory)
+    if ivf:
+        lists = int(ivf.group(1))
+        quantizer = lists * 4 * d + (lists * (8 * 32 + 16) if ivf.group(2) else 0)
+        code = 4 * d if ivf.group(3) == "Flat" else d
+        tables = 2 * 4 * d if ivf.group(3) == "SQ8" else 0  # SQ8's per-dim min and range
+        return n * (code + ID_BYTES) + quantizer + tables
     ivfpq = re.fullmatch(r"OPQ(\d+)_(\d+),IVF(\d+)(_HNSW32)?,PQ(\d+)x8", factory)
     if ivfpq:
         y, lists, pq = int(ivfpq.group(2)), int(ivfpq.group(3)), int(ivfpq.group(5))
@@ -138,16 +146,31 @@ def estimate_bytes(factory: str, n_vectors: int, dim: int) -> int:
     raise ValueError(f"no memory estimate for factory {factory!r}")
 
 
-def _ivfpq_choice(n: int, dim: int, m: int, budget: int) -> FactoryChoice:
-    factory = ivfpq_factory(n, dim, m)
-    lists = n_lists(n)
+def _ivf_search(lists: int) -> dict[str, Any]:
     nprobe = max(8, min(256, lists // 32))
     search: dict[str, Any] = {"nprobe": min(nprobe, lists)}
     if lists >= HNSW_QUANTIZER_FROM_LISTS:
         search["quantizer_efSearch"] = 2 * nprobe
+    return search
+
+
+def _ivf_choice(n: int, dim: int, codes: str) -> FactoryChoice:
+    """``IVF{lists},Flat`` or ``IVF{lists},SQ8``."""
+    lists = n_lists(n)
+    factory = f"IVF{lists},{codes}"  # an exact coarse quantizer: as measured (a graph one was not)
+    size = estimate_bytes(factory, n, dim)
+    what = "float32" if codes == "Flat" else "1-byte scalar-quantised"
+    return FactoryChoice(factory, {}, {"nprobe": _ivf_search(lists)["nprobe"]}, size,
+                         max(256, TRAINING_POINTS_PER_LIST * lists),
+                         f"{n:,} vectors: {lists} inverted lists of {what} vectors, ~{_gib(size)}")
+
+
+def _ivfpq_choice(n: int, dim: int, m: int, budget: int) -> FactoryChoice:
+    factory = ivfpq_factory(n, dim, m)
+    lists = n_lists(n)
     size = estimate_bytes(factory, n, dim)
     return FactoryChoice(
-        factory, {}, search, size, max(256, TRAINING_POINTS_PER_LIST * lists),
+        factory, {}, _ivf_search(lists), size, max(256, TRAINING_POINTS_PER_LIST * lists),
         f"{n:,} vectors need compression under {_gib(budget)}: {m}-byte PQ codes, {lists} lists, ~{_gib(size)}",
     )
 
@@ -169,16 +192,11 @@ def choose_factory(n_vectors: int, dim: int, memory_budget_bytes: int) -> Factor
     flat = estimate_bytes("Flat", n, d)
     if n <= FLAT_MAX_VECTORS and flat <= budget:
         return FactoryChoice("Flat", estimated_bytes=flat, reason=f"{n:,} vectors fit exact search in ~{_gib(flat)}")
-    if n <= HNSW_MAX_VECTORS:
-        for factory in (f"HNSW{HNSW_M}", f"HNSW{HNSW_M}_SQ8"):
-            size = estimate_bytes(factory, n, d)
-            if size <= budget:
-                training = 256 if factory.endswith("SQ8") else 0
-                why = "float32" if training == 0 else "1-byte scalar-quantised"
-                return FactoryChoice(
-                    factory, dict(HNSW_BUILD_PARAMS), dict(HNSW_SEARCH_PARAMS), size, training,
-                    f"{n:,} vectors: graph search on {why} vectors fits {_gib(budget)} (~{_gib(size)})",
-                )
+    if n >= QUANTIZATION_MIN_VECTORS:
+        for codes in ("Flat", "SQ8"):
+            choice = _ivf_choice(n, d, codes)
+            if choice.estimated_bytes <= budget:
+                return choice
     smallest = None
     if n >= QUANTIZATION_MIN_VECTORS:
         for m in (m for m in PQ_SIZES if m <= d):

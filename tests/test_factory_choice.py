@@ -55,12 +55,15 @@ def test_tighter_budget_never_chooses_more_bytes():
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
 
 
-def test_mid_size_library_gets_hnsw_when_it_fits_and_sq8_when_tighter():
+def test_mid_size_library_gets_exact_inverted_lists_when_they_fit_and_sq8_when_tighter():
     n = 100_000 * 7
     assert n > FLAT_MAX_VECTORS
-    assert choose_factory(n, EFFNET_DIM, 8 * GIB).factory == "HNSW32"
+    roomy = choose_factory(n, EFFNET_DIM, 8 * GIB)
+    assert roomy.factory == "IVF4096,Flat" and roomy.search_params == {"nprobe": 128}
+    assert roomy.training_vectors == 39 * 4096  # staged until then (ReferenceIndex.create)
     tight = choose_factory(n, EFFNET_DIM, 2 * GIB)
-    assert tight.factory == "HNSW32_SQ8" and tight.estimated_bytes <= 2 * GIB
+    assert tight.factory == "IVF4096,SQ8" and tight.estimated_bytes <= 2 * GIB
+    assert not any("HNSW" in choose_factory(n, EFFNET_DIM, b * GIB).factory.split(",")[-1] for b in (1, 2, 4, 8))
 
 
 def test_no_candidate_fits_raises():
@@ -85,12 +88,12 @@ def test_every_chosen_factory_builds_with_faiss_and_accepts_its_search_params(di
             faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
             index = faiss_ops.build_index(choice.factory, dim, choice.build_params)
             faiss_ops.SearchSetup(index, choice.search_params)  # raises on an unknown name
-    assert any("IVF" in f for f in seen) and "Flat" in seen and any(f.startswith("HNSW") for f in seen)
+    assert any("PQ" in f for f in seen) and "Flat" in seen and any(f.endswith(",SQ8") for f in seen)
 
 
 @pytest.mark.parametrize(
     ("n", "dim", "budget", "kind"),
-    [(20_000, 16, 400_000, "OPQ8_16,IVF512,PQ8x8"), (300_000, 32, 10**8, "HNSW32_SQ8")],
+    [(20_000, 16, 400_000, "OPQ8_16,IVF512,PQ8x8"), (300_000, 32, 2 * 10**7, "IVF2048,SQ8")],
 )
 def test_chosen_factories_train_and_find_their_vectors_at_small_scale(n, dim, budget, kind):
     choice = choose_factory(n, dim, budget)

@@ -123,8 +123,9 @@ class Catalog:
         return np.dtype(name)
 
     def stored_form(self, vectors: np.ndarray) -> np.ndarray:
-        """``(n, dim)`` unit ``vectors`` as they will read back from the database, float32: what
-        the writer adds to faiss, so that a rebuild gives the same index."""
+        """``(n, dim)`` unit ``vectors`` as they will read back once inserted (rounded to
+        :attr:`vector_dtype`, then the same decoding), float32: what the writer adds to faiss,
+        so that a rebuild gives the same index bit for bit."""
         if self.vector_dtype == np.float32:
             return np.ascontiguousarray(vectors, dtype=np.float32)
         return _renormalised(np.asarray(vectors, dtype=self.vector_dtype))
@@ -194,8 +195,8 @@ class Catalog:
 
     def insert_references(self, rows: list[tuple[Any, ...]]) -> None:
         """Insert ``(id, brand, kind, product_id, source, sha256, added_at, attributes_json,
-        n_vectors, vectors, aux_bytes_or_None)`` rows (``vectors``: float32, stored as
-        :attr:`vector_dtype`)."""
+        n_vectors, vectors, aux_bytes_or_None)`` rows (``vectors``: the float32 vectors as given,
+        stored as :attr:`vector_dtype`; they read back as :meth:`stored_form`)."""
         self._conn.executemany(
             "INSERT INTO refs (id, brand, kind, product_id, source, sha256, added_at, attributes,"
             " n_vectors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -146,12 +146,8 @@ def estimate_bytes(factory: str, n_vectors: int, dim: int) -> int:
     raise ValueError(f"no memory estimate for factory {factory!r}")
 
 
-def _ivf_search(lists: int) -> dict[str, Any]:
-    nprobe = max(8, min(256, lists // 32))
-    search: dict[str, Any] = {"nprobe": min(nprobe, lists)}
-    if lists >= HNSW_QUANTIZER_FROM_LISTS:
-        search["quantizer_efSearch"] = 2 * nprobe
-    return search
+def _nprobe(lists: int) -> int:
+    return min(max(8, min(256, lists // 32)), lists)
 
 
 def _ivf_choice(n: int, dim: int, codes: str) -> FactoryChoice:
@@ -160,7 +156,7 @@ def _ivf_choice(n: int, dim: int, codes: str) -> FactoryChoice:
     factory = f"IVF{lists},{codes}"  # an exact coarse quantizer: as measured (a graph one was not)
     size = estimate_bytes(factory, n, dim)
     what = "float32" if codes == "Flat" else "1-byte scalar-quantised"
-    return FactoryChoice(factory, {}, {"nprobe": _ivf_search(lists)["nprobe"]}, size,
+    return FactoryChoice(factory, {}, {"nprobe": _nprobe(lists)}, size,
                          max(256, TRAINING_POINTS_PER_LIST * lists),
                          f"{n:,} vectors: {lists} inverted lists of {what} vectors, ~{_gib(size)}")
 
@@ -168,9 +164,12 @@ def _ivf_choice(n: int, dim: int, codes: str) -> FactoryChoice:
 def _ivfpq_choice(n: int, dim: int, m: int, budget: int) -> FactoryChoice:
     factory = ivfpq_factory(n, dim, m)
     lists = n_lists(n)
+    search: dict[str, Any] = {"nprobe": _nprobe(lists)}
+    if lists >= HNSW_QUANTIZER_FROM_LISTS:
+        search["quantizer_efSearch"] = 2 * search["nprobe"]
     size = estimate_bytes(factory, n, dim)
     return FactoryChoice(
-        factory, {}, _ivf_search(lists), size, max(256, TRAINING_POINTS_PER_LIST * lists),
+        factory, {}, search, size, max(256, TRAINING_POINTS_PER_LIST * lists),
         f"{n:,} vectors need compression under {_gib(budget)}: {m}-byte PQ codes, {lists} lists, ~{_gib(size)}",
     )
 

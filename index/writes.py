@@ -75,7 +75,7 @@ class IndexWrites(CommittedIndex):
             raise ValueError(f"got {len(refs)} references but {len(aux)} aux entries")
         attributes = reference_attributes_json(refs)
         aux_list = [None] * len(refs) if aux is None else [as_bytes(a, i) for i, a in enumerate(aux)]
-        matrices = [self._catalog.stored_form(m) for m in validate_vectors(vectors, self.dim)]
+        matrices = validate_vectors(vectors, self.dim)
         updates = _checked_updates(aux_updates)
         now = utc_now()
         with self._lock:
@@ -101,7 +101,7 @@ class IndexWrites(CommittedIndex):
                     ))  # fmt: skip
                     added.append(rid)
                     id_parts.append(np.full(len(mat), rid, dtype=np.int64))
-                    vec_parts.append(mat)
+                    vec_parts.append(self._catalog.stored_form(mat))  # what a rebuild will read back
                 if not added:
                     if updates and self._catalog.replace_aux(updates):
                         self._commit(self._snapshot.index)

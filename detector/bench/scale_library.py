@@ -10,7 +10,7 @@ N - seed synthetic logos made from the templates through the index's ordinary
 side data (local features, silhouette, appearance thumbnail: the same shapes and sizes) with
 cheap perturbations, so it costs what a real logo costs on disk and in the scorer, without
 rendering or embedding one. Synthetic vectors are the template's views with multiplicative
-noise (cosine ~0.77 to the template, non-negative and sparse like the model's own vectors):
+noise (cosine ~0.78 to the template, non-negative and sparse like the model's own vectors):
 they crowd the template's neighbourhood, not the planted logos', so the planted logos' recall
 measures the index, not an adversarial library.
 """
@@ -36,7 +36,7 @@ from index.store import ReferenceIndex
 
 SEED_GROUPS = ("logo_large", "logo_small", "neg_nologo")
 # A synthetic view is its template's with every component scaled by a Gamma(shape, 1/shape) draw
-# (mean 1): cosine ~0.77 to the template and ~0.6 between two copies, and, like the model's
+# (mean 1): cosine ~0.78 to the template and ~0.6 between two copies, and, like the model's
 # real vectors (effnet's pooled features are post-ReLU: non-negative, ~60 % zeros, two real
 # logos at cosine ~0.38), non-negative and as sparse as the template. Isotropic Gaussian noise
 # (norm 0.85 before, the same cosine to the template) put the copies off that manifold, where
@@ -179,10 +179,10 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
     Each chunk of ``chunk`` references is one atomic commit (the project's ``add``; a factory
     that needs training is staged, as indexing stages it, when ``create_options`` say
     ``train_after_vectors``), so a build stopped half-way leaves a readable index, and the next
-    call continues it from its
-    last commit (synthetic logo ``n`` is the same whenever it is made; the planted logos,
-    added last, are skipped as duplicates if they are in already). A ``built.json`` marks a
-    finished library, reused as is; ``seconds`` adds up the runs that built it.
+    call continues it from its last commit (synthetic logo ``n`` is the same whenever it is
+    made; the planted logos, added last, are skipped as duplicates if they are in already). A
+    ``built.json`` marks a finished library, reused as is; ``seconds`` adds up the runs that
+    built it.
     """
     done = path / "built.json"
     if done.is_file():  # reused; a library built without the store gets it now, as indexing would

@@ -17,7 +17,7 @@ from index import faiss_ops
 from index.commit import CommittedIndex
 from index.errors import REPAIR_HINT, IndexCorruptError
 from index.export import load_export
-from index.rebuild import TOMBSTONE_REBUILD_FRACTION, rebuild_from_catalog
+from index.rebuild import TOMBSTONE_REBUILD_FRACTION, TRAIN_SAMPLE_MAX, rebuild_from_catalog
 from index.records import AddReport, NewReference, utc_now
 from index.validation import as_bytes, reference_attributes_json, validate_vectors
 
@@ -130,7 +130,8 @@ class IndexWrites(CommittedIndex):
         staged = self._staged
         if staged is None or self._catalog.vector_stats()[0] < int(staged["train_after_vectors"]):
             return
-        self._rebuild(staged["factory"], staged["build_params"], dict(staged["search_params"]), {"staged": None})
+        self._rebuild(staged["factory"], staged["build_params"], dict(staged["search_params"]), {"staged": None},
+                      train_vectors=max(TRAIN_SAMPLE_MAX, int(staged["train_after_vectors"])))
         self._staged = None
 
     def remove(
@@ -241,14 +242,14 @@ class IndexWrites(CommittedIndex):
         self._rebuild(new_factory, new_params, {} if new_factory != self.factory else None, {})
 
     def _rebuild(self, factory: str, build_params: Mapping[str, Any], search_params: dict[str, Any] | None,
-                 extra_meta: Mapping[str, Any]) -> None:
-        """One commit replacing the faiss index by ``factory`` built from the stored vectors
-        (``search_params`` None: the defaults are kept)."""
+                 extra_meta: Mapping[str, Any], train_vectors: int = TRAIN_SAMPLE_MAX) -> None:
+        """One commit replacing the faiss index by ``factory`` built from the stored vectors,
+        trained on ``train_vectors`` of them (``search_params`` None: the defaults are kept)."""
         with self._lock:
             self._check_open()
             self._catalog.begin_write()
             try:
-                index = rebuild_from_catalog(self._catalog, factory, self.dim, build_params)
+                index = rebuild_from_catalog(self._catalog, factory, self.dim, build_params, train_vectors)
                 extra: dict[str, Any] = {"factory": factory, "build_params": dict(build_params), **extra_meta}
                 if search_params is not None:
                     faiss_ops.SearchSetup(index, search_params)  # refuses a bad name before committing

@@ -120,3 +120,20 @@ def test_a_staged_factory_is_exact_until_it_trains_on_enough_vectors(tmp_path: P
 def test_a_factory_without_training_is_never_staged(tmp_path: Path) -> None:
     with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP, factory="HNSW16", train_after_vectors=10**6) as index:
         assert (index.factory, index.staged_factory) == ("HNSW16", None)
+
+
+def test_a_training_sample_holds_exactly_its_limit(tmp_path: Path) -> None:
+    """350 stored vectors and a limit of 262: all 262, spread evenly, not the 175 of a stride of 2
+    (a staged IVF trains on this sample)."""
+    from index.rebuild import training_sample
+
+    views = _views(175, views=2, seed=3)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP) as index:
+        index.add(_refs(175), list(views))
+        sample = training_sample(index._catalog, DIM, 262)
+        everything = training_sample(index._catalog, DIM, 10_000)
+    assert sample.shape == (262, DIM) and everything.shape == (350, DIM)
+    rows = {tuple(np.round(v, 5)) for v in everything}
+    assert all(tuple(np.round(v, 5)) in rows for v in sample)
+    np.testing.assert_array_equal(sample[0], everything[0])
+    np.testing.assert_array_equal(sample[-1], everything[-1])  # the whole library, end to end

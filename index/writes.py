@@ -132,7 +132,6 @@ class IndexWrites(CommittedIndex):
             return
         self._rebuild(staged["factory"], staged["build_params"], dict(staged["search_params"]), {"staged": None},
                       train_vectors=max(TRAIN_SAMPLE_MAX, int(staged["train_after_vectors"])))
-        self._staged = None
 
     def remove(
         self,
@@ -258,9 +257,7 @@ class IndexWrites(CommittedIndex):
             except BaseException:
                 self._abort(False)
                 raise
-            self.factory, self._build_params = factory, dict(build_params)
-            if search_params is not None:
-                self._search_defaults = dict(search_params)
+            self._read_settings(self._catalog.meta())  # the factory, its parameters and staging as committed
 
     def import_records(self, src: str | os.PathLike[str]) -> AddReport:
         """Add every reference of an export folder (one atomic commit, duplicates skipped).

@@ -7,27 +7,33 @@ at 100,000 logos that is gigabytes of heap and minutes per new generation. Here 
 descriptors are kept as a FAISS ``IVF<lists>,SQ8`` index (128 bytes a descriptor, plus 8 for
 its id) in ``<index>/descriptors/``:
 
-* ``trained.faiss``: the empty trained index (coarse centroids, SQ8 ranges);
-* ``segment-<n>.faiss`` + ``segment-<n>.refs.npy``: descriptors added by one sync, and the
-  ids of the references that sync covered (with or without descriptors);
+* ``trained.faiss``: the empty trained index (coarse quantizer, SQ8 ranges);
+* ``segment-<n>.ivl`` + ``segment-<n>.refs.npy``: the inverted lists of descriptors added by
+  one sync (at most :data:`SEGMENT_DESCRIPTORS` a file), and the ids of the references that
+  file covers (with or without descriptors);
 * ``manifest.json``: the segments in use. Every file is written atomically (temp file,
   fsync, rename) and the manifest last, so an interrupted sync leaves the previous manifest
   valid (a stray segment it did not name is deleted by the next sync).
+
+The scorer searches all segments as one index (:func:`open_store`): one coarse quantizer,
+each probed list read from every segment's memory-mapped file (faiss's
+``HStackInvertedLists``), so more segments do not mean more quantizer searches.
 
 A descriptor's FAISS id is ``ref_id << 16 | row``: the owner for the vote and the identity
 for "each reference descriptor counts once". Removed references stay in the segments and are
 dropped at vote time (the scorer passes the live ids); a rebuild drops them for good.
 
 :func:`sync_descriptor_store` (the writer, at the end of each indexing run) adds the
-references the store does not cover yet, as one new segment; once more than
-:data:`MAX_SEGMENTS` exist, all but the largest are merged into one.
+references the store does not cover yet as new segments; once more than :data:`MAX_SEGMENTS`
+segments are under :data:`SEGMENT_DESCRIPTORS`, all of those but the largest are merged.
 
-The list count follows autofaiss's rule of thumb (about
-4 sqrt(n) lists, a power of two, from 1,024) up to :data:`MAX_LISTS` (past it the search
-grows linearly again: more lists need an HNSW coarse quantizer and a k-means this machine
-cannot afford, see docs/scale.md) and is fixed when the store is trained; the store is
-rebuilt, retrained, once the rule asks for 4x the lists it has (the library grew ~16x).
-A library under :data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory
+Lists grow with the library, about :data:`LIST_SIZE` descriptors each (a power of two, from
+1,024 to :data:`MAX_LISTS`), so what one search scans (``nprobe`` lists) stays the same size
+as the library grows; past :data:`HNSW_QUANTIZER_FROM_LISTS` lists the coarse quantizer is an
+HNSW graph (finding the probed lists stays logarithmic) trained by a two-level k-means (an
+exact one for 100,000+ lists costs hours on 2 cores, docs/scale.md). The count is fixed when
+the store is trained; the store is rebuilt, retrained, once the rule asks for 4x the lists it
+has. A library under :data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory
 vote is faster to build and exact there.
 """
 
@@ -54,11 +60,19 @@ log = logging.getLogger(__name__)
 STORE_DIR = "descriptors"
 MANIFEST = "manifest.json"
 STORE_FROM_REFERENCES = 4_000  # ~200,000 descriptors at ~50 a logo
+MANIFEST_FORMAT = 2  # 1: one whole faiss index a segment, each searched with its own quantizer
 MAX_SEGMENTS = 8
-MAX_LISTS = 4096  # k-means for more lists costs > 10 minutes on 2 shared cores (docs/scale.md)
+SEGMENT_DESCRIPTORS = 8_000_000  # ~1.1 GB: what a writer holds in memory while it makes a segment
+LIST_SIZE = 256  # descriptors a list holds on average: a search's scan stays nprobe * 256
+MIN_LISTS = 1_024
+MAX_LISTS = 262_144
+HNSW_QUANTIZER_FROM_LISTS = 8_192  # below, an exact quantizer search is cheaper than a graph's
 ROW_BITS = 16  # descriptors per reference kept: at most 65,536
 TRAIN_POINTS_PER_LIST = 40
+TRAIN_SAMPLE_MAX = 2_000_000  # descriptors (1 GB of float32): past it fewer points a list
+KMEANS_ITERATIONS = 10  # the vote needs coarse cells, not optimal ones
 DECODE_CHUNK = 2000  # references decoded per step
+SEGMENT_SUFFIX = ".ivl"
 
 
 def descriptor_ids(ref_id: int, count: int) -> np.ndarray:
@@ -72,19 +86,25 @@ def owners_of(ids: np.ndarray) -> np.ndarray:
 
 
 def lists_for(descriptors: int) -> int:
-    """Inverted lists for ``descriptors`` vectors: ~4 sqrt(n), a power of two, 1,024 to
-    :data:`MAX_LISTS` (fewer when there are not :data:`TRAIN_POINTS_PER_LIST` descriptors a
-    list to train on)."""
-    target = 4.0 * np.sqrt(max(descriptors, 1))
-    lists = int(min(MAX_LISTS, max(1_024, 2 ** round(np.log2(target)))))
+    """Inverted lists for ``descriptors`` vectors: ~n / :data:`LIST_SIZE`, a power of two,
+    :data:`MIN_LISTS` to :data:`MAX_LISTS` (fewer when there are not
+    :data:`TRAIN_POINTS_PER_LIST` descriptors a list to train on)."""
+    target = max(descriptors, 1) / LIST_SIZE
+    lists = int(min(MAX_LISTS, max(MIN_LISTS, 2 ** round(np.log2(target)))))
     while lists > 1 and lists * TRAIN_POINTS_PER_LIST > descriptors:  # too few to train them: fewer
         lists //= 2
     return lists
 
 
+def training_points(lists: int) -> int:
+    """Descriptors the store's training takes for ``lists`` lists."""
+    return min(lists * TRAIN_POINTS_PER_LIST, TRAIN_SAMPLE_MAX)
+
+
 def factory_for(lists: int) -> str:
     """The FAISS factory string for ``lists`` inverted lists."""
-    return f"IVF{lists},SQ8"
+    quantizer = "_HNSW32" if lists >= HNSW_QUANTIZER_FROM_LISTS else ""
+    return f"IVF{lists}{quantizer},SQ8"
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ class StoreManifest:
     next_segment: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": 1, "lists": self.lists, "segments": list(self.segments), "descriptors": self.descriptors,
+        return {"format": MANIFEST_FORMAT, "lists": self.lists, "segments": list(self.segments), "descriptors": self.descriptors,
                 "trained_on": self.trained_on, "next_segment": self.next_segment}
 
 
@@ -106,6 +126,10 @@ def read_manifest(folder: Path) -> StoreManifest | None:
     """The store's manifest, or None when there is no usable store."""
     try:
         data = json.loads((folder / MANIFEST).read_text())
+        if data.get("format") != MANIFEST_FORMAT:
+            log.warning("descriptor store %s: format %s, not %d; the next indexing run rebuilds it",
+                        folder, data.get("format"), MANIFEST_FORMAT)
+            return None
         return StoreManifest(int(data["lists"]), tuple(data["segments"]), int(data["descriptors"]),
                              int(data["trained_on"]), int(data["next_segment"]))
     except FileNotFoundError:
@@ -121,16 +145,43 @@ def covered_ids(folder: Path, manifest: StoreManifest) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
-def open_segments(folder: Path, manifest: StoreManifest, nprobe: int) -> list[Any]:
-    """The segments as FAISS indexes, inverted lists memory-mapped (page cache, not heap)."""
+@dataclass
+class OpenStore:
+    """The store's segments searchable as one faiss index (``index``); ``parts`` keeps the
+    memory-mapped lists alive for as long as the index is used."""
+
+    index: Any
+    parts: list[Any]
+
+
+def open_store(folder: Path, manifest: StoreManifest, nprobe: int) -> OpenStore:
+    """The trained index with every segment's lists stacked under it, memory-mapped (page
+    cache, not heap)."""
     import faiss
 
-    segments = []
-    for stem in manifest.segments:
-        index = faiss.read_index(str(folder / f"{stem}.faiss"), faiss.IO_FLAG_MMAP)
-        faiss.extract_index_ivf(index).nprobe = nprobe
-        segments.append(index)
-    return segments
+    index = faiss.read_index(str(folder / "trained.faiss"))
+    ivf = faiss.extract_index_ivf(index)
+    lists = [_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=True) for stem in manifest.segments]
+    parts: list[Any] = list(lists)
+    if lists:
+        pointers = faiss.InvertedListsPtrVector()
+        for part in lists:
+            pointers.push_back(part)
+        stacked = faiss.HStackInvertedLists(pointers.size(), pointers.data())
+        ivf.replace_invlists(stacked, False)
+        ivf.ntotal = index.ntotal = manifest.descriptors
+        parts += [pointers, stacked]
+    ivf.nprobe = nprobe
+    if manifest.lists >= HNSW_QUANTIZER_FROM_LISTS:
+        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * nprobe, 16)  # autofaiss's rule
+    return OpenStore(index, parts)
+
+
+def _read_lists(path: Path, *, mmap: bool) -> Any:
+    import faiss
+
+    reader = faiss.FileIOReader(str(path))
+    return faiss.read_InvertedLists(reader, faiss.IO_FLAG_MMAP if mmap else 0)
 
 
 @dataclass
@@ -151,12 +202,12 @@ def _decode(index: Any, ref_ids: list[int]) -> Iterable[tuple[list[int], np.ndar
         descs, ids = [], []
         for rid, blob in index.get_aux(part).items():
             try:
-                f = LocalFeatures.from_bytes(blob)
+                sift = LocalFeatures.sift_descriptors_from_bytes(blob)
             except DetectorError:
                 continue  # the scorer logs unreadable blobs; nothing to index
-            if f.method != "sift" or not len(f):
+            if sift is None or not len(sift):
                 continue
-            d = f.descriptors[: 1 << ROW_BITS]
+            d = sift[: 1 << ROW_BITS]
             descs.append(root_sift(d))
             ids.append(descriptor_ids(rid, len(d)))
         if descs:
@@ -169,6 +220,17 @@ def _write_faiss(index: Any, path: Path) -> None:
     import faiss
 
     atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+
+
+def _write_lists(lists: Any, path: Path) -> None:
+    import faiss
+
+    def write(tmp: Path) -> None:
+        writer = faiss.FileIOWriter(str(tmp))
+        faiss.write_InvertedLists(lists, writer)
+        del writer  # closes the file before atomic_write syncs and renames it
+
+    atomic_write(path, write)
 
 
 def _write_npy(array: np.ndarray, path: Path) -> None:
@@ -211,24 +273,19 @@ def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES
 
 def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -> None:
     """Train a new store on the whole library in a fresh folder, then swap it in."""
-    import faiss
-
     fresh = folder.with_name(f"{STORE_DIR}.building")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     total, sample = _count_and_sample(index, all_ids)
     lists = lists_for(total)
-    wanted = lists * TRAIN_POINTS_PER_LIST
+    wanted = training_points(lists)
     if len(sample) > wanted:
         sample = sample[np.random.default_rng(0).choice(len(sample), wanted, replace=False)]
     while lists > 1 and 8 * lists > len(sample):  # the first chunk misled the sampling rate
         lists //= 2
-    trained = faiss.index_factory(128, factory_for(lists))
-    ivf = faiss.extract_index_ivf(trained)
-    ivf.cp.niter = 10  # k-means iterations: the vote needs coarse cells, not optimal ones
-    trained.train(sample)
+    trained = _train(sample, lists)
     _write_faiss(trained, fresh / "trained.faiss")
-    empty = StoreManifest(lists, (), 0, total, 0)
+    empty = StoreManifest(int(trained.nlist), (), 0, total, 0)
     atomic_write_json(fresh / MANIFEST, empty.to_dict())
     _add_segment(index, fresh, empty, all_ids, report)
     old = folder.with_name(f"{STORE_DIR}.old")
@@ -238,7 +295,51 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
     os.replace(fresh, folder)  # a crash between the renames leaves no store: the next sync rebuilds
     shutil.rmtree(old, ignore_errors=True)
     report.rebuilt = True
-    log.info("descriptor store %s: built with %d lists on %d descriptors", folder, lists, total)
+    log.info("descriptor store %s: built with %d lists on %d descriptors", folder, trained.nlist, total)
+
+
+def _train(sample: np.ndarray, lists: int) -> Any:
+    """An empty ``IVF,SQ8`` index trained on ``sample``: k-means for its lists (two-level
+    past :data:`HNSW_QUANTIZER_FROM_LISTS`, into an HNSW quantizer), then the SQ8 ranges."""
+    import faiss
+
+    if lists < HNSW_QUANTIZER_FROM_LISTS:
+        trained = faiss.index_factory(128, factory_for(lists))
+        faiss.extract_index_ivf(trained).cp.niter = KMEANS_ITERATIONS
+    else:
+        centroids = two_level_centroids(sample, lists)
+        trained = faiss.index_factory(128, factory_for(len(centroids)))
+        faiss.extract_index_ivf(trained).quantizer.add(centroids)  # trained: train() fits the SQ8 alone
+    trained.train(sample)
+    return trained
+
+
+def two_level_centroids(sample: np.ndarray, lists: int, seed: int = 1) -> np.ndarray:
+    """About ``lists`` k-means centroids of ``sample`` in two levels (faiss's
+    ``contrib.clustering.two_level_clustering``): ~sqrt(lists) coarse clusters, then each split
+    into a share of ``lists`` proportional to its size (at least one, at most its points).
+    Costs ~2 sqrt(lists) distances a point and iteration instead of ``lists``."""
+    import faiss
+
+    dim = sample.shape[1]
+    top = max(2, int(round(np.sqrt(lists))))
+    coarse = faiss.Kmeans(dim, top, niter=KMEANS_ITERATIONS, max_points_per_centroid=2000, seed=seed)
+    coarse.train(sample)
+    _, assigned = coarse.index.search(sample, 1)
+    assigned = assigned.ravel()
+    sizes = np.bincount(assigned, minlength=top)
+    shares = np.minimum(sizes, np.maximum(1, np.round(sizes / len(sample) * lists))).astype(int)
+    centroids = []
+    for cluster in np.flatnonzero(sizes):
+        points = np.ascontiguousarray(sample[assigned == cluster])
+        if shares[cluster] == 1:
+            centroids.append(points.mean(axis=0, keepdims=True))
+            continue
+        fine = faiss.Kmeans(dim, int(shares[cluster]), niter=KMEANS_ITERATIONS, min_points_per_centroid=1,
+                            max_points_per_centroid=256, seed=seed)
+        fine.train(points)
+        centroids.append(fine.centroids)
+    return np.ascontiguousarray(np.concatenate(centroids), dtype=np.float32)
 
 
 def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
@@ -249,7 +350,7 @@ def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
     for i, (part, descs, _) in enumerate(_decode(index, all_ids)):
         if i == 0:
             estimate = len(descs) / max(len(part), 1) * len(all_ids)
-            keep = min(1.0, 2 * lists_for(int(estimate)) * TRAIN_POINTS_PER_LIST / max(estimate, 1.0))
+            keep = min(1.0, 2 * training_points(lists_for(int(estimate))) / max(estimate, 1.0))
         total += len(descs)
         parts.append(descs[rng.random(len(descs)) < keep])
     sample = np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
@@ -257,45 +358,81 @@ def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
 
 
 def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: list[int], report: SyncReport) -> None:
+    """Add ``ref_ids``' descriptors as new segments (a new one every :data:`SEGMENT_DESCRIPTORS`),
+    then name them all in the manifest at once."""
     import faiss
 
-    segment = faiss.read_index(str(folder / "trained.faiss"))
-    for _, descs, ids in _decode(index, ref_ids):
+    stems: list[str] = []
+    added = 0
+    segment, covered = None, []
+    next_segment = manifest.next_segment
+
+    def write() -> None:
+        nonlocal segment, covered, next_segment
+        stem = f"segment-{next_segment:06d}"
+        _write_lists(faiss.extract_index_ivf(segment).invlists, folder / f"{stem}{SEGMENT_SUFFIX}")
+        _write_npy(np.asarray(sorted(covered), dtype=np.int64), folder / f"{stem}.refs.npy")
+        stems.append(stem)
+        next_segment += 1
+        segment, covered = None, []
+
+    for part, descs, ids in _decode(index, ref_ids):
+        if segment is None:
+            segment = faiss.read_index(str(folder / "trained.faiss"))
         if len(ids):
             segment.add_with_ids(descs, ids)
-    stem = f"segment-{manifest.next_segment:06d}"
-    _write_faiss(segment, folder / f"{stem}.faiss")
-    _write_npy(np.asarray(sorted(ref_ids), dtype=np.int64), folder / f"{stem}.refs.npy")
-    updated = StoreManifest(manifest.lists, (*manifest.segments, stem), manifest.descriptors + int(segment.ntotal),
-                            manifest.trained_on, manifest.next_segment + 1)
-    if len(updated.segments) > MAX_SEGMENTS:
+            added += len(ids)
+        covered += part
+        if segment.ntotal >= SEGMENT_DESCRIPTORS:
+            write()
+    if segment is not None:
+        write()
+    updated = StoreManifest(manifest.lists, (*manifest.segments, *stems), manifest.descriptors + added,
+                            manifest.trained_on, next_segment)
+    if _mergeable(folder, updated):
         updated = _merge(folder, updated)
         report.merged = True
     atomic_write_json(folder / MANIFEST, updated.to_dict())
     _remove_unnamed(folder, updated)
     report.added_references += len(ref_ids)
-    report.added_descriptors += int(segment.ntotal)
+    report.added_descriptors += added
     report.store = True
 
 
+def _segment_bytes(folder: Path, stem: str) -> int:
+    return (folder / f"{stem}{SEGMENT_SUFFIX}").stat().st_size
+
+
+FULL_SEGMENT_BYTES = SEGMENT_DESCRIPTORS * (128 + 8) // 2  # a segment at least half full is never merged
+
+
+def _mergeable(folder: Path, manifest: StoreManifest) -> list[str]:
+    """The segments a merge would combine: those under :data:`FULL_SEGMENT_BYTES` but the
+    largest of them, once more than :data:`MAX_SEGMENTS` are under it (none otherwise)."""
+    small = [stem for stem in manifest.segments if _segment_bytes(folder, stem) < FULL_SEGMENT_BYTES]
+    if len(small) <= MAX_SEGMENTS:
+        return []
+    largest = max(small, key=lambda stem: _segment_bytes(folder, stem))
+    return [stem for stem in small if stem != largest]
+
+
 def _merge(folder: Path, manifest: StoreManifest) -> StoreManifest:
-    """The segments but the largest merged into one (written before the manifest names it):
-    each merge rewrites the recent additions, not the whole store."""
+    """The mergeable segments combined into one (written before the manifest names it): each
+    merge rewrites the recent additions, not the whole store."""
     import faiss
 
-    largest = max(manifest.segments, key=lambda stem: (folder / f"{stem}.faiss").stat().st_size)
-    rest = [stem for stem in manifest.segments if stem != largest]
-    merged = faiss.read_index(str(folder / "trained.faiss"))
-    ivf = faiss.extract_index_ivf(merged)
+    rest = _mergeable(folder, manifest)
+    trained = faiss.extract_index_ivf(faiss.read_index(str(folder / "trained.faiss")))
+    merged = faiss.ArrayInvertedLists(trained.nlist, trained.code_size)
     refs = []
     for stem in rest:
-        part = faiss.read_index(str(folder / f"{stem}.faiss"))
-        ivf.merge_from(faiss.extract_index_ivf(part), 0)
+        merged.merge_from(_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=False), 0)
         refs.append(np.load(folder / f"{stem}.refs.npy"))
     stem = f"segment-{manifest.next_segment:06d}"
-    _write_faiss(merged, folder / f"{stem}.faiss")
+    _write_lists(merged, folder / f"{stem}{SEGMENT_SUFFIX}")
     _write_npy(np.unique(np.concatenate(refs)), folder / f"{stem}.refs.npy")
-    return StoreManifest(manifest.lists, (largest, stem), manifest.descriptors, manifest.trained_on,
+    kept = tuple(s for s in manifest.segments if s not in rest)
+    return StoreManifest(manifest.lists, (*kept, stem), manifest.descriptors, manifest.trained_on,
                          manifest.next_segment + 1)
 
 

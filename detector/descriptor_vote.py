@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from detector.descriptor_store import STORE_DIR, covered_ids, open_segments, owners_of, read_manifest
+from detector.descriptor_store import STORE_DIR, OpenStore, covered_ids, open_store, owners_of, read_manifest
 from detector.local_search import DEFAULT_NPROBE, NEIGHBOURS, DescriptorNeighbours, LocalFeatureIndex, count_votes
 from detector.verify import LocalFeatures
 
@@ -23,13 +22,13 @@ from detector.verify import LocalFeatures
 class StoredDescriptorIndex:
     """Votes like :class:`~detector.local_search.LocalFeatureIndex`, from the on-disk store."""
 
-    def __init__(self, segments: list[Any], live: np.ndarray, catch_up: LocalFeatureIndex) -> None:
-        self._segments = segments
+    def __init__(self, store: OpenStore, live: np.ndarray, catch_up: LocalFeatureIndex) -> None:
+        self._store = store
         self._live = np.unique(np.asarray(live, dtype=np.int64))
         self._catch_up = catch_up
 
     def __len__(self) -> int:
-        return int(sum(s.ntotal for s in self._segments)) + len(self._catch_up)
+        return int(self._store.index.ntotal) + len(self._catch_up)
 
     @classmethod
     def open(cls, index_path: Path, live: Sequence[int], features: Callable[[list[int]], dict[int, LocalFeatures]],
@@ -50,19 +49,18 @@ class StoredDescriptorIndex:
         missing = live_ids[~np.isin(live_ids, covered)].tolist()
         catch_up = LocalFeatureIndex.from_features(features(missing), nprobe) if missing else (
             LocalFeatureIndex.from_features({}, nprobe))
-        return cls(open_segments(folder, manifest, nprobe), live_ids, catch_up)
+        return cls(open_store(folder, manifest, nprobe), live_ids, catch_up)
 
     def neighbours(self, query: LocalFeatures) -> DescriptorNeighbours | None:
-        """Each query descriptor's nearest live reference descriptors over every segment and
-        the catch-up index, nearest first (None when nothing to search). Store rows are
+        """Each query descriptor's nearest live reference descriptors in the store and the
+        catch-up index, nearest first (None when nothing to search). Store rows are
         descriptor ids (>= 0), catch-up rows are negative: a row never names two descriptors."""
         if len(query) == 0 or query.method != "sift" or len(self) == 0:
             return None
         parts = []
-        for segment in self._segments:
-            if segment.ntotal:
-                distances, ids = segment.search(query.matchable, NEIGHBOURS)
-                parts.append((distances, owners_of(ids), ids))
+        if self._store.index.ntotal:
+            distances, ids = self._store.index.search(query.matchable, NEIGHBOURS)
+            parts.append((distances, owners_of(ids), ids))
         near = self._catch_up.neighbours(query) if len(self._catch_up) else None
         if near is not None:
             parts.append((near.distances, near.owners, np.where(near.rows >= 0, -2 - near.rows, -1)))

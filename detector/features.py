@@ -123,6 +123,29 @@ class LocalFeatures:
         )
         return buffer.getvalue()
 
+    @staticmethod
+    def sift_descriptors_from_bytes(data: bytes) -> np.ndarray | None:
+        """A blob's SIFT descriptors alone, ``(n, 128)`` uint8 (None for another method).
+
+        Reads two of the blob's ~10 arrays (``np.load`` opens members lazily): the descriptor
+        store decodes every reference, ~2x faster this way than through :meth:`from_bytes`.
+
+        Raises:
+            DetectorError: Not a valid features blob.
+        """
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                version, method = int(npz["version"][0]), METHODS[int(npz["method"][0])]
+                descriptors = npz["descriptors"] if method == "sift" else None
+        except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
+            raise DetectorError(f"invalid local-features blob: {e}") from e
+        if version != _FORMAT_VERSION:
+            raise DetectorError(f"local-features format {version} is not supported")
+        if descriptors is not None and (descriptors.dtype != np.uint8 or descriptors.ndim != 2
+                                        or descriptors.shape[1] != 128):
+            raise DetectorError(f"invalid local-features blob: descriptors {descriptors.dtype}{descriptors.shape}")
+        return descriptors
+
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalFeatures:
         """Load features written by :meth:`to_bytes`.

@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+import faiss
 import numpy as np
 import pytest
 
+import detector.descriptor_store as store_module
 from detector.descriptor_store import MAX_SEGMENTS, STORE_DIR, read_manifest, sync_descriptor_store
 from detector.descriptor_vote import StoredDescriptorIndex
+from detector.errors import DetectorError
 from detector.features import LocalFeatures
 from detector.local_search import LocalFeatureIndex
 from index.records import Fingerprint, NewReference
@@ -120,3 +123,68 @@ def test_segments_merge_and_an_interrupted_sync_is_harmless(library):
     sync_descriptor_store(index, store_from=10)
     assert not (folder / "segment-999999.faiss").exists()
     assert len(_stored(index, known)) == len(known) * DESCRIPTORS
+
+
+def test_a_graph_quantizer_trained_in_two_levels_votes_like_the_in_memory_index(library, monkeypatch):
+    index, known, rng = library
+    monkeypatch.setattr(store_module, "HNSW_QUANTIZER_FROM_LISTS", 64)  # the tiny store's 128 lists
+    assert sync_descriptor_store(index, store_from=10).rebuilt
+    trained = faiss.read_index(str(index.path / STORE_DIR / "trained.faiss"))
+    assert "HNSW" in type(faiss.downcast_index(faiss.extract_index_ivf(trained).quantizer)).__name__
+    stored, memory = _stored(index, known), LocalFeatureIndex.from_features(known)
+    for rid in list(known)[:10]:
+        query = _query(rng, known[rid])
+        assert stored.vote(query, 1)[0][0] == memory.vote(query, 1)[0][0] == rid
+
+
+def test_two_level_centroids_cover_the_sample_with_about_the_lists_asked():
+    rng = np.random.default_rng(3)
+    blobs = rng.normal(size=(50, 16)).astype(np.float32) * 10
+    sample = (blobs[rng.integers(0, 50, 20_000)] + rng.normal(size=(20_000, 16))).astype(np.float32)
+    centroids = store_module.two_level_centroids(sample, 256)
+    assert 200 <= len(centroids) <= 300 and np.isfinite(centroids).all()
+    # every point's nearest centroid is as near as its own blob centre or nearer (a real clustering)
+    nearest = ((sample[:, None, :] - centroids[None, :, :]) ** 2).sum(-1).min(axis=1)
+    assert np.median(nearest) < 16  # 16: the expected squared distance to the blob's centre
+
+
+def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(library, monkeypatch):
+    index, known, rng = library
+    monkeypatch.setattr(store_module, "SEGMENT_DESCRIPTORS", 1_000)
+    monkeypatch.setattr(store_module, "DECODE_CHUNK", 10)  # 1,200 descriptors a chunk: a segment each
+    monkeypatch.setattr(store_module, "FULL_SEGMENT_BYTES", 1_000 * 136 // 2)
+    sync_descriptor_store(index, store_from=10)
+    manifest = read_manifest(index.path / STORE_DIR)
+    assert len(manifest.segments) == 6 and manifest.descriptors == 60 * DESCRIPTORS
+    for step in range(MAX_SEGMENTS + 1):  # small syncs: merged among themselves, the full ones kept
+        more = [_features(rng)]
+        known.update(zip(_add(index, more, 400 + step), more))
+        sync_descriptor_store(index, store_from=10)
+    after = read_manifest(index.path / STORE_DIR)
+    assert set(manifest.segments) <= set(after.segments) and len(after.segments) <= 6 + MAX_SEGMENTS
+    stored = _stored(index, known)
+    assert len(stored) == len(known) * DESCRIPTORS
+    for rid in [list(known)[0], list(known)[30], list(known)[-1]]:
+        assert stored.vote(_query(rng, known[rid]), 1)[0][0] == rid
+
+
+def test_a_store_of_the_older_format_is_rebuilt(library):
+    index, _, _ = library
+    sync_descriptor_store(index, store_from=10)
+    path = index.path / STORE_DIR / "manifest.json"
+    old = json.loads(path.read_text())
+    path.write_text(json.dumps({**old, "format": 1}))
+    assert read_manifest(index.path / STORE_DIR) is None  # the scorer votes from memory meanwhile
+    assert sync_descriptor_store(index, store_from=10).rebuilt
+    assert read_manifest(index.path / STORE_DIR) is not None
+
+
+def test_sift_descriptors_read_alone_equal_the_whole_blobs():
+    rng = np.random.default_rng(5)
+    features = _features(rng)
+    assert np.array_equal(LocalFeatures.sift_descriptors_from_bytes(features.to_bytes()), features.descriptors)
+    orb = LocalFeatures(keypoints=features.keypoints, descriptors=features.descriptors[:, :32], image_size=(200, 200),
+                        scale=1.0, method="orb", content=(0, 0, 200, 200))
+    assert LocalFeatures.sift_descriptors_from_bytes(orb.to_bytes()) is None
+    with pytest.raises(DetectorError):
+        LocalFeatures.sift_descriptors_from_bytes(b"not a blob")

@@ -3,11 +3,18 @@
 A reference may own several vectors (views of one image) under one faiss id, so a search
 over-fetches and keeps each reference's best vector: every row holds k different references.
 Tombstoned references (HNSW cannot delete) are excluded by an id selector at search time.
+
+An index whose codes approximate the vectors (PQ, SQ) ranks and scores them approximately:
+its searches fetch :data:`REFINE_FACTOR` times the references asked for and re-score them
+exactly with the stored vectors (:func:`refine`; faiss's ``IndexRefine``, with the vectors read
+from the catalog on disk instead of held in RAM), so a lossy index's scores are the exact
+ones, and its top-k is exact whenever the true top-k are among the fetched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +25,42 @@ import numpy as np
 from index import faiss_ops
 
 QUERY_BATCH = 4096  # queries per faiss call: bounds the (batch, k * over-fetch) result arrays
+REFINE_FACTOR = 4  # a lossy index fetches 4k references to re-score (faiss's k_factor)
+REFINE_BATCH = 64  # queries whose candidates' vectors are read at once (~7 views x 2.5 KB each)
+REFINE_PARAM = "refine"  # search parameter: the factor for one call (1: the index's own scores)
+
+
+def is_lossy(factory: str) -> bool:
+    """Whether a factory's codes approximate the vectors (product or scalar quantizers)."""
+    return re.search(r"PQ|SQ|LSH|RaBitQ", factory) is not None
+
+
+def refine(
+    queries: np.ndarray, candidates: np.ndarray, vectors: Mapping[int, np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's candidates re-scored exactly (a reference's best view), best k first.
+
+    Args:
+        queries: ``(q, dim)`` unit-norm float32 queries.
+        candidates: ``(q, m)`` reference ids (-1: none), as an approximate search found them.
+        vectors: ``(views, dim)`` stored vectors by reference id; a candidate without any
+            (removed since the search's generation) is dropped.
+        k: References kept per row.
+
+    Returns:
+        ``(scores, ref_ids)``, both ``(q, k)``, as :func:`search_snapshot` returns them.
+    """
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for row, (query, row_ids) in enumerate(zip(queries, candidates)):
+        known = [int(rid) for rid in row_ids if rid >= 0 and int(rid) in vectors]
+        if not known:
+            continue
+        exact = np.array([float(np.max(vectors[rid] @ query)) for rid in known], dtype=np.float32)
+        order = np.argsort(-exact, kind="stable")[:k]
+        scores[row, : len(order)] = exact[order]
+        ids[row, : len(order)] = np.asarray(known, dtype=np.int64)[order]
+    return scores, ids
 
 
 @dataclass(frozen=True)

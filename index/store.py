@@ -27,7 +27,7 @@ from index.commit import LOCK_NAME, MANIFEST_NAME, write_empty_index
 from index.errors import IndexExistsError, IndexMismatchError, IndexNotFoundError
 from index.export import read_export, write_export
 from index.records import AddReport, Fingerprint, IndexInfo, Match, Reference
-from index.search import search_snapshot
+from index.search import REFINE_BATCH, REFINE_FACTOR, REFINE_PARAM, is_lossy, refine, search_snapshot
 from index.validation import validate_queries
 from index.writes import IndexWrites
 
@@ -261,7 +261,8 @@ class ReferenceIndex(IndexWrites):
             queries: ``(q, dim)`` (or ``(dim,)``) float32 query vectors, unit-norm.
             k: References per query.
             params: Query-time faiss parameters, e.g. ``{"efSearch": 128}`` or ``{"nprobe": 16}``,
-                over the defaults given at create time.
+                over the defaults given at create time; ``{"refine": n}``: a lossy (PQ, SQ)
+                index's over-fetch for exact re-scoring (default 4; 1 keeps its own scores).
 
         Returns:
             ``(scores, ref_ids)``, both ``(q, k)``: inner products sorted descending (a
@@ -270,12 +271,24 @@ class ReferenceIndex(IndexWrites):
         q = validate_queries(queries, self.dim)
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        params = dict(params or {})
+        factor = int(params.pop(REFINE_PARAM, REFINE_FACTOR if is_lossy(self.factory) else 1))
+        if factor < 1:
+            raise ValueError(f"search parameter {REFINE_PARAM!r} must be >= 1, got {factor}")
         snap = self._snapshot
         # The writer modifies its index in place, so its searches wait for writes; readers don't.
         guard = self._lock if self.writable else contextlib.nullcontext()
-        return search_snapshot(
-            snap, q, int(k), defaults=self._search_defaults, params=params, guard=guard
+        scores, ids = search_snapshot(
+            snap, q, int(k) * factor, defaults=self._search_defaults, params=params, guard=guard
         )
+        if factor == 1:
+            return scores, ids
+        parts = []
+        for start in range(0, len(q), REFINE_BATCH):
+            block = ids[start : start + REFINE_BATCH]
+            vectors = self.get_vectors(np.unique(block[block >= 0]).tolist())
+            parts.append(refine(q[start : start + REFINE_BATCH], block, vectors, int(k)))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def search(
         self, queries: np.ndarray, k: int = 10, *, params: Mapping[str, Any] | None = None

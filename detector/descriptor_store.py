@@ -32,9 +32,11 @@ Lists grow with the library, about :data:`LIST_SIZE` descriptors each (a power o
 as the library grows; past :data:`HNSW_QUANTIZER_FROM_LISTS` lists the coarse quantizer is an
 HNSW graph (finding the probed lists stays logarithmic) trained by a two-level k-means (an
 exact one for 100,000+ lists costs hours on 2 cores, docs/scale.md). The count is fixed when
-the store is trained; the store is rebuilt, retrained, once the rule asks for 4x the lists it
-has. A library under :data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory
-vote is faster to build and exact there.
+the store is trained; the store is rebuilt, retrained, once the rule asks for twice the lists it
+has (the library doubled: a list holds 0.7-2.8x :data:`LIST_SIZE`, and the rebuilds of a
+growing library add up to less than twice its final size). A library under
+:data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory vote is faster to
+build and exact there.
 """
 
 from __future__ import annotations
@@ -261,7 +263,8 @@ def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES
             report.store = True
             return report
         estimate = manifest.descriptors * (1 + len(missing) / max(len(covered), 1))
-        if lists_for(int(estimate)) >= 4 * manifest.lists:  # the library outgrew its lists
+        if lists_for(int(estimate)) > 1.5 * manifest.lists:  # the library outgrew its lists (2x: a
+            # power of two; the trained count of a two-level k-means is only about one)
             _rebuild(index, folder, all_ids, report)
             return report
         _add_segment(index, folder, manifest, missing, report)

@@ -30,8 +30,8 @@ segments are under :data:`SEGMENT_DESCRIPTORS`, all of those but the largest are
 Lists grow with the library, about :data:`LIST_SIZE` descriptors each (a power of two, from
 1,024 to :data:`MAX_LISTS`), so what one search scans (``nprobe`` lists) stays the same size
 as the library grows; past :data:`HNSW_QUANTIZER_FROM_LISTS` lists the coarse quantizer is an
-HNSW graph (finding the probed lists stays logarithmic) trained by a two-level k-means (an
-exact one for 100,000+ lists costs hours on 2 cores, docs/scale.md). The count is fixed when
+HNSW graph (finding the probed lists stays logarithmic) trained by a two-level k-means
+(:mod:`index.kmeans`). The count is fixed when
 the store is trained; the store is rebuilt, retrained, once the rule asks for twice the lists it
 has (the library doubled: a list holds 0.7-2.8x :data:`LIST_SIZE`, and the rebuilds of a
 growing library add up to less than twice its final size). A library under
@@ -56,6 +56,7 @@ from detector.errors import DetectorError
 from detector.features import LocalFeatures
 from detector.verify import root_sift
 from index.atomic import atomic_write, atomic_write_json
+from index.kmeans import KMEANS_ITERATIONS, two_level_centroids
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ HNSW_QUANTIZER_FROM_LISTS = 8_192  # below, an exact quantizer search is cheaper
 ROW_BITS = 16  # descriptors per reference kept: at most 65,536
 TRAIN_POINTS_PER_LIST = 40
 TRAIN_SAMPLE_MAX = 2_000_000  # descriptors (1 GB of float32): past it fewer points a list
-KMEANS_ITERATIONS = 10  # the vote needs coarse cells, not optimal ones
 DECODE_CHUNK = 2000  # references decoded per step
 SEGMENT_SUFFIX = ".ivl"
 
@@ -306,43 +306,14 @@ def _train(sample: np.ndarray, lists: int) -> Any:
     past :data:`HNSW_QUANTIZER_FROM_LISTS`, into an HNSW quantizer), then the SQ8 ranges."""
     import faiss
 
+    trained = faiss.index_factory(128, factory_for(lists))
+    ivf = faiss.extract_index_ivf(trained)
     if lists < HNSW_QUANTIZER_FROM_LISTS:
-        trained = faiss.index_factory(128, factory_for(lists))
-        faiss.extract_index_ivf(trained).cp.niter = KMEANS_ITERATIONS
+        ivf.cp.niter = KMEANS_ITERATIONS
     else:
-        centroids = two_level_centroids(sample, lists)
-        trained = faiss.index_factory(128, factory_for(len(centroids)))
-        faiss.extract_index_ivf(trained).quantizer.add(centroids)  # trained: train() fits the SQ8 alone
+        ivf.quantizer.add(two_level_centroids(sample, lists))  # trained: train() fits the SQ8 alone
     trained.train(sample)
     return trained
-
-
-def two_level_centroids(sample: np.ndarray, lists: int, seed: int = 1) -> np.ndarray:
-    """About ``lists`` k-means centroids of ``sample`` in two levels (faiss's
-    ``contrib.clustering.two_level_clustering``): ~sqrt(lists) coarse clusters, then each split
-    into a share of ``lists`` proportional to its size (at least one, at most its points).
-    Costs ~2 sqrt(lists) distances a point and iteration instead of ``lists``."""
-    import faiss
-
-    dim = sample.shape[1]
-    top = max(2, int(round(np.sqrt(lists))))
-    coarse = faiss.Kmeans(dim, top, niter=KMEANS_ITERATIONS, max_points_per_centroid=2000, seed=seed)
-    coarse.train(sample)
-    _, assigned = coarse.index.search(sample, 1)
-    assigned = assigned.ravel()
-    sizes = np.bincount(assigned, minlength=top)
-    shares = np.minimum(sizes, np.maximum(1, np.round(sizes / len(sample) * lists))).astype(int)
-    centroids = []
-    for cluster in np.flatnonzero(sizes):
-        points = np.ascontiguousarray(sample[assigned == cluster])
-        if shares[cluster] == 1:
-            centroids.append(points.mean(axis=0, keepdims=True))
-            continue
-        fine = faiss.Kmeans(dim, int(shares[cluster]), niter=KMEANS_ITERATIONS, min_points_per_centroid=1,
-                            max_points_per_centroid=256, seed=seed)
-        fine.train(points)
-        centroids.append(fine.centroids)
-    return np.ascontiguousarray(np.concatenate(centroids), dtype=np.float32)
 
 
 def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:

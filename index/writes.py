@@ -112,7 +112,9 @@ class IndexWrites(CommittedIndex):
                 self._catalog.insert_references(rows)
                 new_vectors = np.ascontiguousarray(np.concatenate(vec_parts))
                 index = self._snapshot.index
-                if not index.is_trained:
+                if not index.is_trained:  # empty: trained afresh from the factory, because faiss
+                    # saves an untrained OPQ as a plain linear map that cannot train any more
+                    index = faiss_ops.build_index(self.factory, self.dim, self._build_params)
                     faiss_ops.train_if_needed(index, new_vectors, self.factory)
                 mutated = True
                 index.add_with_ids(new_vectors, np.concatenate(id_parts))

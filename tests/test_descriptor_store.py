@@ -137,17 +137,6 @@ def test_a_graph_quantizer_trained_in_two_levels_votes_like_the_in_memory_index(
         assert stored.vote(query, 1)[0][0] == memory.vote(query, 1)[0][0] == rid
 
 
-def test_two_level_centroids_cover_the_sample_with_about_the_lists_asked():
-    rng = np.random.default_rng(3)
-    blobs = rng.normal(size=(50, 16)).astype(np.float32) * 10
-    sample = (blobs[rng.integers(0, 50, 20_000)] + rng.normal(size=(20_000, 16))).astype(np.float32)
-    centroids = store_module.two_level_centroids(sample, 256)
-    assert 200 <= len(centroids) <= 300 and np.isfinite(centroids).all()
-    # every point's nearest centroid is as near as its own blob centre or nearer (a real clustering)
-    nearest = ((sample[:, None, :] - centroids[None, :, :]) ** 2).sum(-1).min(axis=1)
-    assert np.median(nearest) < 16  # 16: the expected squared distance to the blob's centre
-
-
 def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(library, monkeypatch):
     index, known, rng = library
     monkeypatch.setattr(store_module, "SEGMENT_DESCRIPTORS", 1_000)

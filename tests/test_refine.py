@@ -62,3 +62,14 @@ def test_refine_drops_candidates_without_vectors_and_pads_short_rows() -> None:
                                                ("IVF4096,SQ8", True), ("OPQ256_1280,IVF8192_HNSW32,PQ256x8", True)])
 def test_lossy_factories(factory: str, lossy: bool) -> None:
     assert is_lossy(factory) is lossy
+
+
+def test_an_opq_factory_trains_on_its_first_add(tmp_path: Path) -> None:
+    # faiss saves an untrained OPQ as a plain linear map: the empty index written at create time
+    # and read back could not be trained by the first add.
+    library = _library(1200, views=1)
+    refs = [NewReference(brand="b", sha256=f"{i:064x}", source=f"r/{i}.png") for i in range(1200)]
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=FP, factory="OPQ4_32,IVF8,PQ4x4") as index:
+        ids = index.add(refs, list(library)).added
+        _, found = index.search_vectors(library[:50, 0], k=1, params={"nprobe": 8, "refine": 50})
+    assert np.mean(found[:, 0] == np.asarray(ids[:50])) >= 0.9  # 4-byte codes: copies among 50 fetched

@@ -311,8 +311,8 @@ def _train(sample: np.ndarray, lists: int) -> Any:
     if lists < HNSW_QUANTIZER_FROM_LISTS:
         ivf.cp.niter = KMEANS_ITERATIONS
     else:
-        # No full k-means iterations after the two levels: one costs ~45 minutes at 262,144 lists
-        # and 2M descriptors here. Trained: train() below fits the SQ8 alone.
+        # No full k-means iterations after the two levels: one would cost ~45 minutes at 262,144
+        # lists and 2M descriptors here (estimated from the 100k timing, docs/scale.md). Trained: train() below fits the SQ8 alone.
         ivf.quantizer.add(two_level_centroids(sample, lists, refine=0))
     trained.train(sample)
     return trained

@@ -103,15 +103,16 @@ def train_if_needed(index: Any, vectors: np.ndarray, factory: str) -> None:
 
 
 TWO_LEVEL_FROM_LISTS = 4_096  # IVF lists from which the coarse k-means runs in two levels
-OPQ_ITERATIONS = 10  # faiss's default 50 took 25+ minutes for OPQ256 on 1,280-d here
+OPQ_ITERATIONS = 10  # faiss's default 50 ran 25+ minutes for OPQ256 on 1,280-d here
 PQ_ITERATIONS = 10  # faiss's default 25: the codes' errors are re-scored away (index.search.refine)
 
 
 def _train_in_two_levels(index: Any, x: np.ndarray) -> bool:
     """Train an IVF of :data:`TWO_LEVEL_FROM_LISTS`+ lists (behind an OPQ or other transform)
     with a two-level coarse k-means (:mod:`index.kmeans`) and fewer OPQ/PQ iterations; False
-    (nothing done) for any other index. On a 1M-reference library (8,192 lists over 320,000
-    1,280-d vectors) faiss's own training took over an hour on 2 cores (docs/scale.md)."""
+    (nothing done) for any other index. For the 1M-reference auto choice (OPQ256, 8,192 lists,
+    320,000 1,280-d vectors) faiss's own training was still in its OPQ after 35 CPU-minutes
+    here, its k-means still to come (docs/scale.md)."""
     from index.kmeans import two_level_centroids
 
     top = faiss.downcast_index(index)

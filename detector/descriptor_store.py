@@ -31,10 +31,10 @@ Lists grow with the library, about :data:`LIST_SIZE` descriptors each (a power o
 1,024 to :data:`MAX_LISTS`), so what one search scans (``nprobe`` lists) stays the same size
 as the library grows; past :data:`HNSW_QUANTIZER_FROM_LISTS` lists the coarse quantizer is an
 HNSW graph (finding the probed lists stays logarithmic) trained by a two-level k-means
-(:mod:`index.kmeans`). The count is fixed when
-the store is trained; the store is rebuilt, retrained, once the rule asks for twice the lists it
-has (the library doubled: a list holds 0.7-2.8x :data:`LIST_SIZE`, and the rebuilds of a
-growing library add up to less than twice its final size). A library under
+(:mod:`index.kmeans`). The count is fixed when the store is trained; the store is rebuilt,
+retrained, once the rule asks for twice the lists it has (the library doubled: a list holds
+0.7-2.8x :data:`LIST_SIZE`, and the rebuilds of a growing library add up to less than twice
+its final size). A library under
 :data:`STORE_FROM_REFERENCES` references keeps no store: the in-memory vote is faster to
 build and exact there.
 """
@@ -66,6 +66,7 @@ STORE_FROM_REFERENCES = 4_000  # ~200,000 descriptors at ~50 a logo
 MANIFEST_FORMAT = 2  # 1: one whole faiss index a segment, each searched with its own quantizer
 MAX_SEGMENTS = 8
 SEGMENT_DESCRIPTORS = 8_000_000  # ~1.1 GB: what a writer holds in memory while it makes a segment
+FULL_SEGMENT_BYTES = SEGMENT_DESCRIPTORS * (128 + 8) // 2  # a segment at least half full is never merged
 LIST_SIZE = 256  # descriptors a list holds on average: a search's scan stays nprobe * 256
 MIN_LISTS = 1_024
 MAX_LISTS = 262_144
@@ -120,8 +121,8 @@ class StoreManifest:
     next_segment: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": MANIFEST_FORMAT, "lists": self.lists, "segments": list(self.segments), "descriptors": self.descriptors,
-                "trained_on": self.trained_on, "next_segment": self.next_segment}
+        return {"format": MANIFEST_FORMAT, "lists": self.lists, "segments": list(self.segments),
+                "descriptors": self.descriptors, "trained_on": self.trained_on, "next_segment": self.next_segment}
 
 
 def read_manifest(folder: Path) -> StoreManifest | None:
@@ -263,8 +264,7 @@ def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES
             report.store = True
             return report
         estimate = manifest.descriptors * (1 + len(missing) / max(len(covered), 1))
-        if lists_for(int(estimate)) > 1.5 * manifest.lists:  # the library outgrew its lists (2x: a
-            # power of two; the trained count of a two-level k-means is only about one)
+        if lists_for(int(estimate)) > 1.5 * manifest.lists:  # the rule asks for the next power of two
             _rebuild(index, folder, all_ids, report)
             return report
         _add_segment(index, folder, manifest, missing, report)
@@ -312,7 +312,8 @@ def _train(sample: np.ndarray, lists: int) -> Any:
         ivf.cp.niter = KMEANS_ITERATIONS
     else:
         # No full k-means iterations after the two levels: one would cost ~45 minutes at 262,144
-        # lists and 2M descriptors here (estimated from the 100k timing, docs/scale.md). Trained: train() below fits the SQ8 alone.
+        # lists and 2M descriptors here (estimated, docs/scale.md). The quantizer holds its
+        # centroids, so train() below fits the SQ8 alone.
         ivf.quantizer.add(two_level_centroids(sample, lists, refine=0))
     trained.train(sample)
     return trained
@@ -377,9 +378,6 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
 
 def _segment_bytes(folder: Path, stem: str) -> int:
     return (folder / f"{stem}{SEGMENT_SUFFIX}").stat().st_size
-
-
-FULL_SEGMENT_BYTES = SEGMENT_DESCRIPTORS * (128 + 8) // 2  # a segment at least half full is never merged
 
 
 def _mergeable(folder: Path, manifest: StoreManifest) -> list[str]:

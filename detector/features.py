@@ -127,24 +127,51 @@ class LocalFeatures:
     def sift_descriptors_from_bytes(data: bytes) -> np.ndarray | None:
         """A blob's SIFT descriptors alone, ``(n, 128)`` uint8 (None for another method).
 
-        Reads two of the blob's ~10 arrays (``np.load`` opens members lazily): the descriptor
-        store decodes every reference, ~2x faster this way than through :meth:`from_bytes`.
+        Reads two of the blob's ~10 arrays (see :meth:`_members`): the descriptor store decodes
+        every reference, ~2x faster this way than through :meth:`from_bytes`.
 
         Raises:
             DetectorError: Not a valid features blob.
         """
+        arrays = LocalFeatures._members(data, ("method", "descriptors"))
+        try:
+            method = METHODS[int(arrays["method"][0])]
+            descriptors = arrays["descriptors"]
+        except (KeyError, IndexError, ValueError) as e:
+            raise DetectorError(f"invalid local-features blob: {e}") from e
+        if method != "sift":
+            return None
+        if descriptors.dtype != np.uint8 or descriptors.ndim != 2 or descriptors.shape[1] != 128:
+            raise DetectorError(f"invalid local-features blob: descriptors {descriptors.dtype}{descriptors.shape}")
+        return descriptors
+
+    @staticmethod
+    def silhouette_from_bytes(data: bytes) -> np.ndarray | None:
+        """A blob's canonical silhouette alone (None: the blob has none), for the shape library.
+
+        Raises:
+            DetectorError: Not a valid features blob.
+        """
+        silhouette = LocalFeatures._members(data, ("silhouette",)).get("silhouette")
+        if silhouette is not None and (silhouette.dtype != np.uint8 or silhouette.ndim != 2
+                                       or silhouette.shape[0] != silhouette.shape[1]):
+            raise DetectorError(f"invalid local-features blob: silhouette {silhouette.dtype}{silhouette.shape}")
+        return silhouette
+
+    @staticmethod
+    def _members(data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The named arrays a blob holds, its format version checked. ``np.load`` opens an
+        npz's members lazily, so this reads only those: what a pass over every reference
+        (the descriptor store, the shape library) needs of each."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                version, method = int(npz["version"][0]), METHODS[int(npz["method"][0])]
-                descriptors = npz["descriptors"] if method == "sift" else None
+                version = int(npz["version"][0])
+                arrays = {name: npz[name] for name in names if name in npz.files}
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
         if version != _FORMAT_VERSION:
             raise DetectorError(f"local-features format {version} is not supported")
-        if descriptors is not None and (descriptors.dtype != np.uint8 or descriptors.ndim != 2
-                                        or descriptors.shape[1] != 128):
-            raise DetectorError(f"invalid local-features blob: descriptors {descriptors.dtype}{descriptors.shape}")
-        return descriptors
+        return arrays
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalFeatures:

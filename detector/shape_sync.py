@@ -126,7 +126,7 @@ def stored_masks(index: VectorIndex, ref_ids: Sequence[int]) -> dict[int, np.nda
     for start in range(0, len(ids), 1000):
         for rid, blob in index.get_aux(ids[start : start + 1000]).items():
             try:
-                found[rid] = LocalFeatures.from_bytes(blob).silhouette
+                found[rid] = LocalFeatures.silhouette_from_bytes(blob)
             except DetectorError as e:
                 log.warning("reference %d: unreadable side data, no shape (%s)", rid, e)
     return found

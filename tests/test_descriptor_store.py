@@ -168,12 +168,18 @@ def test_a_store_of_the_older_format_is_rebuilt(library):
     assert read_manifest(index.path / STORE_DIR) is not None
 
 
-def test_sift_descriptors_read_alone_equal_the_whole_blobs():
+def test_descriptors_and_silhouettes_read_alone_equal_the_whole_blobs():
     rng = np.random.default_rng(5)
     features = _features(rng)
     assert np.array_equal(LocalFeatures.sift_descriptors_from_bytes(features.to_bytes()), features.descriptors)
     orb = LocalFeatures(keypoints=features.keypoints, descriptors=features.descriptors[:, :32], image_size=(200, 200),
                         scale=1.0, method="orb", content=(0, 0, 200, 200))
     assert LocalFeatures.sift_descriptors_from_bytes(orb.to_bytes()) is None
-    with pytest.raises(DetectorError):
-        LocalFeatures.sift_descriptors_from_bytes(b"not a blob")
+    assert LocalFeatures.silhouette_from_bytes(features.to_bytes()) is None  # none stored
+    with_mask = LocalFeatures(keypoints=features.keypoints, descriptors=features.descriptors, image_size=(200, 200),
+                              scale=1.0, method="sift", content=(0, 0, 200, 200),
+                              silhouette=(rng.random((64, 64)) > 0.5).astype(np.uint8))
+    assert np.array_equal(LocalFeatures.silhouette_from_bytes(with_mask.to_bytes()), with_mask.silhouette)
+    for read in (LocalFeatures.sift_descriptors_from_bytes, LocalFeatures.silhouette_from_bytes):
+        with pytest.raises(DetectorError):
+            read(b"not a blob")

@@ -281,8 +281,8 @@ class ReferenceIndex(IndexWrites):
         scores, ids = search_snapshot(
             snap, q, int(k) * factor, defaults=self._search_defaults, params=params, guard=guard
         )
-        if factor == 1:
-            return scores, ids
+        if factor == 1 or not len(q):
+            return scores[:, : int(k)], ids[:, : int(k)]
         parts = []
         for start in range(0, len(q), REFINE_BATCH):
             block = ids[start : start + REFINE_BATCH]

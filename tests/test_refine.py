@@ -39,6 +39,8 @@ def test_a_pq_index_returns_exact_scores_and_mostly_the_exact_ranking(tmp_path: 
         want_scores, want_ids = _exact(queries, exact_library, ids, 5)
         refined_scores, refined_ids = index.search_vectors(queries, k=5)
         raw_scores, raw_ids = index.search_vectors(queries, k=5, params={"refine": 1})
+        empty_scores, empty_ids = index.search_vectors(np.zeros((0, DIM), np.float32), k=5)
+        assert empty_scores.shape == empty_ids.shape == (0, 5)
         with pytest.raises(ValueError, match="refine"):
             index.search_vectors(queries, k=5, params={"refine": 0})
     for row in range(len(queries)):  # every returned score is the reference's exact best view

@@ -43,7 +43,7 @@ def test_two_level_centroids_are_a_real_clustering_of_the_sample() -> None:
         two_level_centroids(sample[:10], 11)
 
 
-@pytest.mark.parametrize("factory", ["IVF64,Flat", "OPQ8_32,IVF64,PQ8x4"])
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "OPQ8_32,IVF64,PQ8x4", "OPQ8_32,IVF64_HNSW32,PQ8x4"])
 def test_a_big_ivf_trained_in_two_levels_finds_near_duplicates(tmp_path: Path, monkeypatch, factory: str) -> None:
     calls = []
     monkeypatch.setattr(faiss_ops, "TWO_LEVEL_FROM_LISTS", 64)

@@ -9,8 +9,9 @@ its id) in ``<index>/descriptors/``:
 
 * ``trained.faiss``: the empty trained index (coarse quantizer, SQ8 ranges);
 * ``segment-<n>.ivl`` + ``segment-<n>.refs.npy``: the inverted lists of descriptors added by
-  one sync (at most :data:`SEGMENT_DESCRIPTORS` a file), and the ids of the references that
-  file covers (with or without descriptors);
+  one sync, and the ids of the references that file covers (with or without descriptors). A
+  sync with more than :data:`SEGMENT_DESCRIPTORS` makes several, each holding a range of
+  lists whole (a search reads a list from one file);
 * ``manifest.json``: the segments in use. Every file is written atomically (temp file,
   fsync, rename) and the manifest last, so an interrupted sync leaves the previous manifest
   valid (a stray segment it did not name is deleted by the next sync).
@@ -65,10 +66,9 @@ MANIFEST = "manifest.json"
 STORE_FROM_REFERENCES = 4_000  # ~200,000 descriptors at ~50 a logo
 MANIFEST_FORMAT = 2  # 1: one whole faiss index a segment, each searched with its own quantizer
 MAX_SEGMENTS = 8
-# Descriptors a segment file holds at most: ~4.4 GB, what a writer holds in memory while it
-# makes one. A probed list is read from every segment, so fewer, larger segments search
-# faster: on 380,000 logos (35.5M descriptors) the search took 93-100 ms a listing over five
-# segments of 8M, 61-67 ms over one (docs/scale.md).
+# Descriptors a sync's segment holds at most: ~4.4 GB, what a writer holds in memory while it
+# makes one. Every segment costs each probed list a lookup (~4 ms a listing a segment on 380,000
+# logos, docs/scale.md), so few large ones: 3 at 1M logos.
 SEGMENT_DESCRIPTORS = 32_000_000
 FULL_SEGMENT_BYTES = SEGMENT_DESCRIPTORS * (128 + 8) // 2  # a segment at least half full is never merged
 LIST_SIZE = 256  # descriptors a list holds on average: a search's scan stays nprobe * 256
@@ -368,6 +368,8 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
             write()
     if segment is not None:
         write()
+    if len(stems) > 1:
+        stems, next_segment = _by_list_ranges(folder, stems, next_segment)
     updated = StoreManifest(manifest.lists, (*manifest.segments, *stems), manifest.descriptors + added,
                             manifest.trained_on, next_segment)
     if _mergeable(folder, updated):
@@ -378,6 +380,39 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
     report.added_references += len(ref_ids)
     report.added_descriptors += added
     report.store = True
+
+
+def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[list[str], int]:
+    """One sync's segments (each a slice of its references, with entries in every list)
+    rewritten as as many segments that each hold a range of lists whole, so a search reads a
+    probed list from one file, not from each: on 380,000 logos a search over five
+    reference-sliced segments took 93-100 ms a listing, over five list-range ones 76-83 ms,
+    over one 61-67 ms (docs/scale.md). Memory: one output segment at a time (the inputs are
+    memory-mapped)."""
+    import faiss
+
+    parts = [_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=True) for stem in stems]
+    refs = np.unique(np.concatenate([np.load(folder / f"{stem}.refs.npy") for stem in stems]))
+    nlist, code_size = int(parts[0].nlist), int(parts[0].code_size)
+    sizes = np.zeros(nlist, np.int64)
+    for part in parts:
+        sizes += np.fromiter((part.list_size(i) for i in range(nlist)), np.int64, nlist)
+    cuts = np.searchsorted(np.cumsum(sizes), np.arange(1, len(stems)) * sizes.sum() / len(stems))
+    edges = [0, *np.maximum.accumulate(cuts).tolist(), nlist]
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        whole = faiss.ArrayInvertedLists(nlist, code_size)
+        for part in parts:
+            for i in range(low, high):
+                n = part.list_size(i)
+                if n:
+                    whole.add_entries(i, n, part.get_ids(i), part.get_codes(i))
+        stem = f"segment-{next_segment:06d}"
+        _write_lists(whole, folder / f"{stem}{SEGMENT_SUFFIX}")
+        _write_npy(refs, folder / f"{stem}.refs.npy")
+        out.append(stem)
+        next_segment += 1
+    return out, next_segment  # the reference-sliced files go once the manifest no longer names them
 
 
 def _segment_bytes(folder: Path, stem: str) -> int:

@@ -145,6 +145,11 @@ def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(libra
     sync_descriptor_store(index, store_from=10)
     manifest = read_manifest(index.path / STORE_DIR)
     assert len(manifest.segments) == 6 and manifest.descriptors == 60 * DESCRIPTORS
+    holders = np.zeros(manifest.lists, int)  # each list whole in one segment: one read a search
+    for stem in manifest.segments:
+        lists = faiss.read_InvertedLists(faiss.FileIOReader(str(index.path / STORE_DIR / f"{stem}.ivl")), 0)
+        holders += np.array([lists.list_size(i) > 0 for i in range(manifest.lists)])
+    assert holders.max() == 1 and len(set(read_manifest(index.path / STORE_DIR).segments)) == 6
     for step in range(MAX_SEGMENTS + 1):  # small syncs: merged among themselves, the full ones kept
         more = [_features(rng)]
         known.update(zip(_add(index, more, 400 + step), more))

@@ -159,14 +159,15 @@ class LocalFeatures:
         return silhouette
 
     @staticmethod
-    def _members(data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The named arrays a blob holds, its format version checked. ``np.load`` opens an
-        npz's members lazily, so this reads only those: what a pass over every reference
-        (the descriptor store, the shape library) needs of each."""
+    def _members(data: bytes, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The named arrays a blob holds (None: all of them), its format version checked.
+        ``np.load`` opens an npz's members lazily, so this reads only those: what a pass over
+        every reference (the descriptor store, the shape library) needs of each."""
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 version = int(npz["version"][0])
-                arrays = {name: npz[name] for name in names if name in npz.files}
+                wanted = npz.files if names is None else [name for name in names if name in npz.files]
+                arrays = {name: npz[name] for name in wanted}
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
         if version != _FORMAT_VERSION:
@@ -181,10 +182,8 @@ class LocalFeatures:
             DetectorError: The bytes are not a valid features blob (corrupt, wrong version,
                 inconsistent shapes). Loading never unpickles.
         """
+        arrays = LocalFeatures._members(data)
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            version = int(arrays["version"][0])
             method = METHODS[int(arrays["method"][0])]
             width, height = (int(v) for v in arrays["image_size"])
             x0, y0, x1, y1 = (int(v) for v in arrays["content"])
@@ -207,8 +206,6 @@ class LocalFeatures:
                     raise ValueError(f"marks {marks.shape} and boxes do not agree")
         except Exception as e:  # zipfile/ValueError/KeyError/IndexError: all mean "corrupt"
             raise DetectorError(f"invalid local-features blob: {e}") from e
-        if version != _FORMAT_VERSION:
-            raise DetectorError(f"local-features format {version} is not supported")
         if (
             keypoints.dtype != np.float32
             or descriptors.dtype != np.uint8

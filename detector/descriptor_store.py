@@ -179,8 +179,9 @@ def open_store(folder: Path, manifest: StoreManifest, nprobe: int) -> OpenStore:
         ivf.ntotal = index.ntotal = manifest.descriptors
         parts += [pointers, stacked]
     ivf.nprobe = nprobe
-    if manifest.lists >= HNSW_QUANTIZER_FROM_LISTS:
-        faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * nprobe, 16)  # autofaiss's rule
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = max(2 * nprobe, 16)  # autofaiss's rule
     return OpenStore(index, parts)
 
 
@@ -350,10 +351,7 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
 
     def write() -> None:
         nonlocal segment, covered, next_segment
-        stem = f"segment-{next_segment:06d}"
-        _write_lists(faiss.extract_index_ivf(segment).invlists, folder / f"{stem}{SEGMENT_SUFFIX}")
-        _write_npy(np.asarray(sorted(covered), dtype=np.int64), folder / f"{stem}.refs.npy")
-        stems.append(stem)
+        stems.append(_write_segment(folder, next_segment, faiss.extract_index_ivf(segment).invlists, covered))
         next_segment += 1
         segment, covered = None, []
 
@@ -392,7 +390,7 @@ def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[
     import faiss
 
     parts = [_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=True) for stem in stems]
-    refs = np.unique(np.concatenate([np.load(folder / f"{stem}.refs.npy") for stem in stems]))
+    refs = np.concatenate([np.load(folder / f"{stem}.refs.npy") for stem in stems])
     nlist, code_size = int(parts[0].nlist), int(parts[0].code_size)
     sizes = np.zeros(nlist, np.int64)
     for part in parts:
@@ -407,12 +405,18 @@ def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[
                 n = part.list_size(i)
                 if n:
                     whole.add_entries(i, n, part.get_ids(i), part.get_codes(i))
-        stem = f"segment-{next_segment:06d}"
-        _write_lists(whole, folder / f"{stem}{SEGMENT_SUFFIX}")
-        _write_npy(refs, folder / f"{stem}.refs.npy")
-        out.append(stem)
+        out.append(_write_segment(folder, next_segment, whole, refs))
         next_segment += 1
     return out, next_segment  # the reference-sliced files go once the manifest no longer names them
+
+
+def _write_segment(folder: Path, number: int, lists: Any, refs: Any) -> str:
+    """Write segment ``number``: its inverted ``lists`` and the ids of the references it
+    covers (sorted, once each); returns its stem."""
+    stem = f"segment-{number:06d}"
+    _write_lists(lists, folder / f"{stem}{SEGMENT_SUFFIX}")
+    _write_npy(np.unique(np.asarray(refs, dtype=np.int64)), folder / f"{stem}.refs.npy")
+    return stem
 
 
 def _segment_bytes(folder: Path, stem: str) -> int:
@@ -435,15 +439,14 @@ def _merge(folder: Path, manifest: StoreManifest) -> StoreManifest:
     import faiss
 
     rest = _mergeable(folder, manifest)
-    trained = faiss.extract_index_ivf(faiss.read_index(str(folder / "trained.faiss")))
-    merged = faiss.ArrayInvertedLists(trained.nlist, trained.code_size)
-    refs = []
+    merged, refs = None, []
     for stem in rest:
-        merged.merge_from(_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=False), 0)
+        part = _read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=False)
+        if merged is None:
+            merged = faiss.ArrayInvertedLists(part.nlist, part.code_size)
+        merged.merge_from(part, 0)
         refs.append(np.load(folder / f"{stem}.refs.npy"))
-    stem = f"segment-{manifest.next_segment:06d}"
-    _write_lists(merged, folder / f"{stem}{SEGMENT_SUFFIX}")
-    _write_npy(np.unique(np.concatenate(refs)), folder / f"{stem}.refs.npy")
+    stem = _write_segment(folder, manifest.next_segment, merged, np.concatenate(refs))
     kept = tuple(s for s in manifest.segments if s not in rest)
     return StoreManifest(manifest.lists, (*kept, stem), manifest.descriptors, manifest.trained_on,
                          manifest.next_segment + 1)

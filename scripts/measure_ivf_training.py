@@ -19,6 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from detector.bench.scale import exact_nearest
 from index.kmeans import two_level_centroids
 from index.store import ReferenceIndex
 
@@ -37,7 +38,7 @@ def stored_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def distinct(rows: np.ndarray, owners: np.ndarray, k: int) -> list[list[int]]:
-    """Each row's first ``k`` distinct references (rows: vector positions, best first)."""
+    """Each row's first ``k`` distinct references (rows: an IVF's vector positions, best first)."""
     out = []
     for row in rows:
         seen: list[int] = []
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     queries = np.load(args.searches)["queries"]
     k = np.load(args.searches)["ids"].shape[1]
     vectors, owners = stored_vectors(args.library)
-    exact = distinct(np.argsort(-(queries @ vectors.T), axis=1)[:, :400], owners, 10)
+    with ReferenceIndex.open(args.library) as index:
+        exact = exact_nearest(index, queries, 10).tolist()
     sample = vectors[np.unique(np.linspace(0, len(vectors) - 1, 39 * args.lists).astype(np.int64))]
     print(f"{len(vectors):,} vectors, {len(queries)} searches, k = {k}, {len(sample):,} training vectors")
     trainings = {

@@ -257,6 +257,24 @@ def _share(flags: Any) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
+def exact_nearest(index: ReferenceIndex, queries: np.ndarray, top: int, chunk: int = 20_000) -> np.ndarray:
+    """Each query's ``top`` nearest references by exact search over the stored vectors (a
+    reference's best view), streamed ``chunk`` references at a time: ``(q, top)`` ids."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
+    ids = [r.id for r in index.references()]
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        stored = index.get_vectors(part)
+        per_ref = np.stack([(queries @ stored[rid].T).max(axis=1) for rid in part], axis=1)
+        best_scores = np.concatenate([best_scores, per_ref], axis=1)
+        best_ids = np.concatenate([best_ids, np.asarray(part, dtype=np.int64)[None, :].repeat(len(queries), 0)], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :top]
+        best_scores = np.take_along_axis(best_scores, keep, axis=1)
+        best_ids = np.take_along_axis(best_ids, keep, axis=1)
+    return best_ids
+
+
 def _exact_agreement(index_dir: Path, result_file: Path, chunk: int = 20_000) -> dict[str, Any]:
     """The scorer's own searches on the planted listings (every region, recorded by the probe)
     against an exact search over the stored vectors (streamed): how often the exact nearest
@@ -268,19 +286,8 @@ def _exact_agreement(index_dir: Path, result_file: Path, chunk: int = 20_000) ->
         queries, found, brands = saved["queries"], saved["ids"], saved["brands"].tolist()
     if not len(queries):
         return {}
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     with ReferenceIndex.open(index_dir) as index:
-        ids = [r.id for r in index.references()]
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            stored = index.get_vectors(part)
-            per_ref = np.stack([(queries @ stored[rid].T).max(axis=1) for rid in part], axis=1)
-            best_scores = np.concatenate([best_scores, per_ref], axis=1)
-            best_ids = np.concatenate([best_ids, np.asarray(part, dtype=np.int64)[None, :].repeat(len(queries), 0)], axis=1)
-            keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :TOP_K]
-            best_scores = np.take_along_axis(best_scores, keep, axis=1)
-            best_ids = np.take_along_axis(best_ids, keep, axis=1)
+        best_ids = exact_nearest(index, queries, TOP_K, chunk)
         brand_of = {r.id: r.brand for r in index.get_references({*best_ids.ravel().tolist(), *found.ravel().tolist()}).values()}
     top1 = float(np.mean(found[:, 0] == best_ids[:, 0]))
     in_k = float(np.mean([e in f for e, f in zip(best_ids[:, 0].tolist(), found.tolist())]))

@@ -15,12 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from detector.cli_engines import engine_args, indexing_job, score_on_ray
-from detector.cli_reviews import (
-    add_reviews_parser,
-    cmd_tune_from_reviews,
-    open_recorder,
-    queue_args,
-)
+from detector.cli_reviews import BatchQueue, add_reviews_parser, cmd_tune_from_reviews, queue_args
 from detector.exit_codes import EXIT_INTERRUPTED, EXIT_ITEM_FAILED, EXIT_OK, EXIT_USAGE
 from index.factory_choice import parse_memory_size
 
@@ -318,7 +313,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     entries = listing_entries(args.images, args.manifest)
     if args.engine == "ray":
         return score_on_ray(args, entries, _embedder_options(args), _scoring_overrides(args), _verdict_line)
-    from detector.listing_manifest import URL_SCHEMES, score_entries
+    from detector.listing_manifest import score_entries
     from detector.scoring import Detector
 
     options = _embedder_options(args)
@@ -327,25 +322,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         failed = 0
         from tqdm import tqdm
 
+        from detector.review.recorder import RecordContext
+
         batch = max(1, min(16, det.embedder.batch_size))
-        recorder, context, queued = open_recorder(args, det), None, 0
+        queue = BatchQueue(args, RecordContext.of(det)) if args.queue else None
         with tqdm(total=len(entries), desc="scoring", unit="img", file=sys.stderr, disable=None) as bar:
             for start in range(0, len(entries), batch):
                 chunk = entries[start : start + batch]
                 for entry, verdict in zip(chunk, score_entries(det, chunk)):
                     failed += verdict.error is not None
                     print(json.dumps(verdict.to_dict()) if args.json else _verdict_line(verdict), flush=True)
-                    if recorder is not None:
-                        from detector.review.recorder import RecordContext
-
-                        context = context or RecordContext.of(det)
-                        url = entry.source if entry.source.startswith(URL_SCHEMES) else None
-                        queued += recorder.record(verdict, context, image=None if url else entry.source,
-                                                  image_url=url, listing_id=entry.name) is not None
+                    if queue is not None:
+                        queue.record(entry, verdict)
                 bar.update(len(chunk))
-        if recorder is not None:
-            recorder.store.close()
-            print(f"queued {queued} new item(s) for review in {recorder.store.url}", file=sys.stderr)
+        if queue is not None:
+            queue.close()
     if failed:
         print(f"{failed} image(s) could not be scored", file=sys.stderr)
     return EXIT_ITEM_FAILED if failed else EXIT_OK

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from detector.exit_codes import EXIT_ITEM_FAILED, EXIT_OK, EXIT_USAGE
+from detector.exit_codes import EXIT_ITEM_FAILED, EXIT_OK
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:
@@ -43,12 +43,14 @@ def score_on_ray(
 ) -> int:
     """``score --engine ray``: the backlog on Ray, verdicts printed in input order."""
     from detector.cli import _progress
-    from detector.engines.ray_scoring import run_ray_scoring
+    from detector.cli_reviews import BatchQueue
+    from detector.engines.ray_scoring import IndexIdentity, run_ray_scoring
+    from detector.review.recorder import RecordContext
 
-    if getattr(args, "queue", None):
-        print("error: --queue is not supported with --engine ray (record from the local engine)", file=sys.stderr)
-        return EXIT_USAGE
     options.pop("random_weights", None)
+    identity = IndexIdentity.of(args.index)
+    # The driver records: the verdicts come back here in input order, beside their entries.
+    queue = BatchQueue(args, RecordContext(identity.fingerprint.to_dict(), identity.generation)) if args.queue else None
     advance, on_total, close = _progress("scoring")
     on_total(len(entries))
     failed = 0
@@ -57,12 +59,17 @@ def score_on_ray(
             entries, args.index, thresholds=args.thresholds, scoring=scoring,
             detector_options=options, ray_address=args.ray_address,
             work_dir=args.work_dir or "counterfeit-ray-work", actors=args.actors, progress=advance,
+            identity=identity,
         )
-        for verdict in verdicts:
+        for entry, verdict in zip(entries, verdicts):
             failed += verdict.error is not None
             print(json.dumps(verdict.to_dict()) if args.json else verdict_line(verdict), flush=True)
+            if queue is not None:
+                queue.record(entry, verdict)
     finally:
         close()
+        if queue is not None:
+            queue.close()
     if failed:
         print(f"{failed} image(s) could not be scored", file=sys.stderr)
     return EXIT_ITEM_FAILED if failed else EXIT_OK

@@ -41,13 +41,35 @@ def add_reviews_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_reviews_stats)
 
 
-def open_recorder(args: argparse.Namespace, det: Any) -> Any:
-    if not args.queue:
-        return None
-    from detector.review.recorder import QueueRecorder
-    from detector.review.store import ReviewStore
+class BatchQueue:
+    """``score --queue``: records a batch run's verdicts in the review queue (either engine).
 
-    return QueueRecorder(ReviewStore(args.queue, image_dir=args.queue_images), near_margin=args.queue_margin)
+    Args:
+        args: The parsed ``score`` options (``--queue``, ``--queue-margin``, ``--queue-images``).
+        context: The model and index generation the verdicts were scored with.
+    """
+
+    def __init__(self, args: argparse.Namespace, context: Any) -> None:
+        from detector.review.recorder import QueueRecorder
+        from detector.review.store import ReviewStore
+
+        self.recorder = QueueRecorder(ReviewStore(args.queue, image_dir=args.queue_images),
+                                      near_margin=args.queue_margin)
+        self.context = context
+        self.queued = 0
+
+    def record(self, entry: Any, verdict: Any) -> None:
+        """Queue ``verdict`` of listing ``entry`` (a ``ListingEntry``) if it qualifies."""
+        from detector.listing_manifest import URL_SCHEMES
+
+        url = entry.source if entry.source.startswith(URL_SCHEMES) else None
+        item = self.recorder.record(verdict, self.context, image=None if url else entry.source,
+                                    image_url=url, listing_id=entry.name)
+        self.queued += item is not None
+
+    def close(self) -> None:
+        self.recorder.store.close()
+        print(f"queued {self.queued} new item(s) for review in {self.recorder.store.url}", file=sys.stderr)
 
 
 def cmd_tune_from_reviews(args: argparse.Namespace) -> int:

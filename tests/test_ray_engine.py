@@ -164,6 +164,37 @@ def test_ray_score_backlog_same_verdicts_as_local(ray_cluster, sample_set, tiny_
     assert verdicts("--engine", "ray", "--work-dir", str(work)) == remote
 
 
+def test_ray_score_queues_what_the_local_engine_queues(ray_cluster, sample_set, tiny_index_dir, tmp_path,
+                                                       capsys, monkeypatch):
+    pytest.importorskip("sqlalchemy", reason="the review extra is not installed")
+    from sqlalchemy import select
+
+    from detector.cli import main
+    from detector.review.models import ReviewItem
+    from detector.review.store import ReviewStore
+
+    listings = sorted((sample_set.labels_path.parent / "listings").glob("*.jpg"))[:3]
+    monkeypatch.chdir(listings[0].parent)
+
+    def queued(db: Path, *extra: str) -> list[tuple]:
+        # margin 100: every verdict with a brand is queued, so the comparison covers each listing
+        args = ["score", *(p.name for p in listings), "--index", str(tiny_index_dir), "--profile", "lean",
+                "--device", "cpu", "--queue", str(db), "--queue-margin", "100", *extra]
+        assert main(args) == 0
+        assert f"queued {len(listings)} new item(s)" in capsys.readouterr().err
+        store = ReviewStore(str(db))
+        with store.session() as session:
+            items = session.scalars(select(ReviewItem).order_by(ReviewItem.listing_id)).all()
+            rows = [(i.listing_id, i.kind, i.brand, round(i.score, 4), i.model_preset, i.index_generation,
+                     bool(i.image_blob)) for i in items]
+        store.close()
+        return rows
+
+    local = queued(tmp_path / "local.sqlite")
+    remote = queued(tmp_path / "ray.sqlite", "--engine", "ray", "--work-dir", str(tmp_path / "work"))
+    assert remote == local and len(local) == len(listings)
+
+
 # ---------------------------------------------------------------------- manifests (no Ray)
 def test_parquet_manifests_read_like_jsonl(sample_set, tmp_path):
     pa = pytest.importorskip("pyarrow")

@@ -89,6 +89,22 @@ class ScoreActor:
         return {"chunk": batch["chunk"], "pos": batch["pos"], "verdict": np.array(verdicts, dtype=object)}
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexIdentity:
+    """What a scoring job is keyed and recorded by: the index's model, generation and folder."""
+
+    fingerprint: Any
+    generation: int | None
+    folder: Path
+
+    @classmethod
+    def of(cls, index_dir: str | Path) -> IndexIdentity:
+        from index.open import open_index
+
+        with open_index(index_dir) as index:
+            return cls(index.fingerprint, index.generation, Path(index.path).resolve())
+
+
 def run_ray_scoring(
     entries: Sequence[ListingEntry],
     index_dir: str | Path,
@@ -101,6 +117,7 @@ def run_ray_scoring(
     actors: int | None = None,
     chunk_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    identity: IndexIdentity | None = None,
 ) -> Iterator[Verdict]:
     """Score ``entries`` against the index on Ray; yield the verdicts in input order.
 
@@ -114,13 +131,12 @@ def run_ray_scoring(
         actors: Scoring actors; default one per GPU of the cluster, else 1.
         chunk_size: Listings per checkpoint file.
         progress: Called with the number of listings of each finished chunk.
+        identity: ``IndexIdentity.of(index_dir)`` when the caller has it already.
     """
     from detector.models.registry import get_preset
     from detector.scoring_config import resolve_scoring
-    from index.open import open_index
-
-    with open_index(index_dir) as index:
-        fingerprint, generation, folder = index.fingerprint, index.generation, Path(index.path).resolve()
+    identity = identity or IndexIdentity.of(index_dir)
+    fingerprint, generation, folder = identity.fingerprint, identity.generation, identity.folder
     config, _ = resolve_scoring(get_preset(fingerprint.preset).defaults.get("scoring", {}), scoring)
     options = {k: v for k, v in (detector_options or {}).items() if k != "device"}
     size = max(1, chunk_size)

@@ -17,8 +17,9 @@ its id) in ``<index>/descriptors/``:
   valid (a stray segment it did not name is deleted by the next sync).
 
 The scorer searches all segments as one index (:func:`open_store`): one coarse quantizer,
-each probed list read from every segment's memory-mapped file (faiss's
-``HStackInvertedLists``), so more segments do not mean more quantizer searches.
+each probed list read from the one list-range segment that holds it and from every other
+segment's memory-mapped file (faiss's ``VStackInvertedLists`` and ``HStackInvertedLists``), so
+more segments do not mean more quantizer searches.
 
 A descriptor's FAISS id is ``ref_id << 16 | row``: the owner for the vote and the identity
 for "each reference descriptor counts once". Removed references stay in the segments and are
@@ -42,6 +43,7 @@ build and exact there.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -123,10 +125,14 @@ class StoreManifest:
     descriptors: int
     trained_on: int  # descriptors in the library when trained (the retraining rule)
     next_segment: int
+    # (stem, first list, end list) of the segments that hold a range of lists whole, in the order
+    # one sync wrote them (their ranges tile 0..lists); the other segments hold any list.
+    list_ranges: tuple[tuple[str, int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": MANIFEST_FORMAT, "lists": self.lists, "segments": list(self.segments),
-                "descriptors": self.descriptors, "trained_on": self.trained_on, "next_segment": self.next_segment}
+                "descriptors": self.descriptors, "trained_on": self.trained_on, "next_segment": self.next_segment,
+                "list_ranges": [list(r) for r in self.list_ranges]}
 
 
 def read_manifest(folder: Path) -> StoreManifest | None:
@@ -137,8 +143,9 @@ def read_manifest(folder: Path) -> StoreManifest | None:
             log.warning("descriptor store %s: format %s, not %d; the next indexing run rebuilds it",
                         folder, data.get("format"), MANIFEST_FORMAT)
             return None
+        ranges = tuple((str(stem), int(low), int(high)) for stem, low, high in data.get("list_ranges", []))
         return StoreManifest(int(data["lists"]), tuple(data["segments"]), int(data["descriptors"]),
-                             int(data["trained_on"]), int(data["next_segment"]))
+                             int(data["trained_on"]), int(data["next_segment"]), ranges)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -168,21 +175,63 @@ def open_store(folder: Path, manifest: StoreManifest, nprobe: int) -> OpenStore:
 
     index = faiss.read_index(str(folder / "trained.faiss"))
     ivf = faiss.extract_index_ivf(index)
-    lists = [_read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=True) for stem in manifest.segments]
-    parts: list[Any] = list(lists)
-    if lists:
-        pointers = faiss.InvertedListsPtrVector()
-        for part in lists:
-            pointers.push_back(part)
-        stacked = faiss.HStackInvertedLists(pointers.size(), pointers.data())
-        ivf.replace_invlists(stacked, False)
+    parts: list[Any] = []
+    if manifest.segments:
+        ivf.replace_invlists(_stacked_lists(folder, manifest, parts), False)
         ivf.ntotal = index.ntotal = manifest.descriptors
-        parts += [pointers, stacked]
     ivf.nprobe = nprobe
     quantizer = faiss.downcast_index(ivf.quantizer)
     if isinstance(quantizer, faiss.IndexHNSW):
         quantizer.hnsw.efSearch = max(2 * nprobe, 16)  # autofaiss's rule
     return OpenStore(index, parts)
+
+
+def _stacked_lists(folder: Path, manifest: StoreManifest, keep: list[Any]) -> Any:
+    """The segments' lists as one ``InvertedLists``, memory-mapped. A sync's list-range
+    segments are chained end to end (``VStackInvertedLists`` of ``SliceInvertedLists``), so a
+    probed list is read from the one file that holds it; that chain and every other segment
+    are stacked side by side (``HStackInvertedLists``: each probed list looked up in each).
+    ``keep`` receives every object the result points into (faiss does not own them)."""
+    import faiss
+
+    ranges = {stem: (low, high) for stem, low, high in manifest.list_ranges}
+    columns: list[Any] = []
+    chain: list[tuple[Any, int, int]] = []
+
+    def close_chain() -> None:
+        tiled = [low for _, low, _ in chain] == [0, *(high for _, _, high in chain[:-1])] \
+            and chain[-1][2] == manifest.lists
+        if tiled:
+            slices = [faiss.SliceInvertedLists(lists, low, high) for lists, low, high in chain]
+            columns.append(_stack(faiss.VStackInvertedLists, slices, keep))
+        else:  # not a whole sync's ranges (never written so): each segment on its own
+            columns.extend(lists for lists, _, _ in chain)
+        chain.clear()
+
+    for stem in manifest.segments:
+        lists = _read_lists(folder / f"{stem}{SEGMENT_SUFFIX}", mmap=True)
+        keep.append(lists)
+        if stem not in ranges:
+            columns.append(lists)
+            continue
+        low, high = ranges[stem]
+        if chain and low == 0:
+            close_chain()
+        chain.append((lists, low, high))
+    if chain:
+        close_chain()
+    return columns[0] if len(columns) == 1 else _stack(faiss.HStackInvertedLists, columns, keep)
+
+
+def _stack(kind: Any, parts: list[Any], keep: list[Any]) -> Any:
+    import faiss
+
+    pointers = faiss.InvertedListsPtrVector()
+    for part in parts:
+        pointers.push_back(part)
+    stacked = kind(pointers.size(), pointers.data())
+    keep.extend([*parts, pointers, stacked])
+    return stacked
 
 
 def _read_lists(path: Path, *, mmap: bool) -> Any:
@@ -366,10 +415,12 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
             write()
     if segment is not None:
         write()
+    ranges: list[tuple[str, int, int]] = []
     if len(stems) > 1:
-        stems, next_segment = _by_list_ranges(folder, stems, next_segment)
+        ranges, next_segment = _by_list_ranges(folder, stems, next_segment)
+        stems = [stem for stem, _, _ in ranges]
     updated = StoreManifest(manifest.lists, (*manifest.segments, *stems), manifest.descriptors + added,
-                            manifest.trained_on, next_segment)
+                            manifest.trained_on, next_segment, (*manifest.list_ranges, *ranges))
     if _mergeable(folder, updated):
         updated = _merge(folder, updated)
         report.merged = True
@@ -380,7 +431,7 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
     report.store = True
 
 
-def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[list[str], int]:
+def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[list[tuple[str, int, int]], int]:
     """One sync's segments (each a slice of its references, with entries in every list)
     rewritten as as many segments that each hold a range of lists whole, so a search reads a
     probed list from one file, not from each: on 380,000 logos a search over five
@@ -398,14 +449,14 @@ def _by_list_ranges(folder: Path, stems: list[str], next_segment: int) -> tuple[
     cuts = np.searchsorted(np.cumsum(sizes), np.arange(1, len(stems)) * sizes.sum() / len(stems))
     edges = [0, *np.maximum.accumulate(cuts).tolist(), nlist]
     out = []
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         whole = faiss.ArrayInvertedLists(nlist, code_size)
         for part in parts:
             for i in range(low, high):
                 n = part.list_size(i)
                 if n:
                     whole.add_entries(i, n, part.get_ids(i), part.get_codes(i))
-        out.append(_write_segment(folder, next_segment, whole, refs))
+        out.append((_write_segment(folder, next_segment, whole, refs), low, high))
         next_segment += 1
     return out, next_segment  # the reference-sliced files go once the manifest no longer names them
 
@@ -448,8 +499,9 @@ def _merge(folder: Path, manifest: StoreManifest) -> StoreManifest:
         refs.append(np.load(folder / f"{stem}.refs.npy"))
     stem = _write_segment(folder, manifest.next_segment, merged, np.concatenate(refs))
     kept = tuple(s for s in manifest.segments if s not in rest)
+    ranges = tuple(r for r in manifest.list_ranges if r[0] not in rest)
     return StoreManifest(manifest.lists, (*kept, stem), manifest.descriptors, manifest.trained_on,
-                         manifest.next_segment + 1)
+                         manifest.next_segment + 1, ranges)
 
 
 def _remove_unnamed(folder: Path, manifest: StoreManifest) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import detector.descriptor_store as store_module
-from detector.descriptor_store import MAX_SEGMENTS, STORE_DIR, read_manifest, sync_descriptor_store
+from detector.descriptor_store import MAX_SEGMENTS, STORE_DIR, open_store, read_manifest, sync_descriptor_store
 from detector.descriptor_vote import StoredDescriptorIndex
 from detector.errors import DetectorError
 from detector.features import LocalFeatures
@@ -150,16 +150,35 @@ def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(libra
         lists = faiss.read_InvertedLists(faiss.FileIOReader(str(index.path / STORE_DIR / f"{stem}.ivl")), 0)
         holders += np.array([lists.list_size(i) > 0 for i in range(manifest.lists)])
     assert holders.max() == 1 and len(set(read_manifest(index.path / STORE_DIR).segments)) == 6
+    assert [stem for stem, _, _ in manifest.list_ranges] == list(manifest.segments)
+    _assert_chained_search_equals_stacked(index.path / STORE_DIR, manifest, rng)
     for step in range(MAX_SEGMENTS + 1):  # small syncs: merged among themselves, the full ones kept
         more = [_features(rng)]
         known.update(zip(_add(index, more, 400 + step), more))
         sync_descriptor_store(index, store_from=10)
     after = read_manifest(index.path / STORE_DIR)
     assert set(manifest.segments) <= set(after.segments) and len(after.segments) <= 6 + MAX_SEGMENTS
+    assert after.list_ranges == manifest.list_ranges
+    _assert_chained_search_equals_stacked(index.path / STORE_DIR, after, rng)  # the chain beside small segments
     stored = _stored(index, known)
     assert len(stored) == len(known) * DESCRIPTORS
     for rid in [list(known)[0], list(known)[30], list(known)[-1]]:
         assert stored.vote(_query(rng, known[rid]), 1)[0][0] == rid
+
+
+def _assert_chained_search_equals_stacked(folder, manifest, rng) -> None:
+    """The list-range segments chained (each probed list read from its one file) search as
+    they do stacked side by side (each list looked up in every segment)."""
+    import dataclasses
+
+    queries = rng.random((50, 128), dtype=np.float32)
+    found = []
+    for ranges in (manifest.list_ranges, ()):
+        opened = open_store(folder, dataclasses.replace(manifest, list_ranges=ranges), nprobe=16)
+        found.append(opened.index.search(queries, 5))
+        assert any(isinstance(part, faiss.VStackInvertedLists) for part in opened.parts) == bool(ranges)
+    np.testing.assert_array_equal(found[0][1], found[1][1])
+    np.testing.assert_allclose(found[0][0], found[1][0])
 
 
 def test_a_store_of_the_older_format_is_rebuilt(library):

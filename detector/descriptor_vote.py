@@ -14,8 +14,23 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.descriptor_store import STORE_DIR, OpenStore, covered_ids, open_store, owners_of, read_manifest
-from detector.local_search import DEFAULT_NPROBE, NEIGHBOURS, DescriptorNeighbours, LocalFeatureIndex, count_votes
+from detector.descriptor_store import (
+    SEGMENT_SUFFIX,
+    STORE_DIR,
+    OpenStore,
+    covered_ids,
+    open_store,
+    owners_of,
+    read_manifest,
+)
+from detector.local_search import (
+    DEFAULT_NPROBE,
+    NEIGHBOURS,
+    DescriptorNeighbours,
+    LocalFeatureIndex,
+    count_votes,
+)
+from detector.page_cache import read_ahead
 from detector.verify import LocalFeatures
 
 
@@ -49,7 +64,10 @@ class StoredDescriptorIndex:
         missing = live_ids[~np.isin(live_ids, covered)].tolist()
         catch_up = LocalFeatureIndex.from_features(features(missing), nprobe) if missing else (
             LocalFeatureIndex.from_features({}, nprobe))
-        return cls(open_store(folder, manifest, nprobe), live_ids, catch_up)
+        store = open_store(folder, manifest, nprobe)
+        # Its first searches would otherwise wait on random reads of the files (a cold start).
+        read_ahead(folder / f"{stem}{SEGMENT_SUFFIX}" for stem in manifest.segments)
+        return cls(store, live_ids, catch_up)
 
     def neighbours(self, query: LocalFeatures) -> DescriptorNeighbours | None:
         """Each query descriptor's nearest live reference descriptors in the store and the

@@ -1,0 +1,78 @@
+"""Read a memory-mapped index's files into the OS page cache before its first searches.
+
+A search of a memory-mapped index waits on the disk for every page it touches the first time.
+The descriptor store of a 1,000,000-logo library is ~12 GB; each listing probes a few thousand
+of its lists, scattered over the files, so a scorer started on a cold page cache waits on
+random reads for its first minutes (p99 4.4 s a listing there, against 0.5 s once the files
+were read first: docs/scale.md). Reading the files once, sequentially, takes ~11 s there, once
+per process (segments are never rewritten in place). It is done before the store is searched,
+not beside it: listings scored while a background read still ran waited as long as cold ones.
+It is only done when the files fit comfortably in the memory the machine has available: a
+store larger than that would only evict itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Files are read only while they total at most this share of the machine's available memory.
+WARM_SHARE_OF_AVAILABLE = 0.75
+_READ_BLOCK = 16 * 1024 * 1024
+_warmed: set[tuple[str, int, int]] = set()  # (path, size, mtime) read by this process already
+_lock = threading.Lock()
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (``MemAvailable``), or None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def read_ahead(paths: Iterable[str | os.PathLike[str]]) -> int:
+    """Read ``paths`` (those this process has not read yet) into the page cache; returns the
+    bytes read: 0 when there is nothing new or the files do not fit in
+    :data:`WARM_SHARE_OF_AVAILABLE` of the available memory. A file that cannot be read is skipped."""
+    with _lock:
+        todo = [(Path(p), k) for p in paths if (k := _key(Path(p))) is not None and k not in _warmed]
+    if not todo:
+        return 0
+    total = sum(k[1] for _, k in todo)
+    available = available_memory()
+    if available is None or total > WARM_SHARE_OF_AVAILABLE * available:
+        log.info("page cache: %d file(s), %.1f GB, not read ahead (available memory: %s)", len(todo), total / 1e9,
+                 "unknown" if available is None else f"{available / 1e9:.1f} GB")
+        return 0
+    started, done, block = time.perf_counter(), 0, bytearray(_READ_BLOCK)
+    for path, key in todo:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(block):
+                    done += n
+        except OSError as e:  # e.g. a segment merged away meanwhile: the search maps what is named
+            log.debug("page cache: %s not read (%s)", path, e)
+            continue
+        with _lock:
+            _warmed.add(key)
+    log.info("page cache: read %.1f GB ahead in %.1f s", done / 1e9, time.perf_counter() - started)
+    return done

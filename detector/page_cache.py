@@ -1,7 +1,7 @@
 """Read a memory-mapped index's files into the OS page cache before its first searches.
 
 A search of a memory-mapped index waits on the disk for every page it touches the first time.
-The descriptor store of a 1,000,000-logo library is ~12 GB; each listing probes a few thousand
+The descriptor store of a 1,000,000-logo library is ~13 GB; each listing probes a few thousand
 of its lists, scattered over the files, so a scorer started on a cold page cache waits on
 random reads for its first minutes (p99 4.4 s a listing there, against 0.5 s once the files
 were read first: docs/scale.md). Reading the files once, sequentially, takes ~11 s there, once

@@ -217,8 +217,16 @@ def _progress(desc: str) -> tuple[Callable[[int], None], Callable[[int], None], 
     return advance, on_total, close
 
 
+# What the index commands say after their progress bar: the side indexes' sync, which can take
+# many minutes on a large library (a store rebuild over 1M logos: ~45 min).
+SYNC_LOGGERS = ("detector.descriptor_store", "detector.shape_sync")
+
+
 def _run_indexing(args: argparse.Namespace, *, create: bool) -> int:
     run = indexing_job(args)
+    for name in SYNC_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     advance, on_total, close = _progress("indexing")
     try:
         report = run(

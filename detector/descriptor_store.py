@@ -252,9 +252,13 @@ class SyncReport:
     store: bool = False  # a store exists after the sync
 
 
-def _decode(index: Any, ref_ids: list[int]) -> Iterable[tuple[list[int], np.ndarray, np.ndarray]]:
-    """(covered ref ids, RootSIFT descriptors, descriptor ids) per chunk of ``ref_ids``."""
+def _decode(index: Any, ref_ids: list[int], stage: str) -> Iterable[tuple[list[int], np.ndarray, np.ndarray]]:
+    """(covered ref ids, RootSIFT descriptors, descriptor ids) per chunk of ``ref_ids``; logs
+    ``stage``'s progress every tenth of the way (a pass over 1M logos takes minutes)."""
+    step = max(DECODE_CHUNK, len(ref_ids) // 10)
     for start in range(0, len(ref_ids), DECODE_CHUNK):
+        if start and start // step != (start - DECODE_CHUNK) // step:
+            log.info("descriptor store: %s, %s of %s references", stage, f"{start:,}", f"{len(ref_ids):,}")
         part = ref_ids[start : start + DECODE_CHUNK]
         descs, ids = [], []
         for rid, blob in index.get_aux(part).items():
@@ -330,6 +334,8 @@ def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES
 
 def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -> None:
     """Train a new store on the whole library in a fresh folder, then swap it in."""
+    log.info("descriptor store: building it over %s references (two passes over their descriptors)",
+             f"{len(all_ids):,}")
     fresh = folder.with_name(f"{STORE_DIR}.building")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
@@ -340,6 +346,7 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
         sample = sample[np.random.default_rng(0).choice(len(sample), wanted, replace=False)]
     while lists > 1 and 8 * lists > len(sample):  # the first chunk misled the sampling rate
         lists //= 2
+    log.info("descriptor store: training %s lists on %s descriptors", f"{lists:,}", f"{len(sample):,}")
     trained = _train(sample, lists)
     _write_faiss(trained, fresh / "trained.faiss")
     empty = StoreManifest(int(trained.nlist), (), 0, total, 0)
@@ -378,7 +385,7 @@ def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
     sampling rate from the first chunk: twice what the lists for its estimate need)."""
     rng = np.random.default_rng(0)
     total, parts, keep = 0, [], 1.0
-    for i, (part, descs, _) in enumerate(_decode(index, all_ids)):
+    for i, (part, descs, _) in enumerate(_decode(index, all_ids, "counting and sampling")):
         if i == 0:
             estimate = len(descs) / max(len(part), 1) * len(all_ids)
             keep = min(1.0, 2 * training_points(lists_for(int(estimate))) / max(estimate, 1.0))
@@ -404,7 +411,7 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
         next_segment += 1
         segment, covered = None, []
 
-    for part, descs, ids in _decode(index, ref_ids):
+    for part, descs, ids in _decode(index, ref_ids, "adding"):
         if segment is None:
             segment = faiss.read_index(str(folder / "trained.faiss"))
         if len(ids):

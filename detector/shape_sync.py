@@ -44,6 +44,7 @@ def synced_library(index: VectorIndex, read_masks: MaskReader, previous: ShapeLi
     library = base.without(gone) if gone else base
     new = sorted(i for i in logos if i not in held)
     if new:
+        log.info("shape library: adding %s logos (their masks, then the distinct floors)", f"{len(new):,}")
         masks = read_masks(new)
         library = library.with_added(new, [logos[i] for i in new], [masks.get(i) for i in new])
     return library

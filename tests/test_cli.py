@@ -66,6 +66,7 @@ def test_build_info_add_remove_score(sample_set, tmp_path, cli_env):
     proc = run_cli("index", "build", str(refs), "--index", str(index_dir), "--model", TINY, env=cli_env)
     assert proc.returncode == 1, proc.stderr  # the broken file is reported, the rest indexed
     assert "broken.png" in proc.stderr
+    assert "shape library: adding" in proc.stderr  # the sync after the progress bar says what it does
     reports = list((index_dir / "reports").glob("build-*.json"))
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())

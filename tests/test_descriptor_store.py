@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import faiss
 import numpy as np
@@ -137,12 +138,17 @@ def test_a_graph_quantizer_trained_in_two_levels_votes_like_the_in_memory_index(
         assert stored.vote(query, 1)[0][0] == memory.vote(query, 1)[0][0] == rid
 
 
-def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(library, monkeypatch):
+def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(library, monkeypatch, caplog):
     index, known, rng = library
     monkeypatch.setattr(store_module, "SEGMENT_DESCRIPTORS", 1_000)
     monkeypatch.setattr(store_module, "DECODE_CHUNK", 10)  # 1,200 descriptors a chunk: a segment each
     monkeypatch.setattr(store_module, "FULL_SEGMENT_BYTES", 1_000 * 136 // 2)
-    sync_descriptor_store(index, store_from=10)
+    with caplog.at_level(logging.INFO, logger="detector.descriptor_store"):
+        sync_descriptor_store(index, store_from=10)
+    said = [r.getMessage() for r in caplog.records]
+    assert "descriptor store: counting and sampling, 30 of 60 references" in said  # a long rebuild's progress
+    assert "descriptor store: adding, 50 of 60 references" in said
+    assert any(m.startswith("descriptor store: training") for m in said)
     manifest = read_manifest(index.path / STORE_DIR)
     assert len(manifest.segments) == 6 and manifest.descriptors == 60 * DESCRIPTORS
     holders = np.zeros(manifest.lists, int)  # each list whole in one segment: one read a search

@@ -50,7 +50,7 @@ def score_on_ray(
     options.pop("random_weights", None)
     identity = IndexIdentity.of(args.index)
     # The driver records: the verdicts come back here in input order, beside their entries.
-    queue = BatchQueue(args, RecordContext(identity.fingerprint.to_dict(), identity.generation)) if args.queue else None
+    queue = BatchQueue(args, RecordContext.of_index(identity.fingerprint, identity.generation)) if args.queue else None
     advance, on_total, close = _progress("scoring")
     on_total(len(entries))
     failed = 0

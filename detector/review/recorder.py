@@ -34,9 +34,12 @@ class RecordContext:
 
     @classmethod
     def of(cls, detector: Any) -> RecordContext:
-        fp = detector.fingerprint
-        generation = getattr(detector.index, "generation", None)
-        return cls(fp.to_dict() if hasattr(fp, "to_dict") else dict(fp), generation)
+        return cls.of_index(detector.fingerprint, getattr(detector.index, "generation", None))
+
+    @classmethod
+    def of_index(cls, fingerprint: Any, generation: int | None) -> RecordContext:
+        """From the index's model fingerprint and generation (a scorer that holds no Detector)."""
+        return cls(fingerprint.to_dict() if hasattr(fingerprint, "to_dict") else dict(fingerprint), generation)
 
 
 class QueueRecorder:

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--factory", default="Flat",
                        help="FAISS factory string for a new index, or 'auto': chosen by --memory-budget")
         p.add_argument("--memory-budget", type=parse_memory_size, default="4GiB", metavar="SIZE",
-                       help="RAM the faiss index may take, for --factory auto (e.g. 8GiB; default 4GiB)")
+                       help="RAM the faiss index may take, for --factory auto, and the descriptor store of "
+                            "local features when this run rebuilds it (e.g. 8GiB; default 4GiB)")
         p.add_argument("--kind", default="product", choices=("logo", "product"),
                        help="kind of folder images not recognisably logos (default: product)")
         p.add_argument("--chunk-size", type=int, default=128, help="images per atomic commit")

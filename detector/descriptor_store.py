@@ -4,13 +4,18 @@ the reference index and memory-mapped by the scorer.
 In memory (:class:`~detector.local_search.LocalFeatureIndex`) the vote costs ~27 MB of RAM per
 1,000 logos and is rebuilt (blobs decoded, k-means trained) for every index generation:
 at 100,000 logos that is gigabytes of heap and minutes per new generation. Here the
-descriptors are kept as a FAISS ``IVF<lists>,SQ8`` index (128 bytes a descriptor, plus 8 for
-its id) in ``<index>/descriptors/``:
+descriptors are kept as a FAISS ``IVF<lists>,<code>`` index in ``<index>/descriptors/``. The
+code is the most accurate of :data:`CODES` whose store fits the indexing run's memory budget
+(``--memory-budget``, as for the embedding index's factory), chosen at each (re)build: 128-byte
+SQ8 codes (plus 8 for the id) while they fit, then product-quantised ones. A scorer whose
+memory cannot hold the store reads it from disk at every search: at 1,000,000 logos in an 8 GiB
+container the SQ8 store (12 GB) took 9 s a listing, against 0.3 s with the memory to cache it
+(docs/scale.md). The files:
 
-* ``trained.faiss``: the empty trained index (coarse quantizer, SQ8 ranges);
+* ``trained.faiss``: the empty trained index (coarse quantizer, code book);
 * ``segment-<n>.ivl`` + ``segment-<n>.refs.npy``: the inverted lists of descriptors added by
   one sync, and the ids of the references that file covers (with or without descriptors). A
-  sync with more than :data:`SEGMENT_DESCRIPTORS` makes several, each holding a range of
+  sync with more than :data:`SEGMENT_BYTES` makes several, each holding a range of
   lists whole (a search reads a list from one file);
 * ``manifest.json``: the segments in use. Every file is written atomically (temp file,
   fsync, rename) and the manifest last, so an interrupted sync leaves the previous manifest
@@ -27,7 +32,7 @@ dropped at vote time (the scorer passes the live ids); a rebuild drops them for 
 
 :func:`sync_descriptor_store` (the writer, at the end of each indexing run) adds the
 references the store does not cover yet as new segments; once more than :data:`MAX_SEGMENTS`
-segments are under :data:`SEGMENT_DESCRIPTORS`, all of those but the largest are merged.
+segments are under :data:`FULL_SEGMENT_BYTES`, all of those but the largest are merged.
 
 Lists grow with the library, about :data:`LIST_SIZE` descriptors each (a power of two, from
 1,024 to :data:`MAX_LISTS`), so what one search scans (``nprobe`` lists) stays the same size
@@ -57,6 +62,7 @@ import numpy as np
 
 from detector.errors import DetectorError
 from detector.features import LocalFeatures
+from detector.index_factory import DEFAULT_MEMORY_BUDGET
 from detector.verify import root_sift
 from index.atomic import atomic_write, atomic_write_json
 from index.kmeans import KMEANS_ITERATIONS, two_level_centroids
@@ -68,11 +74,17 @@ MANIFEST = "manifest.json"
 STORE_FROM_REFERENCES = 4_000  # ~200,000 descriptors at ~50 a logo
 MANIFEST_FORMAT = 2  # 1: one whole faiss index a segment, each searched with its own quantizer
 MAX_SEGMENTS = 8
-# Descriptors a sync's segment holds at most: ~4.4 GB, what a writer holds in memory while it
-# makes one. Every segment costs each probed list a lookup (~4 ms a listing a segment on 380,000
-# logos, docs/scale.md), so few large ones: 3 at 1M logos.
-SEGMENT_DESCRIPTORS = 32_000_000
-FULL_SEGMENT_BYTES = SEGMENT_DESCRIPTORS * (128 + 8) // 2  # a segment at least half full is never merged
+# Bytes a sync's segment holds at most: what a writer holds in memory while it makes one. Every
+# segment costs each probed list a lookup (~4 ms a listing a segment on 380,000 logos,
+# docs/scale.md), so few large ones: 3 SQ8 segments at 1M logos.
+SEGMENT_BYTES = 32_000_000 * (128 + 8)
+FULL_SEGMENT_BYTES = SEGMENT_BYTES // 2  # a segment at least half full is never merged
+ID_BYTES = 8
+# (faiss code, bytes a descriptor), most accurate first. On the scale benchmark's 10,000 logos
+# (935,000 descriptors, its 60 listings; docs/scale.md) the vote's first reference was an exact
+# search's for 92 % of listings with SQ8 (as uncompressed), 90 % with PQ64, 85 % with PQ32 and
+# 77 % with PQ16 (left out); the 60 verdicts were the same with SQ8 and PQ32.
+CODES: tuple[tuple[str, int], ...] = (("SQ8", 128), ("PQ64", 64), ("PQ32", 32))
 LIST_SIZE = 256  # descriptors a list holds on average: a search's scan stays nprobe * 256
 MIN_LISTS = 1_024
 MAX_LISTS = 262_144
@@ -110,10 +122,24 @@ def training_points(lists: int) -> int:
     return min(lists * TRAIN_POINTS_PER_LIST, TRAIN_SAMPLE_MAX)
 
 
-def factory_for(lists: int) -> str:
-    """The FAISS factory string for ``lists`` inverted lists."""
+def code_for(descriptors: int, memory_budget: int) -> str:
+    """The most accurate of :data:`CODES` whose store of ``descriptors`` fits ``memory_budget``
+    bytes (the smallest when none does)."""
+    for code, size in CODES:
+        if descriptors * (size + ID_BYTES) <= memory_budget:
+            return code
+    return CODES[-1][0]
+
+
+def store_bytes(descriptors: int, memory_budget: int) -> int:
+    """The size of a store of ``descriptors`` built for ``memory_budget``: codes and ids."""
+    return descriptors * (dict(CODES)[code_for(descriptors, memory_budget)] + ID_BYTES)
+
+
+def factory_for(lists: int, code: str = CODES[0][0]) -> str:
+    """The FAISS factory string for ``lists`` inverted lists of ``code``."""
     quantizer = "_HNSW32" if lists >= HNSW_QUANTIZER_FROM_LISTS else ""
-    return f"IVF{lists}{quantizer},SQ8"
+    return f"IVF{lists}{quantizer},{code}"
 
 
 @dataclass(frozen=True)
@@ -174,12 +200,15 @@ def open_store(folder: Path, manifest: StoreManifest, nprobe: int) -> OpenStore:
     import faiss
 
     index = faiss.read_index(str(folder / "trained.faiss"))
-    ivf = faiss.extract_index_ivf(index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     parts: list[Any] = []
     if manifest.segments:
         ivf.replace_invlists(_stacked_lists(folder, manifest, parts), False)
         ivf.ntotal = index.ntotal = manifest.descriptors
     ivf.nprobe = nprobe
+    if isinstance(ivf, faiss.IndexIVFPQ):  # a compact store keeps no per-list tables (up to 2 GB of heap)
+        ivf.use_precomputed_table = -1
+        ivf.precompute_table()
     quantizer = faiss.downcast_index(ivf.quantizer)
     if isinstance(quantizer, faiss.IndexHNSW):
         quantizer.hnsw.efSearch = max(2 * nprobe, 16)  # autofaiss's rule
@@ -302,14 +331,15 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
     atomic_write(path, write)
 
 
-def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES) -> SyncReport:
+def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES,
+                          memory_budget: int = DEFAULT_MEMORY_BUDGET) -> SyncReport:
     """Bring ``<index>/descriptors/`` up to the index's references (the writer calls this
     after an indexing run's commits; it holds the index's writer lock, so there is one syncer at a time).
 
     Creates the store once the library holds ``store_from`` references, adds uncovered
     references as a new segment, merges segments past :data:`MAX_SEGMENTS`, and rebuilds it
-    with more lists once the library outgrew them. An interrupted sync is resumed by the
-    next one.
+    with more lists once the library outgrew them, its code chosen for ``memory_budget``
+    bytes (:func:`code_for`). An interrupted sync is resumed by the next one.
     """
     folder = Path(index.path) / STORE_DIR
     manifest = read_manifest(folder)
@@ -323,16 +353,16 @@ def sync_descriptor_store(index: Any, *, store_from: int = STORE_FROM_REFERENCES
             return report
         estimate = manifest.descriptors * (1 + len(missing) / max(len(covered), 1))
         if lists_for(int(estimate)) > 1.5 * manifest.lists:  # the rule asks for the next power of two
-            _rebuild(index, folder, all_ids, report)
+            _rebuild(index, folder, all_ids, report, memory_budget)
             return report
         _add_segment(index, folder, manifest, missing, report)
         return report
     if len(all_ids) >= store_from:  # counted in references: counting descriptors means decoding all
-        _rebuild(index, folder, all_ids, report)
+        _rebuild(index, folder, all_ids, report, memory_budget)
     return report
 
 
-def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -> None:
+def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport, memory_budget: int) -> None:
     """Train a new store on the whole library in a fresh folder, then swap it in."""
     log.info("descriptor store: building it over %s references (two passes over their descriptors)",
              f"{len(all_ids):,}")
@@ -346,8 +376,10 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
         sample = sample[np.random.default_rng(0).choice(len(sample), wanted, replace=False)]
     while lists > 1 and 8 * lists > len(sample):  # the first chunk misled the sampling rate
         lists //= 2
-    log.info("descriptor store: training %s lists on %s descriptors", f"{lists:,}", f"{len(sample):,}")
-    trained = _train(sample, lists)
+    code = code_for(total, memory_budget)
+    log.info("descriptor store: training %s lists of %s codes on %s descriptors (%s in all: %.1f GB)", f"{lists:,}",
+             code, f"{len(sample):,}", f"{total:,}", store_bytes(total, memory_budget) / 1e9)
+    trained = _train(sample, lists, code)
     _write_faiss(trained, fresh / "trained.faiss")
     empty = StoreManifest(int(trained.nlist), (), 0, total, 0)
     atomic_write_json(fresh / MANIFEST, empty.to_dict())
@@ -362,19 +394,19 @@ def _rebuild(index: Any, folder: Path, all_ids: list[int], report: SyncReport) -
     log.info("descriptor store %s: built with %d lists on %d descriptors", folder, trained.nlist, total)
 
 
-def _train(sample: np.ndarray, lists: int) -> Any:
-    """An empty ``IVF,SQ8`` index trained on ``sample``: k-means for its lists (two-level
-    past :data:`HNSW_QUANTIZER_FROM_LISTS`, into an HNSW quantizer), then the SQ8 ranges."""
+def _train(sample: np.ndarray, lists: int, code: str) -> Any:
+    """An empty ``IVF,<code>`` index trained on ``sample``: k-means for its lists (two-level
+    past :data:`HNSW_QUANTIZER_FROM_LISTS`, into an HNSW quantizer), then the code book."""
     import faiss
 
-    trained = faiss.index_factory(128, factory_for(lists))
+    trained = faiss.index_factory(128, factory_for(lists, code))
     ivf = faiss.extract_index_ivf(trained)
     if lists < HNSW_QUANTIZER_FROM_LISTS:
         ivf.cp.niter = KMEANS_ITERATIONS
     else:
         # No full k-means iterations after the two levels: one would cost ~45 minutes at 262,144
         # lists and 2M descriptors here (estimated, docs/scale.md). The quantizer holds its
-        # centroids, so train() below fits the SQ8 alone.
+        # centroids, so train() below fits the code book alone.
         ivf.quantizer.add(two_level_centroids(sample, lists, refine=0))
     trained.train(sample)
     return trained
@@ -396,7 +428,7 @@ def _count_and_sample(index: Any, all_ids: list[int]) -> tuple[int, np.ndarray]:
 
 
 def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: list[int], report: SyncReport) -> None:
-    """Add ``ref_ids``' descriptors as new segments (a new one every :data:`SEGMENT_DESCRIPTORS`),
+    """Add ``ref_ids``' descriptors as new segments (a new one every :data:`SEGMENT_BYTES`),
     then name them all in the manifest at once."""
     import faiss
 
@@ -418,7 +450,7 @@ def _add_segment(index: Any, folder: Path, manifest: StoreManifest, ref_ids: lis
             segment.add_with_ids(descs, ids)
             added += len(ids)
         covered += part
-        if segment.ntotal >= SEGMENT_DESCRIPTORS:
+        if segment.ntotal * (faiss.extract_index_ivf(segment).code_size + ID_BYTES) >= SEGMENT_BYTES:
             write()
     if segment is not None:
         write()

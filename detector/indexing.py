@@ -117,6 +117,8 @@ def index_references(
         workers: Threads that read and decode images while the model runs.
         read_text: OCR each logo and store the text read (its wordmark) as the reference's
             ``ocr_text`` attribute: the brand's names for the text signal (needs the ``text`` extra).
+        memory_budget: Bytes the descriptor store may take when this run rebuilds it
+            (:func:`detector.descriptor_store.code_for`).
     """
     if not embedder.fingerprint.is_compatible(index.fingerprint):
         raise DetectorError(
@@ -146,20 +148,22 @@ def index_references(
                     progress(len(chunk))
     except KeyboardInterrupt:
         report.interrupted = True
-    sync_side_indexes(index, shapes=shapes_added, features=features_added)
+    sync_side_indexes(index, shapes=shapes_added, features=features_added, memory_budget=memory_budget)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def sync_side_indexes(index: VectorIndex, *, shapes: bool, features: bool) -> None:
+def sync_side_indexes(index: VectorIndex, *, shapes: bool, features: bool,
+                      memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
     """Bring the structures kept beside the index up to its last commit, once an indexing run
     has committed: the shape library (``shapes``: logos with silhouettes were added) and the
-    descriptor store (``features``: local features were stored). Until then, or after a crash,
-    scorers catch up on what these files miss by themselves (in memory)."""
+    descriptor store (``features``: local features were stored; a rebuild fits its codes to
+    ``memory_budget``). Until then, or after a crash, scorers catch up on what these files
+    miss by themselves (in memory)."""
     if shapes:
         save_synced_library(index, lambda ids: stored_masks(index, ids))
     if features:  # one store segment a run
-        sync_descriptor_store(index)
+        sync_descriptor_store(index, memory_budget=memory_budget)
 
 
 def _chunks(items: Sequence[ReferenceItem], size: int) -> Iterator[Sequence[ReferenceItem]]:
@@ -482,7 +486,8 @@ def run_indexing(
         on_total: Called once with the number of items to process.
         prep: Reference preparation; default: the preset's ``reference_prep`` defaults.
         read_text: OCR the logos for the brands' names (:func:`index_references`).
-        memory_budget: Bytes the faiss index may take, for ``factory="auto"``.
+        memory_budget: Bytes the faiss index may take, for ``factory="auto"``, and the
+            descriptor store, when this run rebuilds it.
     """
     target = open_indexing_target(
         refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
@@ -493,7 +498,7 @@ def run_indexing(
     with target.index:
         report = index_references(
             target.items, target.index, target.embedder, chunk_size=chunk_size, prep=target.prep,
-            verify_config=target.verify_config, progress=progress, read_text=read_text,
+            verify_config=target.verify_config, progress=progress, read_text=read_text, memory_budget=memory_budget,
         )
     report.failed[:0] = target.failures
     write_report(target.report_dir, "build" if create else "add", report)

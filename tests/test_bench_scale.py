@@ -84,7 +84,11 @@ def test_a_library_is_sized_and_its_factory_chosen_per_size():
     from detector.bench.scale import ScaleConfig, SeedLayout, _factory_choice
 
     layout = SeedLayout(record_bytes_per_reference=36_000, descriptors_per_reference=90, views=7, dim=1280)
-    assert 36_000 + 90 * 136 < layout.side_bytes_per_reference(store=True) < 36_000 + 90 * 136 + 2_000
+    sq8 = layout.side_bytes_per_reference(store=True, size=10_000, memory_budget=4 * 2**30)
+    assert 36_000 + 90 * 136 < sq8 < 36_000 + 90 * 136 + 2_000
+    # 90M descriptors overflow 4 GiB as SQ8: the store's PQ32 codes are what the disk must hold.
+    pq32 = layout.side_bytes_per_reference(store=True, size=1_000_000, memory_budget=4 * 2**30)
+    assert 36_000 + 90 * 40 < pq32 < 36_000 + 90 * 40 + 2_000
     small = _factory_choice(ScaleConfig(factory="auto"), 10_000, layout)
     large = _factory_choice(ScaleConfig(factory="auto", memory_budget_bytes=2**30), 1_000_000, layout)
     assert small.factory == "Flat" and small.training_vectors == 0

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 import detector.descriptor_store as store_module
-from detector.descriptor_store import MAX_SEGMENTS, STORE_DIR, open_store, read_manifest, sync_descriptor_store
+from detector.descriptor_store import (
+    MAX_SEGMENTS,
+    STORE_DIR,
+    code_for,
+    open_store,
+    read_manifest,
+    store_bytes,
+    sync_descriptor_store,
+)
 from detector.descriptor_vote import StoredDescriptorIndex
 from detector.errors import DetectorError
 from detector.features import LocalFeatures
@@ -78,6 +86,32 @@ def test_store_votes_like_the_in_memory_index(library):
     assert agree == 20
 
 
+def test_the_code_is_the_most_accurate_that_fits_the_memory_budget():
+    assert code_for(1_000_000, 2**30) == "SQ8"  # 136 MB
+    assert code_for(10_000_000, 2**30) == "PQ64"  # 1.36 GB as SQ8, 720 MB as PQ64
+    assert code_for(20_000_000, 2**30) == "PQ32"  # 800 MB
+    assert code_for(10**9, 2**30) == "PQ32"  # nothing fits: the smallest
+    assert store_bytes(20_000_000, 2**30) == 20_000_000 * 40
+
+
+def test_a_store_over_the_memory_budget_is_product_quantised_and_votes_like_the_in_memory_index(library):
+    index, known, rng = library
+    budget = 60 * DESCRIPTORS * 100  # under SQ8 codes' 136 bytes a descriptor, over PQ64's 72
+    assert sync_descriptor_store(index, store_from=10, memory_budget=budget).rebuilt
+    folder = index.path / STORE_DIR
+    trained = faiss.read_index(str(folder / "trained.faiss"))  # kept: the downcast view does not own it
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(trained))
+    assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.code_size == 64
+    segments = sum(p.stat().st_size for p in folder.glob("segment-*.ivl"))
+    assert segments < 60 * DESCRIPTORS * (64 + 8) * 1.1  # the codes and ids, not SQ8's 136 bytes
+    stored, memory = _stored(index, known), LocalFeatureIndex.from_features(known)
+    opened = faiss.downcast_index(faiss.extract_index_ivf(stored._store.index))
+    assert opened.use_precomputed_table == -1 and opened.precomputed_table.size() == 0  # no per-list tables
+    for rid in list(known)[:20]:
+        query = _query(rng, known[rid])
+        assert stored.vote(query, 1)[0][0] == memory.vote(query, 1)[0][0] == rid
+
+
 def test_small_library_keeps_no_store(library):
     index, _, _ = library
     report = sync_descriptor_store(index)  # 60 references: under the default threshold
@@ -140,7 +174,7 @@ def test_a_graph_quantizer_trained_in_two_levels_votes_like_the_in_memory_index(
 
 def test_a_big_sync_writes_several_segments_and_full_ones_are_never_merged(library, monkeypatch, caplog):
     index, known, rng = library
-    monkeypatch.setattr(store_module, "SEGMENT_DESCRIPTORS", 1_000)
+    monkeypatch.setattr(store_module, "SEGMENT_BYTES", 1_000 * 136)  # 1,000 SQ8 descriptors
     monkeypatch.setattr(store_module, "DECODE_CHUNK", 10)  # 1,200 descriptors a chunk: a segment each
     monkeypatch.setattr(store_module, "FULL_SEGMENT_BYTES", 1_000 * 136 // 2)
     with caplog.at_level(logging.INFO, logger="detector.descriptor_store"):

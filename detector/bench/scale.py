@@ -34,6 +34,7 @@ import numpy as np
 from detector.bench.labels import read_labels
 from detector.bench.scale_library import Seed, build_library, build_seed
 from detector.bench.scale_probe import TOP_K, searches_file
+from detector.descriptor_store import store_bytes
 from detector.features import LocalFeatures
 from detector.silhouettes import CANONICAL_SIDE
 from index.factory_choice import FactoryChoice, choose_factory, estimate_bytes
@@ -54,7 +55,7 @@ class ScaleConfig:
     seed_brands: int = 200  # real logos rendered and indexed (templates + planted)
     queries_per_class: int = 20  # listing photos per group (logo_large, logo_small, neg_nologo)
     factory: str = "Flat"  # or "auto": chosen per size by index.factory_choice within memory_budget_bytes
-    memory_budget_bytes: int = 4 * GIB  # the embedding index's, for factory "auto"
+    memory_budget_bytes: int = 4 * GIB  # the embedding index's (factory "auto") and the descriptor store's
     memory_limit_bytes: int = 16 * GIB  # per scorer subprocess (RLIMIT_DATA)
     probe_timeout_seconds: float = 1800.0
     chunk: int = 10_000  # references per commit while building a library
@@ -112,9 +113,8 @@ def _listings(seed: Seed) -> list[dict[str, Any]]:
     return [{"path": str(root / lab.image), "brand": lab.brand, "group": lab.group} for lab in ordered]
 
 
-# Beside the records, a logo costs the descriptor store 136 bytes a descriptor (an SQ8 code and its
-# id) and the shape search ~1 KB (its packed mask in the library and again in the inverted file).
-STORE_BYTES_PER_DESCRIPTOR = 128 + 8
+# Beside the records, a logo costs the shape search ~1 KB (its packed mask in the library and
+# again in the inverted file) and the descriptor store its code and id a descriptor.
 SHAPE_BYTES_PER_LOGO = 2 * (CANONICAL_SIDE * CANONICAL_SIDE // 8) + 32
 
 
@@ -127,9 +127,11 @@ class SeedLayout:
     views: int  # vectors a logo reference adds
     dim: int
 
-    def side_bytes_per_reference(self, store: bool) -> float:
-        """On disk beside the embedding index: records, descriptor store, shape search."""
-        stored = self.descriptors_per_reference * STORE_BYTES_PER_DESCRIPTOR if store else 0.0
+    def side_bytes_per_reference(self, store: bool, size: int, memory_budget: int) -> float:
+        """On disk beside the embedding index of ``size`` references: records, descriptor store
+        (its code chosen for ``memory_budget``), shape search."""
+        descriptors = round(self.descriptors_per_reference * size)
+        stored = store_bytes(descriptors, memory_budget) / max(size, 1) if store else 0.0
         return self.record_bytes_per_reference + stored + SHAPE_BYTES_PER_LOGO
 
 
@@ -168,7 +170,7 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
     row["factory"] = choice.factory
     path = out / "libraries" / f"{cfg.preset}-{choice.factory.replace(',', '_')}-{size}"
     # Two faiss generations stay on disk (the last one is kept for readers).
-    side = layout.side_bytes_per_reference(cfg.store)
+    side = layout.side_bytes_per_reference(cfg.store, size, cfg.memory_budget_bytes)
     need = (side * size + 2 * choice.estimated_bytes) * 1.1
     free = shutil.disk_usage(out).free + (_folder_bytes(path) if path.exists() else 0)
     row["estimated_disk_bytes"] = round(need)
@@ -180,7 +182,8 @@ def _run_size(out: Path, seed: Seed, size: int, cfg: ScaleConfig, listings_file:
         built = build_library(seed, path, size, factory=choice.factory, chunk=cfg.chunk,
                               create_options={"build_params": choice.build_params, "search_params": choice.search_params,
                                               "train_after_vectors": choice.training_vectors},
-                              store=cfg.store, store_from=cfg.store_from, say=say)
+                              store=cfg.store, store_from=cfg.store_from, memory_budget=cfg.memory_budget_bytes,
+                              say=say)
     except Exception as e:  # noqa: BLE001 - one size failing must not stop the others
         row["status"] = f"build failed: {type(e).__name__}: {e}"
         return [row]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from detector.errors import ConfigError
+from detector.index_factory import DEFAULT_MEMORY_BUDGET
 from detector.features import LocalFeatures
 from index.records import NewReference
 from index.store import ReferenceIndex
@@ -152,12 +153,12 @@ def _chunks(total: int, size: int) -> Iterator[range]:
         yield range(start, min(start + size, total))
 
 
-def _sync(index: ReferenceIndex, store: bool, store_from: int | None) -> None:
+def _sync(index: ReferenceIndex, store: bool, store_from: int | None, memory_budget: int) -> None:
     """What indexing does after a commit: bring the descriptor store up to date."""
     if store:
         from detector.descriptor_store import STORE_FROM_REFERENCES, sync_descriptor_store
 
-        sync_descriptor_store(index, store_from=store_from or STORE_FROM_REFERENCES)
+        sync_descriptor_store(index, store_from=store_from or STORE_FROM_REFERENCES, memory_budget=memory_budget)
 
 
 def _sync_shapes(index: ReferenceIndex) -> None:
@@ -170,10 +171,11 @@ def _sync_shapes(index: ReferenceIndex) -> None:
 
 def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", chunk: int = 10_000,
                   create_options: dict[str, Any] | None = None, store: bool = True, store_from: int | None = None,
-                  say: Callable[[str], None] = print) -> LibraryBuild:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, say: Callable[[str], None] = print) -> LibraryBuild:
     """An index of ``size`` references at ``path``: the seed's plus synthetic logos; with
     ``store``, the descriptor store synced after each commit as indexing does (from
-    ``store_from`` references; default the store's own threshold); the shape library saved
+    ``store_from`` references, default the store's own threshold; its code fitted to
+    ``memory_budget``); the shape library saved
     once at the end, as after one indexing run.
 
     Each chunk of ``chunk`` references is one atomic commit (the project's ``add``; a factory
@@ -191,7 +193,7 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
         if store:
             started = time.perf_counter()
             with ReferenceIndex.open(path / "index", writable=True) as index:
-                _sync(index, store, store_from)
+                _sync(index, store, store_from, memory_budget)
             synced = time.perf_counter() - started
         return LibraryBuild(path, info["references"], info["synthetic"], info["seconds"], _disk_bytes(path / "index"),
                             synced)
@@ -208,11 +210,11 @@ def build_library(seed: Seed, path: Path, size: int, *, factory: str = "Flat", c
             made = [maker.make(n) for n in numbers]
             index.add([m[0] for m in made], [m[1] for m in made], aux=[m[2] for m in made])
             _save_progress(path, earlier_seconds + time.perf_counter() - started)
-            _sync(index, store, store_from)
+            _sync(index, store, store_from, memory_budget)
             say(f"library {size}: {numbers.stop:,}/{synthetic:,} synthetic references "
                 f"({time.perf_counter() - started:.0f} s)")
         index.add(records, vectors, aux=aux)  # last: the planted logos compete with a full library
-        _sync(index, store, store_from)
+        _sync(index, store, store_from, memory_budget)
         _sync_shapes(index)
     seconds = earlier_seconds + time.perf_counter() - started
     info = {"references": len(records) + synthetic, "synthetic": synthetic, "seconds": round(seconds, 2)}

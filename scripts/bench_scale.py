@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries-per-class", type=int, default=20, help="listing photos per group")
     parser.add_argument("--factory", default="Flat",
                         help="FAISS factory of the libraries' embedding index, or 'auto' (chosen per size)")
-    parser.add_argument("--memory-budget", default="4GiB", help="the embedding index's, for --factory auto")
+    parser.add_argument("--memory-budget", default="4GiB", help="the embedding index's (--factory auto) and the descriptor store's")
     parser.add_argument("--memory-limit-gib", type=float, default=16.0, help="per scorer subprocess")
     parser.add_argument("--probe-timeout", type=float, default=1800.0, help="seconds per size's scoring")
     parser.add_argument("--scoring", default="{}", help="scoring options as JSON (default profile)")

@@ -97,7 +97,7 @@ def test_ray_build_equals_local(ray_cluster, refs, local_index, tmp_path, capsys
     assert {k: v for k, v in report.items() if k not in ("seconds", "operation")} == {
         k: v for k, v in expected.items() if k != "seconds"}
     assert_same_index(local_dir, index_dir)
-    assert synced == [{"shapes": True, "features": True}]
+    assert synced == [{"shapes": True, "features": True, "memory_budget": 4 * 2**30}]  # the CLI's default budget
     assert not work.exists()  # a complete run removes its checkpoint
     assert "broken.jpg" in capsys.readouterr().err
 

@@ -10,13 +10,17 @@ Each logo keeps its best IoU with another brand's logo (as is or mirrored) and t
 set it. Adding a logo scans it once against the library (O(N) popcounts: its own floor, and
 the logos whose floor it raises); withdrawing one rescans only the logos whose floor it set.
 The full pairwise computation (O(N^2)) is never redone. Saved next to the index as
-:data:`LIBRARY_FILE` (atomic write); see :mod:`detector.shape_sync` for how it follows the
-index.
+:data:`LIBRARY_FILE` (atomic write, an uncompressed ``.npz``); see :mod:`detector.shape_sync`
+for how it follows the index. :meth:`ShapeLibrary.load` memory-maps the masks and brands from
+that file (512 MB and ~110 MB at 1,000,000 logos): a scorer reads the rows of its shortlisted
+logos, so they stay in the page cache, evictable, not on its heap.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,11 +149,14 @@ class ShapeLibrary:
 
     @classmethod
     def load(cls, path: Path) -> ShapeLibrary:
-        """Read a saved library. Raises ValueError (or OSError) when it is unreadable."""
+        """Read a saved library, its masks and brands memory-mapped (read-only; a library
+        written compressed is read whole). Raises ValueError (or OSError) when it is unreadable."""
         with np.load(Path(path), allow_pickle=False) as data:
             if int(data["format"]) != _FORMAT:
                 raise ValueError(f"shape library format {int(data['format'])}, expected {_FORMAT}")
-            lib = cls(data["ids"].astype(np.int64), data["brands"], data["codes"].astype(np.uint8),
+            codes, brands = (_mapped_member(Path(path), name) for name in ("codes", "brands"))
+            codes = data["codes"].astype(np.uint8) if codes is None or codes.dtype != np.uint8 else codes
+            lib = cls(data["ids"].astype(np.int64), data["brands"] if brands is None else brands, codes,
                       data["areas"].astype(np.int64), data["other_best"].astype(np.float32),
                       data["other_source"].astype(np.int64), data["generic"].astype(np.float32),
                       frozenset(data["without_mask"].tolist()))  # fmt: skip
@@ -237,6 +244,30 @@ def _packed(mask: np.ndarray) -> np.ndarray:
     if mask.shape != (CANONICAL_SIDE, CANONICAL_SIDE):
         mask = cv2.resize(mask.astype(np.uint8), (CANONICAL_SIDE, CANONICAL_SIDE), interpolation=cv2.INTER_NEAREST)
     return np.packbits(np.asarray(mask) > 0)
+
+
+def _mapped_member(path: Path, name: str) -> np.ndarray | None:
+    """Array ``name`` of the ``.npz`` at ``path`` as a read-only memory map, or None when the
+    member is compressed (``np.savez`` stores members uncompressed, so their bytes lie in the
+    file as a ``.npy`` would). Atomic rewrites replace the file, so a map stays valid."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the member's local header: its name and extra field precede the data
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: member {name} has no local header")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject or fortran or not all(shape):
+        return None  # nothing to map (an empty array), or not a plain C array
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _mirrored(code: np.ndarray) -> np.ndarray:

@@ -73,6 +73,17 @@ def test_save_load_round_trip_and_a_corrupt_file_is_recomputed(seeds, tmp_path):
     loaded = ShapeLibrary.load(tmp_path / LIBRARY_FILE)
     for name in ("ids", "brands", "codes", "areas", "other_best", "other_source", "generic"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(library, name))
+    # The masks and brands are read from the file as needed (memory maps), not copied onto the heap.
+    assert isinstance(loaded.codes, np.memmap) and isinstance(loaded.brands, np.memmap)
+    grown = loaded.with_added([99], ["b9"], _masks(rows[:1]))  # a writer grows a loaded library
+    assert len(grown) == 31 and grown.distinct(99) == 1.0  # logo 0's mask under another brand
+    # A library written compressed (no map possible) is read whole, to the same arrays.
+    with np.load(tmp_path / LIBRARY_FILE) as data:
+        np.savez_compressed(tmp_path / "compressed.npz", **{k: data[k] for k in data.files})
+    whole = ShapeLibrary.load(tmp_path / "compressed.npz")
+    assert not isinstance(whole.codes, np.memmap)
+    np.testing.assert_array_equal(whole.codes, library.codes)
+    np.testing.assert_array_equal(whole.brands, library.brands)
 
     index = FakeIndex(tmp_path, [(i, b) for i, b in enumerate(brands)])
     reads: list[int] = []

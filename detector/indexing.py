@@ -129,7 +129,7 @@ def index_references(
     want_features = verify_config is not None and verify_config.enabled
     report = IndexingReport()
     started = time.perf_counter()
-    shapes_added = features_added = False
+    shapes_added = False
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for chunk in _chunks(items, chunk_size):
@@ -141,14 +141,15 @@ def index_references(
                         assert verify_config is not None
                         prepared, updates = locate_marks(prepared, index, verify_config)
                     _commit(prepared, index, embedder, report, updates)
-                    features_added = want_features
                     shapes_added |= any(p.item.kind == "logo" and p.features is not None
                                         and p.features.silhouette is not None for p in prepared)
                 if progress:
                     progress(len(chunk))
     except KeyboardInterrupt:
         report.interrupted = True
-    sync_side_indexes(index, shapes=shapes_added, features=features_added, memory_budget=memory_budget)
+    # The store is synced even when nothing was added: that finishes a sync a killed run left
+    # undone, or rebuilds a store deleted to re-code it (a no-op costs a look at the ids).
+    sync_side_indexes(index, shapes=shapes_added, features=want_features, memory_budget=memory_budget)
     report.seconds = time.perf_counter() - started
     return report
 

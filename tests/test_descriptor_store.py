@@ -247,3 +247,27 @@ def test_descriptors_and_silhouettes_read_alone_equal_the_whole_blobs():
     for read in (LocalFeatures.sift_descriptors_from_bytes, LocalFeatures.silhouette_from_bytes):
         with pytest.raises(DetectorError):
             read(b"not a blob")
+
+
+def test_an_indexing_run_that_adds_nothing_still_rebuilds_a_deleted_store(library, monkeypatch):
+    import shutil
+
+    import detector.indexing as indexing
+    from detector.indexing import index_references
+    from detector.verify_config import VerifyConfig
+
+    index, _, _ = library
+    real = indexing.sync_descriptor_store
+    monkeypatch.setattr(indexing, "sync_descriptor_store", lambda idx, **kw: real(idx, store_from=10, **kw))
+    sync_descriptor_store(index, store_from=10)
+    shutil.rmtree(index.path / STORE_DIR)  # deleted to be re-coded with another budget
+
+    class Embedder:  # never called: there is nothing to embed
+        fingerprint = index.fingerprint
+
+    report = index_references([], index, Embedder(), verify_config=VerifyConfig(), memory_budget=60 * DESCRIPTORS * 50)
+    assert report.added == 0
+    assert read_manifest(index.path / STORE_DIR).descriptors == 60 * DESCRIPTORS
+    trained = faiss.read_index(str(index.path / STORE_DIR / "trained.faiss"))
+    assert faiss.downcast_index(faiss.extract_index_ivf(trained)).code_size == 32  # PQ32 fits 50 B a descriptor
+

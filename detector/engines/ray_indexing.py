@@ -184,8 +184,8 @@ def run_ray_indexing(
         finally:
             if results is not None:
                 results.close()  # stops the Ray pipeline of an interrupted run
-        if report.added:  # as the local engine does after its commits
-            sync_side_indexes(index, shapes=True, features=verify is not None, memory_budget=memory_budget)
+        # As the local engine does after its commits (the store even when nothing was added).
+        sync_side_indexes(index, shapes=bool(report.added), features=verify is not None, memory_budget=memory_budget)
     report.seconds = time.perf_counter() - started
     report.failed[:0] = target.failures
     write_report(target.report_dir, "build" if create else "add", report)

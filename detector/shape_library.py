@@ -154,7 +154,9 @@ class ShapeLibrary:
         with np.load(Path(path), allow_pickle=False) as data:
             if int(data["format"]) != _FORMAT:
                 raise ValueError(f"shape library format {int(data['format'])}, expected {_FORMAT}")
-            codes, brands = (_mapped_member(Path(path), name) for name in ("codes", "brands"))
+            # np.load has read the zip's directory: its entries say where each member lies.
+            codes, brands = (_mapped_member(Path(path), data.zip.getinfo(f"{name}.npy"))
+                             for name in ("codes", "brands"))
             codes = data["codes"].astype(np.uint8) if codes is None or codes.dtype != np.uint8 else codes
             lib = cls(data["ids"].astype(np.int64), data["brands"] if brands is None else brands, codes,
                       data["areas"].astype(np.int64), data["other_best"].astype(np.float32),
@@ -246,19 +248,17 @@ def _packed(mask: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(mask) > 0)
 
 
-def _mapped_member(path: Path, name: str) -> np.ndarray | None:
-    """Array ``name`` of the ``.npz`` at ``path`` as a read-only memory map, or None when the
-    member is compressed (``np.savez`` stores members uncompressed, so their bytes lie in the
+def _mapped_member(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The ``.npz`` member ``info`` of the file at ``path`` as a read-only memory map, or None
+    when it is compressed (``np.savez`` stores members uncompressed, so their bytes lie in the
     file as a ``.npy`` would). Atomic rewrites replace the file, so a map stays valid."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
         return None
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)  # the member's local header: its name and extra field precede the data
         if local[:4] != b"PK\x03\x04":
-            raise ValueError(f"{path}: member {name} has no local header")
+            raise ValueError(f"{path}: member {info.filename} has no local header")
         name_length, extra_length = struct.unpack("<HH", local[26:30])
         f.seek(info.header_offset + 30 + name_length + extra_length)
         version = np.lib.format.read_magic(f)

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from detector.errors import ConfigError
-from detector.index_factory import DEFAULT_MEMORY_BUDGET
 from detector.features import LocalFeatures
+from detector.index_factory import DEFAULT_MEMORY_BUDGET
 from index.records import NewReference
 from index.store import ReferenceIndex
 

@@ -417,7 +417,6 @@ def open_indexing_target(
     embedder_options: dict[str, Any] | None = None,
     prep: ReferencePrepConfig | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    chunk_size: int = 128,
 ) -> IndexingTarget:
     """Collect the references, load the model and open (or create) the index for writing.
 
@@ -492,7 +491,7 @@ def run_indexing(
     """
     target = open_indexing_target(
         refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
-        embedder_options=embedder_options, prep=prep, memory_budget=memory_budget, chunk_size=chunk_size,
+        embedder_options=embedder_options, prep=prep, memory_budget=memory_budget,
     )
     if on_total:
         on_total(len(target.items))

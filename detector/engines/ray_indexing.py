@@ -133,7 +133,7 @@ def run_ray_indexing(
     # The driver's model only gives the index's fingerprint: keep it off the GPU.
     target = open_indexing_target(
         refs, index_dir, preset=preset, factory=factory, create=create, default_kind=default_kind,
-        embedder_options={**options, "device": "cpu"}, memory_budget=memory_budget, chunk_size=chunk_size,
+        embedder_options={**options, "device": "cpu"}, memory_budget=memory_budget,
     )
     fingerprint = target.embedder.fingerprint
     options["random_weights"] = fingerprint.weights.startswith("random:")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("simple_icons_pack")
@@ -132,3 +133,22 @@ def test_an_interrupted_library_build_continues_where_it_stopped(result, tmp_pat
         va, vb = a.get_vectors(ids), b.get_vectors(ids)
         assert all(np.array_equal(va[i], vb[i]) for i in ids)
         assert a.get_aux(ids) == b.get_aux(ids)
+
+
+def test_exact_nearest_is_a_brute_force_over_each_references_best_view(tmp_path):
+    from detector.bench.scale import exact_nearest
+    from index.records import Fingerprint, NewReference
+
+    dim, rng = 16, np.random.default_rng(3)
+    fp = Fingerprint(preset="tiny", arch="test:mlp", weights="random:0", preprocess="{}", dim=dim)
+    views = [rng.standard_normal((int(rng.integers(1, 5)), dim)).astype(np.float32) for _ in range(45)]
+    views = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in views]
+    refs = [NewReference(brand=f"b{i}", sha256=f"{i:064x}", source=f"{i}.png") for i in range(45)]
+    queries = rng.standard_normal((6, dim)).astype(np.float32)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=fp, factory="Flat") as index:
+        ids = index.add(refs, views).added
+        found = exact_nearest(index, queries, top=5, chunk=7)  # chunks split the references
+        stored = index.get_vectors(ids)
+    best = np.stack([(queries @ stored[i].T).max(axis=1) for i in ids], axis=1)
+    expected = np.asarray(ids)[np.argsort(-best, axis=1, kind="stable")[:, :5]]
+    assert found.tolist() == expected.tolist()

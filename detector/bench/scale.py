@@ -269,7 +269,14 @@ def exact_nearest(index: ReferenceIndex, queries: np.ndarray, top: int, chunk: i
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
         stored = index.get_vectors(part)
-        per_ref = np.stack([(queries @ stored[rid].T).max(axis=1) for rid in part], axis=1)
+        part = [rid for rid in part if len(stored.get(rid, ()))]  # reduceat needs >= 1 view each
+        if not part:
+            continue
+        views = [stored[rid] for rid in part]
+        starts = np.cumsum([0] + [len(v) for v in views[:-1]])
+        # One product over the chunk's views, then each reference's best: a product per
+        # reference was ten times slower (small matrices; 24 s against 2 s per 5,000 at 1M).
+        per_ref = np.maximum.reduceat(queries @ np.concatenate(views).T, starts, axis=1)
         best_scores = np.concatenate([best_scores, per_ref], axis=1)
         best_ids = np.concatenate([best_ids, np.asarray(part, dtype=np.int64)[None, :].repeat(len(queries), 0)], axis=1)
         keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :top]

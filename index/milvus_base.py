@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,6 +47,13 @@ ID_PAGE = 1000  # reference ids per paged query (rows = ids * views, split furth
 _LITE_USERS: dict[str, int] = {}
 _LITE_USERS_LOCK = threading.Lock()
 INSTALL_HINT = "pip install 'counterfeit-detector[milvus]' (pymilvus, and milvus-lite for milvus-lite: paths)"
+# Oldest Milvus server the index runs on, checked on connecting because older ones fail it
+# quietly: they drop the nullable flag of product_id (nullable fields came in 2.5) and then refuse
+# null values, and 2.3.5 upserts rows of a partition-key collection into the wrong partition, so
+# brand filters miss them (likely fixed by milvus-io/milvus#30772, Feb 2024). Both seen on 2.3.5.
+MIN_SERVER_VERSION = (2, 5)
+# A release number at the start: "v2.3.5-lite", "2.6.6"; not Milvus Lite's "milvus_lite-3.2.2".
+_RELEASE = re.compile(r"^v?(\d+)\.(\d+)")
 
 
 def connect(location: MilvusLocation) -> Any:
@@ -72,7 +80,38 @@ def connect(location: MilvusLocation) -> Any:
     if location.lite:
         with _LITE_USERS_LOCK:
             _LITE_USERS[location.uri] = _LITE_USERS.get(location.uri, 0) + 1
+    else:
+        _refuse_old_server(location, client)
     return client
+
+
+def server_version_problem(version: str) -> str | None:
+    """Why a Milvus server reporting ``version`` cannot hold an index, or None when it can.
+
+    A version string that is not a Milvus release number (Milvus Lite's own server, a managed
+    service's banner) is not judged: None.
+    """
+    match = _RELEASE.match(version.strip())
+    if match is None or (int(match[1]), int(match[2])) >= MIN_SERVER_VERSION:
+        return None
+    oldest = ".".join(str(n) for n in MIN_SERVER_VERSION)
+    return (
+        f"Milvus server {version} is older than {oldest}, the oldest this index runs on: it lacks "
+        "nullable fields (product_id; Milvus 2.5) and may upsert rows into the wrong partition of "
+        "the brand partition key (2.3.5 does; brand filters then miss them). Upgrade the server"
+    )
+
+
+def _refuse_old_server(location: MilvusLocation, client: Any) -> None:
+    """Close ``client`` and raise IndexStoreError when its server is too old for the index."""
+    try:
+        problem = server_version_problem(str(client.get_server_version()))
+    except Exception as e:  # pymilvus raises its own types for a dropped connection
+        client.close()
+        raise IndexStoreError(f"cannot read the Milvus version at {location.spec}: {e}") from e
+    if problem is not None:
+        client.close()
+        raise IndexStoreError(f"{location.spec}: {problem}")
 
 
 def disconnect(location: MilvusLocation, client: Any) -> None:

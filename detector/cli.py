@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_index_info)
 
+    p = idx.add_parser("search-params", help="show or set the FAISS index's default search parameters")
+    p.add_argument("--index", required=True, metavar="DIR")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=N", type=parse_search_param,
+                   help="e.g. nprobe=1024 or quantizer_efSearch=2048 (repeatable); none: show them")
+    p.set_defaults(func=cmd_index_search_params)
+
     p = sub.add_parser("score", help="score listing images against an index")
     p.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR")
     p.add_argument("--manifest", metavar="FILE",
@@ -295,6 +301,32 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     print(f"{'brand':30s} {'logo':>6s} {'product':>8s}  names")
     for brand, kinds in sorted(info["per_brand"].items()):
         print(f"{brand:30s} {kinds.get('logo', 0):6d} {kinds.get('product', 0):8d}  {' | '.join(names.get(brand, ()))}")
+    return EXIT_OK
+
+
+def parse_search_param(text: str) -> tuple[str, int]:
+    """``NAME=N`` (argparse type of ``index search-params --set``)."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=INTEGER (e.g. nprobe=1024), got {text!r}") from None
+
+
+def cmd_index_search_params(args: argparse.Namespace) -> int:
+    from detector.errors import ConfigError
+    from index.open import open_index
+
+    with open_index(args.index, writable=bool(args.set)) as index:
+        if not hasattr(index, "search_defaults"):
+            raise ConfigError(f"{args.index}: only a FAISS index directory has default search parameters")
+        try:
+            params = index.set_search_params(dict(args.set)) if args.set else index.search_defaults
+        except ValueError as e:  # a parameter this index does not have, or a bad value
+            raise ConfigError(str(e)) from e
+        print(json.dumps({"factory": index.factory, "search_params": params}, sort_keys=True))
     return EXIT_OK
 
 

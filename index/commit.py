@@ -174,6 +174,11 @@ class CommittedIndex:
         return self._staged["factory"] if self._staged else None
 
     @property
+    def search_defaults(self) -> dict[str, Any]:
+        """The query-time parameters searches use unless a call overrides them."""
+        return dict(self._search_defaults)
+
+    @property
     def writable(self) -> bool:
         return self._writer_lock is not None
 

@@ -23,8 +23,16 @@ first; the first whose estimated bytes fit the budget wins:
    ``(min(d // m, 6) + 1) * m`` capped at the largest multiple of ``m`` <= d, so ``m`` divides
    it and each sub-quantizer sees at most 7 dims; OPQ is always used (autofaiss does), since it
    rotates the variance evenly across sub-quantizers and cuts the PQ's training dims. Coarse
-   quantizers from 1,000 lists are HNSW32 (autofaiss's rule). nprobe is ``nlist // 32`` clamped
-   to 8..256; an HNSW quantizer searches with efSearch ``2 * nprobe`` (autofaiss's rule).
+   quantizers from 1,000 lists are HNSW32 (autofaiss's rule). An HNSW quantizer searches with
+   efSearch ``2 * nprobe`` (autofaiss's rule).
+
+nprobe is ``nlist // 8``, clamped to 8..1024. A listing photo's region is far from every
+reference (its true match at cosine ~0.5-0.65), so its nearest references lie in lists whose
+centres are not the nearest to it, and an IVF needs a larger share of its lists than queries
+drawn from the references would. On the scale benchmark's listings, ``nlist // 32`` (the rule
+before) found the exact nearest reference among the 30 fetched for 0.94 of searches at 100,000
+and 1M references, ``nlist // 8`` for 0.98 (docs/scale.md). Capped at 1,024 so that a
+search's scan grows as ``sqrt(n)`` beyond 1M references, not as ``n``.
 
 Memory is estimated per candidate (:func:`estimate_bytes`): float32 vectors ``4d`` (SQ8: ``d``),
 8 bytes an id (our id map, or the inverted lists' ids), HNSW links ``8M`` (2M neighbours on
@@ -46,6 +54,7 @@ PQ_SIZES = (256, 128, 64, 48, 32, 24, 16, 8)
 MAX_LISTS = 65_536
 TRAINING_POINTS_PER_LIST = 39
 HNSW_QUANTIZER_FROM_LISTS = 1_000
+MAX_NPROBE = 1_024
 ID_BYTES = 8
 
 _SIZE_UNITS = {
@@ -147,7 +156,7 @@ def estimate_bytes(factory: str, n_vectors: int, dim: int) -> int:
 
 
 def _nprobe(lists: int) -> int:
-    return min(max(8, min(256, lists // 32)), lists)
+    return min(max(8, min(MAX_NPROBE, lists // 8)), lists)
 
 
 def _ivf_choice(n: int, dim: int, codes: str) -> FactoryChoice:

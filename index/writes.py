@@ -242,6 +242,31 @@ class IndexWrites(CommittedIndex):
                           (self._build_params if new_factory == self.factory else {}))  # fmt: skip
         self._rebuild(new_factory, new_params, {} if new_factory != self.factory else None, {})
 
+    def set_search_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Commit new default search parameters (e.g. ``{"nprobe": 1024}``), merged over the
+        current ones, and return them. The faiss index is unchanged: it is saved again as the
+        next generation, so readers take the new defaults up as they take any commit.
+
+        Raises:
+            ValueError: A parameter the index does not have, or a bad value.
+        """
+        self._require_writable()
+        for name, value in params.items():  # every parameter is a count (max_codes: 0 = no limit)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name.endswith("max_codes") else 1):
+                raise ValueError(f"search parameter {name!r} must be a positive integer, got {value!r}")
+        with self._lock:
+            self._check_open()
+            merged = {**self._search_defaults, **params}
+            faiss_ops.SearchSetup(self._snapshot.index, merged)  # refuses a bad name before committing
+            self._catalog.begin_write()
+            try:
+                self._commit(self._snapshot.index, extra_meta={"search_params": merged})
+            except BaseException:
+                self._abort(False)
+                raise
+            self._read_settings(self._catalog.meta())
+        return dict(self._search_defaults)
+
     def _rebuild(self, factory: str, build_params: Mapping[str, Any], search_params: dict[str, Any] | None,
                  extra_meta: Mapping[str, Any], train_vectors: int = TRAIN_SAMPLE_MAX) -> None:
         """One commit replacing the faiss index by ``factory`` built from the stored vectors,

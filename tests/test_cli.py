@@ -239,3 +239,23 @@ def test_quickstart_main_job_end_to_end(tmp_path):
     # the review portal on the sample queue: the command and the tokens (the review extra)
     assert f"--queue {tmp_path / 'qs' / 'review.sqlite'}" in text and "log in as the platform analyst: analyst." in text
     assert (tmp_path / "qs" / "review-tokens.txt").stat().st_mode & 0o077 == 0
+
+
+def test_index_search_params_shows_sets_and_refuses_unknown_names(tmp_path, capsys):
+    from detector.cli import main
+    from index.records import Fingerprint, NewReference
+
+    fp = Fingerprint(preset="tiny", arch="test:mlp", weights="random:0", preprocess="{}", dim=8)
+    vecs = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    with ReferenceIndex.create(tmp_path / "ix", fingerprint=fp, factory="IVF4,Flat", search_params={"nprobe": 1}) as ix:
+        ix.add([NewReference(brand="b", sha256=f"{i:064x}", source=f"{i}") for i in range(64)],
+               vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    index = str(tmp_path / "ix")
+    assert main(["index", "search-params", "--index", index]) == 0
+    assert json.loads(capsys.readouterr().out)["search_params"] == {"nprobe": 1}
+    assert main(["index", "search-params", "--index", index, "--set", "nprobe=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["search_params"] == {"nprobe": 4}
+    assert main(["index", "search-params", "--index", index, "--set", "efSearch=9"]) != 0
+    assert "efSearch" in capsys.readouterr().err
+    with ReferenceIndex.open(tmp_path / "ix") as reopened:
+        assert reopened.search_defaults == {"nprobe": 4}

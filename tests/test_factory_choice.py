@@ -59,7 +59,7 @@ def test_mid_size_library_gets_exact_inverted_lists_when_they_fit_and_sq8_when_t
     n = 100_000 * 7
     assert n > FLAT_MAX_VECTORS
     roomy = choose_factory(n, EFFNET_DIM, 8 * GIB)
-    assert roomy.factory == "IVF4096,Flat" and roomy.search_params == {"nprobe": 128}
+    assert roomy.factory == "IVF4096,Flat" and roomy.search_params == {"nprobe": 512}
     assert roomy.training_vectors == 39 * 4096  # staged until then (ReferenceIndex.create)
     tight = choose_factory(n, EFFNET_DIM, 2 * GIB)
     assert tight.factory == "IVF4096,SQ8" and tight.estimated_bytes <= 2 * GIB
@@ -154,3 +154,11 @@ def test_cli_factory_auto_builds_a_working_index(sample_set, tmp_path, capsys):
     assert main(["index", "add", refs, "--index", str(index_dir), "--factory", "auto"]) == 0
     with open_index(index_dir) as index:
         assert index.factory == "Flat" and len(index) == len(refs_by_id)
+
+
+def test_nprobe_is_an_eighth_of_the_lists_up_to_its_cap():
+    million = choose_factory(1_000_000 * 7, EFFNET_DIM, 4 * GIB)
+    assert "IVF8192" in million.factory and million.search_params["nprobe"] == 1024
+    assert million.search_params["quantizer_efSearch"] == 2048
+    ten_million = choose_factory(10_000_000 * 7, EFFNET_DIM, 32 * GIB)
+    assert ten_million.search_params["nprobe"] == 1024 < n_lists(10_000_000 * 7) // 8

@@ -174,6 +174,33 @@ def test_search_params(path: Path) -> None:
         np.testing.assert_array_equal(hnsw.search_vectors(queries, k=5, params={"efSearch": 400})[1], exact)
 
 
+def test_set_search_params_commits_new_defaults_that_readers_take_up(path: Path) -> None:
+    vecs, queries = unit(400, seed=9), unit(20, seed=10)
+    with ReferenceIndex.create(path, fingerprint=FP) as flat:
+        flat.add(make_refs(400), vecs)
+        exact = flat.search_vectors(queries, k=5)[1]
+    with ReferenceIndex.create(path.with_name("ivf"), fingerprint=FP, factory="IVF16,Flat",
+                               search_params={"nprobe": 1}) as ivf, ReferenceIndex.open(ivf.path) as reader:  # fmt: skip
+        ivf.add(make_refs(400), vecs)
+        reader.reload()
+        assert reader.search_defaults == {"nprobe": 1}
+        assert not np.array_equal(reader.search_vectors(queries, k=5)[1], exact)  # one list of 16
+        generation = ivf.generation
+        for bad in ({"efSearch": 8}, {"nprobe": 0}, {"nprobe": "16"}):
+            with pytest.raises(ValueError):
+                ivf.set_search_params(bad)
+        assert ivf.generation == generation and ivf.search_defaults == {"nprobe": 1}  # nothing committed
+        assert ivf.set_search_params({"nprobe": 16}) == {"nprobe": 16}
+        assert ivf.generation == generation + 1
+        reader.reload()
+        assert reader.search_defaults == {"nprobe": 16}
+        np.testing.assert_array_equal(reader.search_vectors(queries, k=5)[1], exact)  # every list: exact
+    with ReferenceIndex.open(path.with_name("ivf")) as reopened:
+        assert reopened.search_defaults == {"nprobe": 16}
+        with pytest.raises(ReadOnlyIndexError):
+            reopened.set_search_params({"nprobe": 2})
+
+
 def test_bad_factory_and_create_errors(path: Path) -> None:
     with pytest.raises(ValueError, match="factory"):
         ReferenceIndex.create(path, fingerprint=FP, factory="NotAnIndex")

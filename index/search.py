@@ -79,6 +79,7 @@ def make_snapshot(
     generation: int, index: Any, tomb_ids: np.ndarray, tomb_vectors: int, max_per_ref: int
 ) -> Snapshot:
     """The snapshot of ``index`` at ``generation`` with a selector hiding the tombstoned ids."""
+    faiss_ops.scan_lists_in_parallel(index)
     selector, keep = None, ()
     if len(tomb_ids):
         batch = faiss.IDSelectorBatch(tomb_ids)

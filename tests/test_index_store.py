@@ -353,3 +353,15 @@ def test_reader_sees_last_commit_after_reload(path: Path) -> None:
             assert reader.reload() is True and reader.reload() is False
             assert reader.search_vectors(vecs[15], k=1)[1][0, 0] == new_id
             assert reader.generation == writer.generation
+
+
+def test_an_ivf_index_scans_one_querys_lists_on_all_threads(path: Path) -> None:
+    import faiss
+
+    from index.faiss_ops import inner_index
+
+    with ReferenceIndex.create(path, fingerprint=FP, factory="IVF8,Flat") as writer:
+        writer.add(make_refs(200), unit(200, seed=3))
+        assert faiss.extract_index_ivf(inner_index(writer._snapshot.index)).parallel_mode == 1
+    with ReferenceIndex.open(path) as reader:  # read back: the mode is not in the file
+        assert faiss.extract_index_ivf(inner_index(reader._snapshot.index)).parallel_mode == 1

@@ -18,6 +18,7 @@ logos, so they stay in the page cache, evictable, not on its heap.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zipfile
@@ -73,6 +74,21 @@ class ShapeLibrary:
         """Bytes held by the arrays (the codes dominate: 512 a logo)."""
         return sum(a.nbytes for a in (self.ids, self.brands, self.codes, self.areas, self.other_best,
                                       self.other_source, self.generic))  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """SHA-256 of the ref ids and packed masks: what an inverted file over them holds
+        (:mod:`detector.shape_lists`). A library loaded from a file takes the key saved with it,
+        so a scorer need not read every mask at start (512 MB at 1,000,000 logos, which then
+        stayed resident in its memory map); a library changed since computes its own."""
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            digest = hashlib.sha256()
+            digest.update(np.ascontiguousarray(self.ids, dtype="<i8").tobytes())
+            digest.update(np.ascontiguousarray(self.codes).data)
+            cached = digest.hexdigest()
+            object.__setattr__(self, "_key", cached)  # not a field: replace() makes a new library without it
+        return cached
 
     def rows(self, positions: np.ndarray | slice | None = None) -> np.ndarray:
         """Flattened 0/1 int8 masks of these rows (all by default), as :meth:`QueryShapes.coarse`
@@ -142,7 +158,8 @@ class ShapeLibrary:
             buffer = io.BytesIO()
             np.savez(buffer, format=np.array(_FORMAT), ids=self.ids, brands=self.brands, codes=self.codes,
                      areas=self.areas, other_best=self.other_best, other_source=self.other_source,
-                     generic=self.generic, without_mask=np.array(sorted(self.without_mask), np.int64))  # fmt: skip
+                     generic=self.generic, without_mask=np.array(sorted(self.without_mask), np.int64),
+                     key=np.array(self.key))  # fmt: skip
             tmp.write_bytes(buffer.getvalue())
 
         atomic_write(Path(path), write)
@@ -162,6 +179,8 @@ class ShapeLibrary:
                       data["areas"].astype(np.int64), data["other_best"].astype(np.float32),
                       data["other_source"].astype(np.int64), data["generic"].astype(np.float32),
                       frozenset(data["without_mask"].tolist()))  # fmt: skip
+            if "key" in data.files:  # saved with the arrays, in the same atomic file
+                object.__setattr__(lib, "_key", str(data["key"]))
         n = len(lib.ids)
         if lib.codes.shape != (n, _BYTES) or any(len(a) != n for a in (lib.brands, lib.areas, lib.other_best,
                                                                          lib.other_source, lib.generic)):

@@ -4,9 +4,10 @@ Building the inverted file over the packed masks costs minutes at a million logo
 docs/scale.md), and every scorer process paid it when it started. The indexing run now saves
 it as :data:`LISTS_FILE` next to the shape library (atomic write: temp file, fsync, rename),
 and a scorer loads it instead of building it when the saved key equals the key of the library
-it holds (:func:`library_key`: a hash of the library's ref ids and packed masks). A file that
-is missing, stale (another library's key) or unreadable (bad magic, checksum, FAISS parse) is
-never trusted: the caller builds the inverted file again.
+it holds (:attr:`~detector.shape_library.ShapeLibrary.key`: a hash of the library's ref ids and
+packed masks, saved with the library). A file that is missing, stale (another library's key) or
+unreadable (bad magic, checksum, FAISS parse) is never trusted: the caller builds the inverted
+file again.
 
 File layout: a fixed :data:`_HEADER_BYTES` header (magic line, then a JSON object: key, the
 library size the lists' centres were drawn for, the payload's length and SHA-256), padded
@@ -24,10 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from detector.shape_library import ShapeLibrary
-
 log = logging.getLogger(__name__)
 
 LISTS_FILE = "shape_lists.faiss"
@@ -42,14 +39,6 @@ class SavedLists:
 
     lists: Any  # faiss.IndexBinaryIVF labelled with ref ids
     drawn_for: int
-
-
-def library_key(library: ShapeLibrary) -> str:
-    """SHA-256 of the library's ref ids and packed masks: what the inverted file holds."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(library.ids, dtype="<i8").tobytes())
-    digest.update(np.ascontiguousarray(library.codes).data)
-    return digest.hexdigest()
 
 
 def save_lists(path: Path, lists: Any, *, key: str, drawn_for: int) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
-from detector.shape_lists import LISTS_FILE, library_key, load_lists, save_lists
+from detector.shape_lists import LISTS_FILE, load_lists, save_lists
 from detector.shape_search import EXACT_UP_TO, ShapeSearch
 from index.protocol import VectorIndex
 
@@ -90,7 +90,7 @@ def save_synced_search(index_dir: Path, library: ShapeLibrary, base: ShapeLibrar
     previous = saved_search(index_dir, base, exact_up_to=exact_up_to)
     search = ShapeSearch(library, exact_up_to=exact_up_to, previous=previous)
     if previous is None or search.lists is not previous.lists:  # built, or changed by difference
-        save_lists(path, search.lists, key=library_key(library), drawn_for=search.drawn_for)
+        save_lists(path, search.lists, key=library.key, drawn_for=search.drawn_for)
     return search
 
 
@@ -99,7 +99,7 @@ def saved_search(index_dir: Path, library: ShapeLibrary, *, exact_up_to: int = E
     when the library takes the exact path, or the file is missing, stale or unreadable."""
     if len(library) <= exact_up_to:
         return None
-    saved = load_lists(Path(index_dir) / LISTS_FILE, library_key(library), expected=len(library))
+    saved = load_lists(Path(index_dir) / LISTS_FILE, library.key, expected=len(library))
     if saved is None:
         return None
     return ShapeSearch(library, exact_up_to=exact_up_to, saved=saved)

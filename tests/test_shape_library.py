@@ -75,8 +75,13 @@ def test_save_load_round_trip_and_a_corrupt_file_is_recomputed(seeds, tmp_path):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(library, name))
     # The masks and brands are read from the file as needed (memory maps), not copied onto the heap.
     assert isinstance(loaded.codes, np.memmap) and isinstance(loaded.brands, np.memmap)
+    # Its key (what a saved inverted file is checked against) comes from the file, not from
+    # reading every mask; it is the key the masks give.
+    assert "_key" in loaded.__dict__ and loaded.key == library.key
     grown = loaded.with_added([99], ["b9"], _masks(rows[:1]))  # a writer grows a loaded library
     assert len(grown) == 31 and grown.distinct(99) == 1.0  # logo 0's mask under another brand
+    assert "_key" not in grown.__dict__ and grown.key not in (library.key, None)
+    assert loaded.without([]).key == library.key  # the same masks, computed again
     # A library written compressed (no map possible) is read whole, to the same arrays.
     with np.load(tmp_path / LIBRARY_FILE) as data:
         np.savez_compressed(tmp_path / "compressed.npz", **{k: data[k] for k in data.files})

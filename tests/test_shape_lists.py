@@ -7,16 +7,16 @@ import os
 
 import numpy as np
 import pytest
+from shape_support import FakeIndex
 
 import detector.shape_search as shape_search
 from detector.bench.shape_masks import drawn_seeds, synthetic_library
 from detector.bench.shape_scale import library_of
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
-from detector.shape_lists import LISTS_FILE, library_key
+from detector.shape_lists import LISTS_FILE
 from detector.shape_search import ShapeSearch
 from detector.shape_sync import save_synced_library, save_synced_search, saved_search, synced_search
 from detector.silhouettes import CANONICAL_SIDE, QueryShapes, SilhouetteConfig
-from shape_support import FakeIndex
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_changed_library_or_a_damaged_file_is_never_loaded(rows, tmp_path):
     changed_codes[5, 0] ^= 1  # same ids, one mask differs by a pixel
     changed = ShapeLibrary(library.ids, library.brands, changed_codes, library.areas, library.other_best,
                            library.other_source, library.generic)  # fmt: skip
-    assert library_key(changed) != library_key(library)
+    assert changed.key != library.key
     assert saved_search(tmp_path, changed, exact_up_to=0) is None
     saved = (tmp_path / LISTS_FILE).read_bytes()
     flipped = bytearray(saved)

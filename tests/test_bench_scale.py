@@ -152,3 +152,19 @@ def test_exact_nearest_is_a_brute_force_over_each_references_best_view(tmp_path)
     best = np.stack([(queries @ stored[i].T).max(axis=1) for i in ids], axis=1)
     expected = np.asarray(ids)[np.argsort(-best, axis=1, kind="stable")[:, :5]]
     assert found.tolist() == expected.tolist()
+
+
+def test_scale_recall_scores_more_planted_listings_against_exact_search(result, tmp_path):
+    from detector.bench.scale_recall import main as recall_main
+
+    out, _ = result
+    seed_set = next((out / "seeds").glob("seed-*/set"))
+    library = next((out / "libraries").glob(f"*-{SIZES[-1]}/index"))
+    assert recall_main([str(seed_set), str(library), str(tmp_path), "--per-group", "2", "--listing-seed", "5"]) == 0
+    data = json.loads((tmp_path / "recall.json").read_text())
+    seed_brands = {json.loads(line)["brand"] for line in (seed_set / "labels.jsonl").read_text().splitlines()} - {None}
+    listings = json.loads((tmp_path / "listings.json").read_text())
+    assert data["listings"] == len(listings) == 4 and {row["brand"] for row in listings} <= seed_brands
+    assert data["searches"] >= 4
+    (row,) = data["variants"]
+    assert row["exact_top1_agreement"] == 1.0 and row["exact_top10_overlap"] == 1.0  # a Flat library is exact

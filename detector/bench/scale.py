@@ -299,13 +299,20 @@ def _exact_agreement(index_dir: Path, result_file: Path, chunk: int = 20_000) ->
     with ReferenceIndex.open(index_dir) as index:
         best_ids = exact_nearest(index, queries, TOP_K, chunk)
         brand_of = {r.id: r.brand for r in index.get_references({*best_ids.ravel().tolist(), *found.ravel().tolist()}).values()}
+    return {"exact_queries": len(queries), "exact_search_k": int(found.shape[1]),
+            **agreement_with_exact(found, best_ids, brands, brand_of)}
+
+
+def agreement_with_exact(found: np.ndarray, best_ids: np.ndarray, brands: list[str | None],
+                         brand_of: dict[int, str]) -> dict[str, Any]:
+    """How the ids an index ``found`` ``(q, k)`` agree with the exact ``best_ids`` ``(q, TOP_K)``
+    for searches on listings whose planted brand is ``brands[i]`` (see :func:`_exact_agreement`)."""
     top1 = float(np.mean(found[:, 0] == best_ids[:, 0]))
     in_k = float(np.mean([e in f for e, f in zip(best_ids[:, 0].tolist(), found.tolist())]))
     overlap = float(np.mean([len(set(f[:TOP_K]) & set(e)) / TOP_K for f, e in zip(found.tolist(), best_ids.tolist())]))
     exact_has = [brand in {brand_of.get(i) for i in e} for brand, e in zip(brands, best_ids.tolist())]
     kept = [brand in {brand_of.get(i) for i in f} for brand, f, has in zip(brands, found.tolist(), exact_has) if has]
-    return {"exact_queries": len(queries), "exact_search_k": int(found.shape[1]),
-            "exact_top1_agreement": round(top1, 4), "exact_top1_in_search_k": round(in_k, 4),
+    return {"exact_top1_agreement": round(top1, 4), "exact_top1_in_search_k": round(in_k, 4),
             f"exact_top{TOP_K}_overlap": round(overlap, 4),
             "planted_in_exact": int(sum(exact_has)), "planted_recall": _share(kept)}
 

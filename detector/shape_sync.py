@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.page_cache import read_ahead
 from detector.shape_library import LIBRARY_FILE, ShapeLibrary
 from detector.shape_lists import LISTS_FILE, load_lists, save_lists
 from detector.shape_search import EXACT_UP_TO, ShapeSearch
@@ -59,9 +58,6 @@ def synced_search(index: VectorIndex, read_masks: MaskReader, previous: ShapeSea
     started = time.perf_counter()
     if previous is None:
         base = load_saved(Path(index.path))
-        # The masks are read from the mapped file, a shortlist's rows per listing: read it into
-        # the page cache now, as the descriptor store is, not on the first listings' page faults.
-        read_ahead([Path(index.path) / LIBRARY_FILE])
         previous = saved_search(Path(index.path), base, exact_up_to=exact_up_to)
         library = synced_library(index, read_masks, base)
     else:
